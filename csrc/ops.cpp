@@ -1,0 +1,28 @@
+// Every C++ op schema of the `wmk` namespace, in one place. Kernels register their
+// implementations per dispatch key in csrc/cpu/<op>.cpp and csrc/cuda/<op>.cu; fake (meta)
+// implementations and autograd are registered in Python next to each op (wmkernels/ops).
+#include <torch/extension.h>
+#include <torch/library.h>
+
+TORCH_LIBRARY(wmk, m) {
+  // VQ: z (N, D), codebook (K, D) -> int64 (N,) nearest code; metric "l2" | "cosine".
+  m.def("vq_lookup(Tensor z, Tensor codebook, str metric) -> Tensor");
+  // VQ: in-place EMA k-means update with Laplace smoothing (see wmkernels/reference/vq.py).
+  m.def(
+      "vq_ema_update_(Tensor(a!) codebook, Tensor(b!) cluster_size, Tensor(c!) embed_sum, "
+      "Tensor z, Tensor indices, float decay, float eps) -> ()");
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
+  mod.def("build_info", [] {
+    pybind11::dict info;
+#ifdef WMK_WITH_CUDA
+    info["cuda"] = true;
+#else
+    info["cuda"] = false;
+#endif
+    info["torch"] = TORCH_VERSION;
+    info["threads"] = at::get_num_threads();
+    return info;
+  });
+}

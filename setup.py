@@ -1,0 +1,79 @@
+"""Build script: decides which extension (if any) to build from the torch that is installed.
+
+- no torch importable, or WMK_BUILD_EXT=0  -> pure-Python package (reference + Triton paths)
+- CPU torch                                 -> C++ extension `wmkernels._C` (CPU kernels)
+- CUDA torch and an nvcc of the same major  -> the same extension with the CUDA kernels too
+  (WMK_FORCE_CUDA=1 builds CUDA even when no GPU is visible, e.g. in a container build)
+
+The extension is optional: if compiling fails, the install still succeeds and
+`wmk info` reports that the C++ backends are unavailable.
+"""
+
+import glob
+import os
+import re
+import subprocess
+
+from setuptools import setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _nvcc_major(cuda_home):
+    try:
+        out = subprocess.run(
+            [os.path.join(cuda_home, "bin", "nvcc"), "--version"],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    match = re.search(r"release (\d+)\.", out)
+    return int(match.group(1)) if match else None
+
+
+def _want_cuda(torch, cuda_home):
+    if torch.version.cuda is None or cuda_home is None:
+        return False
+    nvcc = _nvcc_major(cuda_home)
+    if nvcc != int(torch.version.cuda.split(".")[0]):
+        print(f"wmkernels: nvcc major {nvcc} != torch CUDA {torch.version.cuda}; CPU-only build")
+        return False
+    return os.environ.get("WMK_FORCE_CUDA") == "1" or torch.cuda.is_available() or bool(
+        os.environ.get("TORCH_CUDA_ARCH_LIST")
+    )
+
+
+def _extensions():
+    if os.environ.get("WMK_BUILD_EXT", "1") == "0":
+        return [], {}
+    try:
+        import torch
+        from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+    except ImportError:
+        print("wmkernels: torch not importable; installing the pure-Python package")
+        return [], {}
+
+    sources = ["csrc/ops.cpp", *sorted(glob.glob("csrc/cpu/*.cpp"))]
+    cxx = ["-O3", "-std=c++17", "-fopenmp"]
+    kwargs = dict(
+        name="wmkernels._C",
+        extra_link_args=["-fopenmp"],
+        include_dirs=[os.path.join(ROOT, "csrc")],
+        optional=True,  # a failed compile leaves a working pure-Python package
+    )
+    if _want_cuda(torch, CUDA_HOME):
+        sources += sorted(glob.glob("csrc/cuda/*.cu"))
+        ext = CUDAExtension(
+            sources=sources,
+            define_macros=[("WMK_WITH_CUDA", "1")],
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++17", "--use_fast_math",
+                                                     "-lineinfo"]},
+            **kwargs,
+        )
+    else:
+        ext = CppExtension(sources=sources, extra_compile_args={"cxx": cxx}, **kwargs)
+    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
+
+
+ext_modules, cmdclass = _extensions()
+setup(ext_modules=ext_modules, cmdclass=cmdclass)

@@ -1,0 +1,69 @@
+"""Helpers for the correctness rules of the benchmarks document (tolerances, devices,
+dtypes, backends, opcheck)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from wmkernels import routing
+
+HAS_CUDA = torch.cuda.is_available()
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
+
+gpu = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (none visible)")
+
+# Relative-RMS bounds per dtype, on top of the max-error rule.
+REL_RMS = {torch.float16: 2e-3, torch.bfloat16: 1e-2, torch.float32: 1e-5, torch.float64: 1e-7}
+
+
+def dtypes_for(device: str, backend: str, supported=(torch.float32, torch.float16,
+                                                     torch.bfloat16)):
+    """The dtypes a backend is tested in on a device. The Triton interpreter cannot do
+    bf16, so bf16 Triton runs only on a GPU."""
+    out = []
+    for dt in supported:
+        if backend == "triton" and device == "cpu" and dt == torch.bfloat16:
+            continue
+        out.append(dt)
+    return out
+
+
+def available_backends(op: str, device: str) -> list[str]:
+    return [b for b in routing._OPS[op] if routing.unavailable_reason(b, device) is None]
+
+
+def backend_params(op: str):
+    """pytest params (device, backend) for every backend of `op`, skipped with the reason
+    when it cannot run here."""
+    params = []
+    for dev in ("cpu", "cuda"):
+        for b in routing._OPS[op]:
+            if b == "cuda" and dev == "cpu" or b == "cpu" and dev == "cuda":
+                continue
+            reason = "no CUDA GPU" if dev == "cuda" and not HAS_CUDA else (
+                routing.unavailable_reason(b, dev))
+            marks = [pytest.mark.skip(reason=reason)] if reason else []
+            params.append(pytest.param(dev, b, id=f"{dev}-{b}", marks=marks))
+    return params
+
+
+def assert_close(out, ref64, low, *, dtype=None, name="output"):
+    """FlashAttention's rule: max|out - ref64| <= 2 * max|low - ref64| + 1e-5, plus a
+    relative-RMS bound per dtype. `low` is the reference run in the kernel's dtype."""
+    dtype = dtype or out.dtype
+    out64, low64 = out.double(), low.double()
+    err = (out64 - ref64).abs().max().item() if out.numel() else 0.0
+    base = (low64 - ref64).abs().max().item() if out.numel() else 0.0
+    assert err <= 2 * base + 1e-5, f"{name}: max error {err:.3e} > 2 * {base:.3e} + 1e-5"
+    if out.numel():
+        rel = ((out64 - ref64).norm() / ref64.norm().clamp_min(1e-30)).item()
+        assert rel < REL_RMS[dtype], f"{name}: relative RMS {rel:.3e} >= {REL_RMS[dtype]}"
+
+
+def opcheck(op, args, kwargs=None):
+    """torch.library.opcheck, failing the test on any of its checks."""
+    torch.library.opcheck(op, args, kwargs or {}, raise_exception=True)

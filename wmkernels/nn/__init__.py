@@ -1,0 +1,5 @@
+"""nn.Module drop-ins built on the wmkernels ops."""
+
+from wmkernels.nn.vq import VectorQuantizer
+
+__all__ = ["VectorQuantizer"]

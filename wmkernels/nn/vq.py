@@ -1,0 +1,124 @@
+"""VectorQuantizer: a VQ layer on the fused lookup, with EMA codebook, dead-code restart and
+k-means init. Argument names follow vector-quantize-pytorch's `VectorQuantize` where they
+mean the same thing, so switching is a rename of the import."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from wmkernels.ops.vq import vq_ema_update_, vq_lookup, vq_quantize
+
+
+class VectorQuantizer(nn.Module):
+    """Quantize (..., dim) vectors to the nearest of `codebook_size` codes.
+
+    Args:
+        dim: vector size D.
+        codebook_size: number of codes K.
+        metric: "l2" or "cosine".
+        commitment_weight: beta of the VQ-VAE commitment loss.
+        ema_decay: None -> the codebook is a Parameter trained by the codebook loss;
+            a float -> EMA k-means updates in training (VQ-VAE-2), codebook loss dropped.
+        dead_code_threshold: in training, codes whose usage (EMA count, or count in the
+            batch without EMA) falls below this are replaced by random vectors of the batch.
+        kmeans_init: initialize the codebook by k-means on the first training batch.
+        kmeans_iters: Lloyd iterations for kmeans_init.
+        backend: passed to the ops (None = automatic).
+
+    forward(x) -> (quantized, indices, loss): quantized like x with straight-through
+    gradient, indices int64 x.shape[:-1], loss a scalar. After each forward,
+    `self.perplexity` holds exp(entropy) of the batch's code usage (K = all used evenly).
+    """
+
+    def __init__(self, dim: int, codebook_size: int, *, metric: str = "l2",
+                 commitment_weight: float = 0.25, ema_decay: float | None = None,
+                 dead_code_threshold: float = 0.0, kmeans_init: bool = False,
+                 kmeans_iters: int = 10, eps: float = 1e-5, backend: str | None = None):
+        super().__init__()
+        if dim < 1 or codebook_size < 1:
+            raise ValueError(f"dim and codebook_size must be >= 1, got {dim}, {codebook_size}")
+        self.dim, self.codebook_size, self.metric = dim, codebook_size, metric
+        self.commitment_weight, self.ema_decay, self.eps = commitment_weight, ema_decay, eps
+        self.dead_code_threshold, self.kmeans_iters = dead_code_threshold, kmeans_iters
+        self.backend = backend
+        init = torch.randn(codebook_size, dim) * (dim ** -0.5)
+        if ema_decay is None:
+            self.codebook = nn.Parameter(init)
+        else:
+            self.register_buffer("codebook", init)
+            self.register_buffer("cluster_size", torch.zeros(codebook_size))
+            self.register_buffer("embed_sum", init.clone())
+        self.register_buffer("initted", torch.tensor(not kmeans_init))
+        self.register_buffer("perplexity", torch.tensor(float(codebook_size)))
+
+    def forward(self, x: torch.Tensor):
+        if x.shape[-1] != self.dim:
+            raise ValueError(f"x's last dim must be {self.dim}, got shape {tuple(x.shape)}")
+        flat = x.reshape(-1, self.dim)
+        if self.training and not bool(self.initted):
+            self._kmeans_init(flat.detach())
+        codebook = self.codebook.to(x.dtype)
+        quantized, indices, loss = vq_quantize(
+            x, codebook, metric=self.metric, commitment_weight=self.commitment_weight,
+            backend=self.backend)
+        if self.ema_decay is not None:
+            # the codebook follows the EMA, so only the commitment term trains anything
+            e = quantized.detach()
+            z = torch.nn.functional.normalize(x, dim=-1) if self.metric == "cosine" else x
+            loss = self.commitment_weight * torch.nn.functional.mse_loss(z, e) if x.numel() else loss
+        flat_idx = indices.reshape(-1)
+        counts = torch.bincount(flat_idx, minlength=self.codebook_size).float()
+        with torch.no_grad():
+            self._track_usage(counts)
+            if self.training:
+                if self.ema_decay is not None and flat_idx.numel():
+                    vq_ema_update_(self.codebook, self.cluster_size, self.embed_sum,
+                                   flat.detach().to(self.codebook.dtype), flat_idx,
+                                   decay=self.ema_decay, eps=self.eps, backend=self.backend)
+                self._restart_dead_codes(flat.detach(), counts)
+        return quantized, indices, loss
+
+    def _track_usage(self, counts: torch.Tensor) -> None:
+        total = counts.sum()
+        if total > 0:
+            p = counts / total
+            self.perplexity.copy_(torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum()))
+
+    def _restart_dead_codes(self, flat: torch.Tensor, counts: torch.Tensor) -> None:
+        if self.dead_code_threshold <= 0 or flat.shape[0] == 0:
+            return
+        usage = self.cluster_size if self.ema_decay is not None else counts
+        dead = torch.nonzero(usage < self.dead_code_threshold).flatten()
+        if dead.numel() == 0:
+            return
+        pick = torch.randint(0, flat.shape[0], (dead.numel(),), device=flat.device)
+        fresh = flat[pick].to(self.codebook.dtype)
+        self.codebook.data[dead] = fresh
+        if self.ema_decay is not None:
+            # restart the statistics so the next EMA step keeps the new code where it is
+            self.cluster_size[dead] = self.dead_code_threshold
+            self.embed_sum[dead] = fresh * self.dead_code_threshold
+
+    @torch.no_grad()
+    def _kmeans_init(self, flat: torch.Tensor) -> None:
+        """Lloyd's k-means on the first batch, with the fused lookup as the assignment step."""
+        K = self.codebook_size
+        data = flat.to(self.codebook.dtype)
+        centers = data[torch.randint(0, data.shape[0], (K,), device=data.device)].clone()
+        for _ in range(self.kmeans_iters):
+            idx = vq_lookup(data, centers, metric=self.metric, backend=self.backend)
+            counts = torch.bincount(idx, minlength=K).to(data.dtype)
+            sums = torch.zeros_like(centers).index_add_(0, idx, data)
+            used = counts > 0
+            centers[used] = sums[used] / counts[used, None]
+        self.codebook.data.copy_(centers)
+        if self.ema_decay is not None:
+            counts = torch.bincount(idx, minlength=K).to(data.dtype)
+            self.cluster_size.copy_(counts)
+            self.embed_sum.copy_(centers * counts[:, None])
+        self.initted.fill_(True)
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, codebook_size={self.codebook_size}, metric={self.metric!r}, "
+                f"ema_decay={self.ema_decay}")

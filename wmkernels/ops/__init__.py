@@ -1,0 +1,1 @@
+"""The torch ops: registration, fake implementations, autograd, routing. One module per op."""

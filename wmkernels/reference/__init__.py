@@ -1,0 +1,1 @@
+"""Eager PyTorch implementations: the semantics of every op, and the "eager" baseline."""

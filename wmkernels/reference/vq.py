@@ -1,0 +1,58 @@
+"""VQ nearest-codebook lookup, quantization and EMA update, written the way VQ-VAE repos
+write them today: `cdist + argmin`, gathers, and a one-hot matrix for the EMA statistics.
+
+These define the semantics the kernels must match:
+- `l2`: argmin_k ||z - c_k||^2. `cosine`: argmax_k <z/|z|, c_k/|c_k|>.
+- ties go to the smallest index; a NaN distance counts as the smallest (torch.argmin),
+  so a row of `z` containing NaN maps to code 0.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def vq_distances(z: torch.Tensor, codebook: torch.Tensor, metric: str = "l2") -> torch.Tensor:
+    """(N, D) x (K, D) -> (N, K) distances to minimize, in fp32 (float64 stays float64)."""
+    dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
+    z, codebook = z.to(dtype), codebook.to(dtype)
+    if metric == "l2":
+        return torch.cdist(z, codebook)
+    return -(F.normalize(z, dim=-1) @ F.normalize(codebook, dim=-1).t())
+
+
+def vq_lookup(z: torch.Tensor, codebook: torch.Tensor, metric: str = "l2") -> torch.Tensor:
+    """Nearest code per row of z (N, D) -> int64 (N,): the eager `cdist(...).argmin(-1)`."""
+    if z.shape[0] == 0:
+        return torch.empty(0, dtype=torch.long, device=z.device)
+    return vq_distances(z, codebook, metric).argmin(-1)
+
+
+def vq_lookup_onehot(z: torch.Tensor, codebook: torch.Tensor, metric: str = "l2"):
+    """The vector-quantize-pytorch style path: fp32 distance matrix, argmax, an N x K one-hot,
+    and the quantized vectors gathered by a one-hot GEMM. Returns (indices, quantized)."""
+    dist = -vq_distances(z, codebook, metric)
+    indices = dist.argmax(-1)
+    onehot = F.one_hot(indices, codebook.shape[0]).type(dist.dtype)
+    return indices, onehot @ codebook.to(dist.dtype)
+
+
+def vq_ema_update_(codebook, cluster_size, embed_sum, z, indices, decay=0.99, eps=1e-5):
+    """In-place EMA k-means codebook update with Laplace smoothing (VQ-VAE-2, Sonnet's
+    VectorQuantizerEMA without its zero-debiasing), via the one-hot statistics:
+
+        cluster_size <- decay * cluster_size + (1 - decay) * counts
+        embed_sum    <- decay * embed_sum    + (1 - decay) * onehot^T z
+        n = sum(cluster_size); smoothed = (cluster_size + eps) / (n + K eps) * n
+        codebook     <- embed_sum / smoothed[:, None]
+    """
+    K = codebook.shape[0]
+    onehot = F.one_hot(indices, K).to(codebook.dtype)
+    counts = onehot.sum(0)
+    sums = onehot.t() @ z.to(codebook.dtype)
+    cluster_size.mul_(decay).add_(counts, alpha=1 - decay)
+    embed_sum.mul_(decay).add_(sums, alpha=1 - decay)
+    n = cluster_size.sum()
+    smoothed = (cluster_size + eps) / (n + K * eps) * n
+    codebook.copy_(embed_sum / smoothed.unsqueeze(1))
