@@ -1,0 +1,211 @@
+"""Genie configurations: dataclasses with the paper's values (Bruce et al. 2024, Table/App. of
+arXiv 2402.15391) noted beside ours.
+
+`tiny` trains on a 2-core CPU in minutes (the `wmk demo` budget); `base` is a one-GPU size
+(the speed target's 64x64, 16 frames, d=512, 12 layers dynamics).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+def _positive(name: str, value, kind=int) -> None:
+    if not isinstance(value, kind) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive {kind.__name__}, got {value!r}")
+
+
+@dataclass
+class TokenizerConfig:
+    """ST-ViViT VQ-VAE. Paper: patch 4, 1024 codes of dim 32, d_model 512, 12+20 layers."""
+
+    patch: int = 4                # paper 4
+    dim: int = 64                 # paper 512
+    heads: int = 2                # paper 8 (head dim 64); ours keeps head dim 32
+    enc_layers: int = 2           # paper 12
+    dec_layers: int = 2           # paper 20
+    codebook_size: int = 512      # paper 1024
+    code_dim: int = 32            # paper 32
+    commitment_weight: float = 0.25
+
+    def validate(self, image_size: int) -> None:
+        for name in ("patch", "dim", "heads", "enc_layers", "dec_layers", "codebook_size",
+                     "code_dim"):
+            _positive(f"tokenizer.{name}", getattr(self, name))
+        if image_size % self.patch:
+            raise ValueError(f"tokenizer.patch ({self.patch}) must divide image_size "
+                             f"({image_size})")
+        if self.dim % self.heads:
+            raise ValueError(f"tokenizer.dim ({self.dim}) must be divisible by tokenizer.heads "
+                             f"({self.heads})")
+
+
+@dataclass
+class LAMConfig:
+    """Latent action model. Paper: patch 16, 8 codes of dim 32, d_model 1024, 20+20 layers."""
+
+    patch: int = 8                # paper 16 (on 160x90 frames); ours scaled to 32x32 frames
+    dim: int = 64                 # paper 1024
+    heads: int = 2                # paper 16
+    enc_layers: int = 2           # paper 20
+    dec_layers: int = 2           # paper 20
+    num_actions: int = 8          # paper 8 (the user's "buttons")
+    code_dim: int = 32            # paper 32
+    commitment_weight: float = 0.25
+
+    def validate(self, image_size: int) -> None:
+        for name in ("patch", "dim", "heads", "enc_layers", "dec_layers", "num_actions",
+                     "code_dim"):
+            _positive(f"lam.{name}", getattr(self, name))
+        if image_size % self.patch:
+            raise ValueError(f"lam.patch ({self.patch}) must divide image_size ({image_size})")
+        if self.dim % self.heads:
+            raise ValueError(f"lam.dim ({self.dim}) must be divisible by lam.heads "
+                             f"({self.heads})")
+
+
+@dataclass
+class DynamicsConfig:
+    """MaskGIT ST-transformer. Paper: d_model 5120, 48 layers (the 10.1B model), mask rate
+    U(0.5, 1), 25 MaskGIT steps at temperature 2 with random sampling."""
+
+    dim: int = 96                 # paper 5120
+    heads: int = 3                # paper 36
+    layers: int = 3               # paper 48
+    mask_min: float = 0.5         # paper 0.5
+    mask_max: float = 1.0         # paper 1.0
+    maskgit_steps: int = 8        # paper 25
+    temperature: float = 1.0      # paper 2.0; a briefly trained model is sharper at 1.0
+    choice_temperature: float = 4.5  # MaskGIT's default annealed choice noise
+
+    def validate(self) -> None:
+        for name in ("dim", "heads", "layers", "maskgit_steps"):
+            _positive(f"dynamics.{name}", getattr(self, name))
+        if self.dim % self.heads:
+            raise ValueError(f"dynamics.dim ({self.dim}) must be divisible by dynamics.heads "
+                             f"({self.heads})")
+        if not 0.0 <= self.mask_min <= self.mask_max <= 1.0:
+            raise ValueError("need 0 <= dynamics.mask_min <= dynamics.mask_max <= 1, got "
+                             f"{self.mask_min}, {self.mask_max}")
+        if self.temperature < 0 or self.choice_temperature < 0:
+            raise ValueError("dynamics.temperature and choice_temperature must be >= 0, got "
+                             f"{self.temperature}, {self.choice_temperature}")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation for both phases (paper: AdamW, warmup, cosine decay; 16 frames)."""
+
+    batch_size: int = 16
+    tokenizer_steps: int = 600
+    joint_steps: int = 600        # LAM + dynamics, trained together (paper's order)
+    lr: float = 1e-3
+    warmup: int = 50
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    eval_every: int = 200
+    seed: int = 0
+
+    def validate(self) -> None:
+        for name in ("batch_size", "eval_every"):
+            _positive(f"train.{name}", getattr(self, name))
+        for name in ("tokenizer_steps", "joint_steps", "warmup"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"train.{name} must be an int >= 0, got {value!r}")
+        _positive("train.lr", self.lr, float)
+
+
+@dataclass
+class GenieConfig:
+    """Everything a Genie run needs. `image_size` x `image_size` RGB frames, clips of
+    `frames` frames (paper: 16 frames at 160x90)."""
+
+    name: str = "tiny"
+    image_size: int = 32
+    frames: int = 8
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    lam: LAMConfig = field(default_factory=LAMConfig)
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> GenieConfig:
+        """Raise ValueError naming the first bad field; return self."""
+        _positive("image_size", self.image_size)
+        if not isinstance(self.frames, int) or self.frames < 2:
+            raise ValueError(f"frames must be an int >= 2 (a frame and its successor), got "
+                             f"{self.frames!r}")
+        self.tokenizer.validate(self.image_size)
+        self.lam.validate(self.image_size)
+        self.dynamics.validate()
+        self.train.validate()
+        return self
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return (self.image_size // self.tokenizer.patch) ** 2
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GenieConfig:
+        """Inverse of to_dict; unknown keys raise ValueError."""
+        subs = {"tokenizer": TokenizerConfig, "lam": LAMConfig, "dynamics": DynamicsConfig,
+                "train": TrainConfig}
+        kwargs = {}
+        names = {f.name for f in dataclasses.fields(cls)}
+        for key, value in d.items():
+            if key not in names:
+                raise ValueError(f"unknown GenieConfig field {key!r}; expected one of "
+                                 f"{sorted(names)}")
+            if key in subs:
+                sub_names = {f.name for f in dataclasses.fields(subs[key])}
+                bad = set(value) - sub_names
+                if bad:
+                    raise ValueError(f"unknown {key} field(s) {sorted(bad)}; expected a subset "
+                                     f"of {sorted(sub_names)}")
+                value = subs[key](**value)
+            kwargs[key] = value
+        return cls(**kwargs).validate()
+
+
+def _tiny() -> GenieConfig:
+    return GenieConfig()
+
+
+def _micro() -> GenieConfig:
+    """Seconds-long smoke-test size (tests and CI), not meant to learn much."""
+    return GenieConfig(
+        name="micro", image_size=16, frames=4,
+        tokenizer=TokenizerConfig(patch=4, dim=32, heads=1, enc_layers=1, dec_layers=1,
+                                  codebook_size=32, code_dim=8),
+        lam=LAMConfig(patch=8, dim=32, heads=1, enc_layers=1, dec_layers=1, code_dim=8),
+        dynamics=DynamicsConfig(dim=32, heads=1, layers=1, maskgit_steps=3),
+        train=TrainConfig(batch_size=4, tokenizer_steps=3, joint_steps=3, warmup=1,
+                          eval_every=2))
+
+
+def _base() -> GenieConfig:
+    """One-GPU size; the dynamics matches the speed target (64x64, 16 frames, d=512,
+    12 layers)."""
+    return GenieConfig(
+        name="base", image_size=64, frames=16,
+        tokenizer=TokenizerConfig(patch=4, dim=256, heads=8, enc_layers=4, dec_layers=6,
+                                  codebook_size=1024, code_dim=32),
+        lam=LAMConfig(patch=16, dim=256, heads=8, enc_layers=4, dec_layers=4),
+        dynamics=DynamicsConfig(dim=512, heads=8, layers=12, maskgit_steps=25,
+                                temperature=2.0),
+        train=TrainConfig(batch_size=32, tokenizer_steps=20000, joint_steps=40000, lr=3e-4,
+                          warmup=1000, eval_every=2000))
+
+
+PRESETS = {"micro": _micro, "tiny": _tiny, "base": _base}
+
+
+def get_config(name: str) -> GenieConfig:
+    """A fresh copy of the preset `name` ("micro", "tiny" or "base")."""
+    if name not in PRESETS:
+        raise ValueError(f"config must be one of {sorted(PRESETS)}, got {name!r}")
+    return PRESETS[name]().validate()

@@ -1,0 +1,88 @@
+"""Dynamics model (Genie §2.1): a decoder-only MaskGIT ST-transformer over the tokenizer's
+codes. Frame t+1's token embeddings get the latent action a_t added (an additive action
+embedding, as in the paper); temporal attention is causal, so frame t's prediction sees
+frames <= t only. Trained by masking each frame's tokens at a rate drawn from U(0.5, 1) and
+predicting the masked codes (cross-entropy)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wmkernels.models.genie.config import DynamicsConfig
+from wmkernels.models.genie.modules import STTransformer
+
+
+def random_token_mask(shape: tuple[int, int, int], mask_min: float, mask_max: float, *,
+                      generator: torch.Generator | None = None,
+                      device: torch.device | str = "cpu") -> torch.Tensor:
+    """MaskGIT training mask (B, T, S) bool, True = hidden from the model.
+
+    Every frame but the first draws its own rate r ~ U(mask_min, mask_max) and hides each of
+    its tokens with probability r; the first frame is the always-visible context.
+    """
+    B, T, S = shape
+    rate = torch.empty(B, T, 1, device=device).uniform_(mask_min, mask_max, generator=generator)
+    mask = torch.rand(B, T, S, device=device, generator=generator) < rate
+    mask[:, 0] = False
+    return mask
+
+
+class DynamicsModel(nn.Module):
+    """Logits over the codebook for every token of (B, T, S) code clips, given actions."""
+
+    def __init__(self, cfg: DynamicsConfig, vocab: int, num_actions: int, max_frames: int,
+                 spatial: int):
+        super().__init__()
+        self.cfg, self.vocab, self.num_actions = cfg, vocab, num_actions
+        self.mask_id = vocab                        # one extra embedding row: [MASK]
+        self.no_action = num_actions                # frame 0 has no incoming action
+        self.token_embed = nn.Embedding(vocab + 1, cfg.dim)
+        self.action_embed = nn.Embedding(num_actions + 1, cfg.dim)
+        self.transformer = STTransformer(cfg.dim, cfg.heads, cfg.layers, max_frames, spatial)
+        self.head = nn.Linear(cfg.dim, vocab)
+
+    def _embed(self, tokens, mask, frame_actions):
+        tokens = torch.where(mask, torch.full_like(tokens, self.mask_id), tokens)
+        return self.token_embed(tokens) + self.action_embed(frame_actions)[:, :, None]
+
+    def frame_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """(B, T-1) transition actions -> (B, T) per-frame action ids (frame 0: no action)."""
+        first = actions.new_full((actions.shape[0], 1), self.no_action)
+        return torch.cat([first, actions], dim=1)
+
+    def forward(self, tokens: torch.Tensor, actions: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (B, T, S) int64, actions (B, T-1) int64 (a_t leads from frame t to t+1),
+        mask (B, T, S) bool or None -> logits (B, T, S, vocab)."""
+        if tokens.dim() != 3 or actions.shape != (tokens.shape[0], tokens.shape[1] - 1):
+            raise ValueError(f"tokens must be (B, T, S) and actions (B, T-1), got "
+                             f"{tuple(tokens.shape)} and {tuple(actions.shape)}")
+        if mask is None:
+            mask = torch.zeros_like(tokens, dtype=torch.bool)
+        h = self._embed(tokens, mask, self.frame_actions(actions))
+        return self.head(self.transformer(h))
+
+    def frame_logits(self, tokens: torch.Tensor, mask: torch.Tensor, action: torch.Tensor,
+                     t: int, cache) -> torch.Tensor:
+        """Logits (B, S, vocab) of frame `t` alone, the frames before it served from `cache`.
+
+        tokens (B, S), mask (B, S), action (B,) = a_{t-1} (unused at t = 0).
+        """
+        if t == 0:
+            action = torch.full_like(action, self.no_action)
+        frame_action = action[:, None]
+        h = self._embed(tokens[:, None], mask[:, None], frame_action)
+        return self.head(self.transformer(h, start=t, cache=cache))[:, 0]
+
+    def loss(self, tokens: torch.Tensor, actions: torch.Tensor, *,
+             generator: torch.Generator | None = None) -> dict:
+        """MaskGIT loss: cross-entropy on the masked tokens of a random U(min, max) mask."""
+        mask = random_token_mask(tuple(tokens.shape), self.cfg.mask_min, self.cfg.mask_max,
+                                 generator=generator, device=tokens.device)
+        logits = self(tokens, actions, mask)
+        loss = F.cross_entropy(logits[mask], tokens[mask]) if mask.any() else logits.sum() * 0
+        with torch.no_grad():
+            acc = (logits[mask].argmax(-1) == tokens[mask]).float().mean() if mask.any() else 0
+        return {"loss": loss, "accuracy": acc}

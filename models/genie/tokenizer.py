@@ -1,0 +1,64 @@
+"""Video tokenizer: the ST-ViViT VQ-VAE of Genie (§2.1). Frames are cut into patches, an
+ST-transformer encoder (causal in time, so frame t's codes depend only on frames <= t) maps
+each patch to a vector quantized against a codebook, and an ST-transformer decoder maps the
+codes back to pixels."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import wmkernels
+from wmkernels.models.genie.config import TokenizerConfig
+from wmkernels.models.genie.modules import STTransformer, patchify, unpatchify
+
+
+class VideoTokenizer(nn.Module):
+    """Video (B, T, 3, H, W) in [0, 1] <-> codes (B, T, S) int64, S = (H/patch)^2."""
+
+    def __init__(self, cfg: TokenizerConfig, image_size: int, max_frames: int):
+        super().__init__()
+        self.cfg, self.image_size = cfg, image_size
+        spatial = (image_size // cfg.patch) ** 2
+        patch_dim = cfg.patch * cfg.patch * 3
+        self.embed = nn.Linear(patch_dim, cfg.dim)
+        self.encoder = STTransformer(cfg.dim, cfg.heads, cfg.enc_layers, max_frames, spatial)
+        self.to_code = nn.Linear(cfg.dim, cfg.code_dim)
+        # EMA codebook + k-means init + dead-code restarts: the standard recipe that keeps
+        # a VQ-VAE's codebook in use (the paper gives no codebook-update details).
+        self.vq = wmkernels.nn.VectorQuantizer(
+            cfg.code_dim, cfg.codebook_size, commitment_weight=cfg.commitment_weight,
+            ema_decay=0.9, dead_code_threshold=1.0, kmeans_init=True)
+        self.from_code = nn.Linear(cfg.code_dim, cfg.dim)
+        self.decoder = STTransformer(cfg.dim, cfg.heads, cfg.dec_layers, max_frames, spatial)
+        self.to_pixels = nn.Linear(cfg.dim, patch_dim)
+
+    def _check(self, video: torch.Tensor) -> None:
+        if video.dim() != 5 or video.shape[2] != 3 or video.shape[3:] != (self.image_size,) * 2:
+            raise ValueError(f"video must be (B, T, 3, {self.image_size}, {self.image_size}), "
+                             f"got {tuple(video.shape)}")
+
+    def encode(self, video: torch.Tensor):
+        """-> (quantized (B, T, S, code_dim), indices (B, T, S) int64, vq loss scalar)."""
+        self._check(video)
+        h = self.encoder(self.embed(patchify(video * 2 - 1, self.cfg.patch)))
+        return self.vq(self.to_code(h))
+
+    def decode_codes(self, quantized: torch.Tensor) -> torch.Tensor:
+        """(B, T, S, code_dim) quantized vectors -> (B, T, 3, H, W) (not clamped)."""
+        h = self.decoder(self.from_code(quantized))
+        return unpatchify(self.to_pixels(h), self.cfg.patch, self.image_size) * 0.5 + 0.5
+
+    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        """(B, T, S) code indices -> (B, T, 3, H, W) frames clamped to [0, 1]."""
+        codes = F.embedding(indices, self.vq.codebook)
+        return self.decode_codes(codes).clamp(0, 1)
+
+    def forward(self, video: torch.Tensor) -> dict:
+        """Reconstruction and losses: recon (B, T, 3, H, W), indices, loss = MSE + VQ loss."""
+        quantized, indices, vq_loss = self.encode(video)
+        recon = self.decode_codes(quantized)
+        recon_loss = F.mse_loss(recon, video)
+        return {"recon": recon, "indices": indices, "recon_loss": recon_loss,
+                "vq_loss": vq_loss, "loss": recon_loss + vq_loss}
