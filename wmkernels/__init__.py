@@ -6,10 +6,9 @@ Public API (see README):
     nn                                       nn.Module drop-ins (VectorQuantizer, ...)
 """
 
-from wmkernels.routing import backends
+from wmkernels import nn
 from wmkernels.ops.vq import vq_ema_update_, vq_lookup, vq_quantize
-
-from wmkernels import nn  # noqa: E402  (modules are built on the functions above)
+from wmkernels.routing import backends
 
 __version__ = "0.1.0"
 
