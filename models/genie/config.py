@@ -178,12 +178,12 @@ def _tiny() -> GenieConfig:
 def _micro() -> GenieConfig:
     """Seconds-long smoke-test size (tests and CI), not meant to learn much."""
     return GenieConfig(
-        name="micro", image_size=16, frames=4,
+        name="micro", image_size=16, frames=5,
         tokenizer=TokenizerConfig(patch=4, dim=32, heads=1, enc_layers=1, dec_layers=1,
                                   codebook_size=32, code_dim=8),
         lam=LAMConfig(patch=8, dim=32, heads=1, enc_layers=1, dec_layers=1, code_dim=8),
         dynamics=DynamicsConfig(dim=32, heads=1, layers=1, maskgit_steps=3),
-        train=TrainConfig(batch_size=4, tokenizer_steps=3, joint_steps=3, warmup=1,
+        train=TrainConfig(batch_size=4, tokenizer_steps=3, joint_steps=3, lr=3e-3, warmup=1,
                           eval_every=2))
 
 

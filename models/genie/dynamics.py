@@ -9,9 +9,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 from wmkernels.models.genie.config import DynamicsConfig
 from wmkernels.models.genie.modules import STTransformer
+
+import wmkernels
 
 
 def random_token_mask(shape: tuple[int, int, int], mask_min: float, mask_max: float, *,
@@ -42,6 +43,9 @@ class DynamicsModel(nn.Module):
         self.action_embed = nn.Embedding(num_actions + 1, cfg.dim)
         self.transformer = STTransformer(cfg.dim, cfg.heads, cfg.layers, max_frames, spatial)
         self.head = nn.Linear(cfg.dim, vocab)
+        self.sampler = wmkernels.nn.MaskGITSampler(
+            steps=cfg.maskgit_steps, temperature=cfg.temperature,
+            choice_temperature=cfg.choice_temperature)
 
     def _embed(self, tokens, mask, frame_actions):
         tokens = torch.where(mask, torch.full_like(tokens, self.mask_id), tokens)

@@ -8,7 +8,6 @@ import statistics
 import time
 
 import torch
-
 from wmkernels.models.genie.metrics import delta_psnr, normalized_mutual_info, psnr
 from wmkernels.models.genie.model import Genie
 from wmkernels.models.genie.play import backend, play

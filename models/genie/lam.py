@@ -13,10 +13,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-import wmkernels
 from wmkernels.models.genie.config import LAMConfig
 from wmkernels.models.genie.modules import STTransformer, patchify, unpatchify
+
+import wmkernels
 
 
 class LatentActionModel(nn.Module):

@@ -1,10 +1,11 @@
 """Playing a trained Genie: prompt frame(s) + one latent action per step -> new frames.
 
-Each new frame's codes come from MaskGIT (`wmkernels.maskgit_decode`) run over the newest
-frame only. Temporal attention is causal, so the keys/values of past frames never change
-while a frame is decoded: with `use_cache=True` they are computed once per frame and served
-from a `wmkernels.nn.TemporalKVCache`, so every MaskGIT step costs one frame of work instead
-of the whole clip. `use_cache=False` recomputes all frames at every step (how public Genie
+Each new frame's codes come from MaskGIT (`wmkernels.maskgit_decode`, through the dynamics
+model's `wmkernels.nn.MaskGITSampler`) run over the newest frame only. Temporal attention is
+causal, so the keys/values of past frames never change while a frame is decoded: with
+`use_cache=True` they are computed once per frame and served from a
+`wmkernels.nn.TemporalKVCache`, so every MaskGIT step costs one frame of work instead of the
+whole clip. `use_cache=False` recomputes all frames at every step (how public Genie
 re-implementations decode); both give the same frames for the same generator.
 """
 
@@ -14,9 +15,9 @@ import contextlib
 import os
 
 import torch
+from wmkernels.models.genie.model import Genie
 
 import wmkernels
-from wmkernels.models.genie.model import Genie
 
 
 @contextlib.contextmanager
@@ -88,10 +89,8 @@ def play_tokens(model: Genie, prompt_tokens: torch.Tensor, prompt_actions: torch
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Token-level generation. prompt_tokens (B, Tp, S) int64, prompt_actions (B, Tp-1)
     (the actions between prompt frames), actions (B, N) -> tokens (B, Tp+N, S)."""
-    dyn, dcfg = model.dynamics, model.cfg.dynamics
+    dyn = model.dynamics
     B, Tp, S = prompt_tokens.shape
-    sampler = dict(steps=dcfg.maskgit_steps, temperature=dcfg.temperature,
-                   choice_temperature=dcfg.choice_temperature, generator=generator)
     tokens = prompt_tokens
     history = prompt_actions
     cache = _new_cache(model, B, prompt_tokens.device) if use_cache else None
@@ -112,7 +111,7 @@ def play_tokens(model: Genie, prompt_tokens: torch.Tensor, prompt_actions: torch
                 return _peek(dyn, tok, msk, a, t, cache)
         start = torch.zeros(B, S, dtype=torch.long, device=tokens.device)
         mask = torch.ones(B, S, dtype=torch.bool, device=tokens.device)
-        new = wmkernels.maskgit_decode(logits_fn, start, mask, **sampler)
+        new = dyn.sampler(logits_fn, start, mask, generator=generator)
         tokens = torch.cat([tokens, new[:, None]], dim=1)
         if cache is not None and step + 1 < actions.shape[1]:
             _commit(dyn, new[:, None], a[:, None], cache, start=t)

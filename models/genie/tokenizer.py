@@ -8,10 +8,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-import wmkernels
 from wmkernels.models.genie.config import TokenizerConfig
 from wmkernels.models.genie.modules import STTransformer, patchify, unpatchify
+
+import wmkernels
 
 
 class VideoTokenizer(nn.Module):

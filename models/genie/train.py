@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-
 from wmkernels.models.genie.model import Genie
 
 Batch = tuple[torch.Tensor, torch.Tensor]   # video (B, T, 3, H, W) in [0, 1], actions (B, T-1)
@@ -50,7 +49,8 @@ def _run_phase(name: str, modules: list[nn.Module], steps: int, loss_fn: Callabl
         out["loss"].backward()
         torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
         opt.step()
-        row = {k: float(v) for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1}
+        row = {k: float(v.detach()) for k, v in out.items()
+               if torch.is_tensor(v) and v.numel() == 1}
         row.update(phase=name, step=step, seconds=time.perf_counter() - t0)
         history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.4f}")

@@ -1,0 +1,215 @@
+"""`wmk genie train|play|eval` and `wmk demo`: argparse sub-commands, added to the `wmk`
+command by `add_genie_parser(subparsers)` and `add_demo_parser(subparsers)`."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+from pathlib import Path
+
+import torch
+from wmkernels.models.genie.config import PRESETS, get_config
+
+
+def _user_errors(fn):
+    """Bad input (a wrong flag value, a missing or foreign checkpoint) ends the command with
+    a one-line message and exit status 2, not a traceback."""
+    @functools.wraps(fn)
+    def wrapper(args) -> int:
+        try:
+            return fn(args)
+        except (ValueError, TypeError, FileNotFoundError) as exc:
+            print(f"wmk: error: {exc}", file=sys.stderr)
+            return 2
+    return wrapper
+
+
+def _device(name: str | None) -> str:
+    return name or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _config(args) -> object:
+    cfg = get_config(args.config)
+    if args.tokenizer_steps is not None:
+        cfg.train.tokenizer_steps = args.tokenizer_steps
+    if args.joint_steps is not None:
+        cfg.train.joint_steps = args.joint_steps
+    if args.seed is not None:
+        cfg.train.seed = args.seed
+    return cfg.validate()
+
+
+def parse_actions(text: str, num_actions: int) -> list[int]:
+    """"1,1,3,0" -> [1, 1, 3, 0]; ValueError naming --actions for anything else."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--actions must be comma-separated integers, got {text!r}") from None
+    if not values or any(not 0 <= v < num_actions for v in values):
+        raise ValueError(f"--actions must be a non-empty list of ints in [0, {num_actions}), "
+                         f"got {text!r}")
+    return values
+
+
+def format_metrics(metrics: dict) -> str:
+    """The headline numbers, one per line."""
+    lines = []
+    names = {
+        "tokenizer_psnr": ("tokenizer PSNR (held-out)", "{:.2f} dB"),
+        "action_nmi": ("latent/true action NMI", "{:.3f}"),
+        "control_delta_psnr": ("controllability Δ4PSNR", "{:+.3f} dB"),
+        "control_delta_psnr_std": ("  seed-to-seed std", "{:.3f} dB"),
+        "fps_wmkernels_cache": ("generation, wmkernels + KV cache", "{:.2f} frames/s"),
+        "fps_reference_nocache": ("generation, reference, no cache", "{:.2f} frames/s"),
+        "fps_speedup": ("speedup", "{:.2f}x"),
+        "train_seconds": ("training time", "{:.0f} s"),
+        "total_seconds": ("total time", "{:.0f} s"),
+    }
+    for key, (label, fmt) in names.items():
+        if key in metrics:
+            lines.append(f"  {label:36s} {fmt.format(metrics[key])}")
+    return "\n".join(lines)
+
+
+@_user_errors
+def _cmd_train(args) -> int:
+    from wmkernels.models.genie.data import held_out
+    from wmkernels.models.genie.demo import train_genie
+    from wmkernels.models.genie.evaluate import action_nmi, tokenizer_psnr
+
+    cfg = _config(args)
+    device = _device(args.device)
+    out = Path(args.out)
+    model = train_genie(cfg, out, clips=args.clips, device=device, progress=not args.quiet)
+    video, actions = held_out(cfg, 32, seed=cfg.train.seed, device=device)
+    metrics = {"tokenizer_psnr": tokenizer_psnr(model, video),
+               "action_nmi": action_nmi(model, video, actions)}
+    print(format_metrics(metrics))
+    print(f"checkpoint: {out / 'genie.safetensors'}")
+    return 0
+
+
+@_user_errors
+def _cmd_play(args) -> int:
+    from wmkernels.models.data import make_clips
+    from wmkernels.models.genie.demo import write_play
+    from wmkernels.models.genie.model import load_checkpoint
+
+    device = _device(args.device)
+    model, _ = load_checkpoint(args.checkpoint, device)
+    values = parse_actions(args.actions, model.num_actions)
+    cfg = model.cfg
+    if len(values) + 1 > cfg.frames:
+        raise ValueError(f"--actions holds {len(values)} actions; this model plays at most "
+                         f"{cfg.frames - 1} after the prompt frame")
+    prompt = make_clips(1, frames=1, size=cfg.image_size, seed=args.prompt_seed,
+                        start=args.prompt_index)["video"].to(device)
+    actions = torch.tensor([values], device=device)
+    gif, png = write_play(model, prompt, actions, Path(args.out), name=args.name,
+                          seed=args.seed, use_cache=not args.no_cache)
+    print(f"wrote {gif} and {png}")
+    return 0
+
+
+@_user_errors
+def _cmd_eval(args) -> int:
+    from wmkernels.models.genie.data import held_out
+    from wmkernels.models.genie.evaluate import evaluate
+    from wmkernels.models.genie.model import load_checkpoint
+
+    device = _device(args.device)
+    model, _ = load_checkpoint(args.checkpoint, device)
+    video, actions = held_out(model.cfg, args.clips, seed=model.cfg.train.seed, device=device)
+    metrics = evaluate(model, video, actions, seeds=tuple(range(args.seeds)),
+                       speed=not args.no_speed)
+    print(format_metrics(metrics))
+    if args.json:
+        Path(args.json).write_text(json.dumps(metrics, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+@_user_errors
+def _cmd_demo(args) -> int:
+    from wmkernels.models.genie.demo import run_demo
+
+    cfg = _config(args)
+    device = _device(args.device)
+    print(f"Genie demo: config {cfg.name!r} on {device}, outputs in {args.out}")
+    metrics = run_demo(cfg, args.out, clips=args.clips, eval_clips=args.eval_clips,
+                       device=device, progress=not args.quiet)
+    print("results (held-out clips of the embedded world):")
+    print(format_metrics(metrics))
+    print(f"wrote {metrics['gif']}, {metrics['strip']}, {Path(args.out) / 'metrics.json'}, "
+          f"{metrics['checkpoint']}")
+    return 0
+
+
+def _train_options(p: argparse.ArgumentParser, out: str) -> None:
+    p.add_argument("--config", default="tiny", choices=sorted(PRESETS),
+                   help="model/training preset (default: tiny, minutes on a CPU)")
+    p.add_argument("--out", default=out, help=f"output folder (default: {out})")
+    p.add_argument("--clips", type=int, default=2048, help="training clips rendered")
+    p.add_argument("--tokenizer-steps", type=int, help="override phase-1 steps")
+    p.add_argument("--joint-steps", type=int, help="override phase-2 steps")
+    p.add_argument("--seed", type=int, help="training seed (default: the config's)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_genie_parser(subparsers) -> argparse.ArgumentParser:
+    """Add `genie {train,play,eval}` to an argparse sub-parser collection."""
+    genie = subparsers.add_parser("genie", help="Genie world model: train, play, evaluate")
+    sub = genie.add_subparsers(dest="genie_command", required=True)
+
+    p = sub.add_parser("train", help="train tokenizer, then LAM + dynamics, on the world")
+    _train_options(p, "runs/genie")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("play", help="generate frames from a prompt frame and latent actions")
+    p.add_argument("--checkpoint", required=True, help="a genie.safetensors file")
+    p.add_argument("--actions", required=True, help="latent actions, e.g. 1,1,3,0")
+    p.add_argument("--prompt-seed", type=int, default=1, help="world seed of the prompt")
+    p.add_argument("--prompt-index", type=int, default=0, help="clip index of the prompt")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--out", default="runs/genie", help="output folder")
+    p.add_argument("--name", default="play", help="file name stem of the GIF and PNG")
+    p.add_argument("--no-cache", action="store_true", help="recompute past frames each step")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.set_defaults(func=_cmd_play)
+
+    p = sub.add_parser("eval", help="PSNR, controllability, action NMI, frames/s")
+    p.add_argument("--checkpoint", required=True, help="a genie.safetensors file")
+    p.add_argument("--clips", type=int, default=32, help="held-out clips")
+    p.add_argument("--seeds", type=int, default=3, help="generation seeds for Δ4PSNR")
+    p.add_argument("--no-speed", action="store_true", help="skip the frames/s measurement")
+    p.add_argument("--json", help="also write the metrics to this file")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.set_defaults(func=_cmd_eval)
+    return genie
+
+
+def add_demo_parser(subparsers) -> argparse.ArgumentParser:
+    """Add `demo`: the whole Genie pipeline on the embedded world in one command."""
+    p = subparsers.add_parser("demo", help="train, evaluate and play Genie on the embedded "
+                                           "world (tiny: < 15 min on a CPU)")
+    _train_options(p, "runs/demo")
+    p.add_argument("--eval-clips", type=int, default=32, help="held-out clips")
+    p.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point (`python -m wmkernels.models.genie.cli genie train ...`)."""
+    parser = argparse.ArgumentParser(prog="wmk")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_genie_parser(sub)
+    add_demo_parser(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

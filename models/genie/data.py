@@ -1,0 +1,48 @@
+"""Clips of the embedded world for Genie: a pre-rendered pool to draw training batches from
+and held-out clips (a different seed) for evaluation."""
+
+from __future__ import annotations
+
+import torch
+from wmkernels.models.data import make_clips
+from wmkernels.models.genie.config import GenieConfig
+
+
+class ClipPool:
+    """`n` world clips of cfg.frames frames at cfg.image_size, stored as uint8 (4x smaller
+    than float), served as float batches in [0, 1] with their true actions.
+
+    batch(step) draws `batch_size` clips with a generator seeded by (seed, step), so a run
+    is reproducible and a resumed run sees the same batches.
+    """
+
+    def __init__(self, cfg: GenieConfig, n: int, *, seed: int, start: int = 0,
+                 device: str | torch.device = "cpu"):
+        if n < 1:
+            raise ValueError(f"n (clips in the pool) must be >= 1, got {n}")
+        clips = make_clips(n, frames=cfg.frames, size=cfg.image_size, seed=seed, start=start,
+                           dtype=torch.uint8)
+        self.video = clips["video"].to(device)
+        self.actions = clips["actions"].to(device)
+        self.batch_size, self.seed = cfg.train.batch_size, seed
+
+    def __len__(self) -> int:
+        return self.video.shape[0]
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        idx = torch.randint(0, len(self), (self.batch_size,), generator=g).to(self.video.device)
+        return self.video[idx].float() / 255, self.actions[idx]
+
+    def all(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first `n` clips (all by default) as float video and actions."""
+        n = len(self) if n is None else n
+        return self.video[:n].float() / 255, self.actions[:n]
+
+
+def held_out(cfg: GenieConfig, n: int, *, seed: int,
+             device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` evaluation clips from a seed disjoint from training's (training uses `seed`,
+    evaluation `seed + 1`): (video (n, T, 3, H, W) float in [0, 1], actions (n, T-1))."""
+    clips = make_clips(n, frames=cfg.frames, size=cfg.image_size, seed=seed + 1)
+    return clips["video"].to(device), clips["actions"].to(device)

@@ -1,0 +1,220 @@
+"""Genie: shapes, learning, play (determinism, KV cache == recompute), checkpoints, metrics,
+config errors and the CLI, all on the seconds-long `micro` config."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from wmkernels.models.genie.config import GenieConfig, get_config
+from wmkernels.models.genie.dynamics import random_token_mask
+from wmkernels.models.genie.metrics import delta_psnr, normalized_mutual_info, psnr
+from wmkernels.models.genie.model import Genie, load_checkpoint, save_checkpoint
+from wmkernels.models.genie.play import backend, play, play_tokens
+from wmkernels.models.genie.train import train_dynamics, train_tokenizer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: one intra-op thread avoids OpenMP barriers that dominate (and
+    stall badly when the CPU is shared) at this size."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def cfg():
+    return get_config("micro")
+
+
+def _video(cfg, B=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    # smooth-ish random clips: a few flat colour blocks that drift, so there is structure
+    base = torch.rand(B, 1, 3, 4, 4, generator=g)
+    frames = [torch.roll(base, shifts=t, dims=-1) for t in range(cfg.frames)]
+    x = torch.cat(frames, 1)
+    return torch.nn.functional.interpolate(
+        x.flatten(0, 1), size=(cfg.image_size,) * 2, mode="nearest").view(
+        B, cfg.frames, 3, cfg.image_size, cfg.image_size)
+
+
+def test_component_shapes(cfg):
+    model = Genie(cfg)
+    B, T, S = 3, cfg.frames, cfg.tokens_per_frame
+    video = _video(cfg, B)
+    tok = model.tokenizer(video)
+    assert tok["recon"].shape == video.shape and tok["indices"].shape == (B, T, S)
+    assert tok["indices"].dtype == torch.int64 and tok["loss"].dim() == 0
+    lam = model.lam(video)
+    assert lam["recon"].shape == (B, T - 1, 3, cfg.image_size, cfg.image_size)
+    assert lam["actions"].shape == (B, T - 1)
+    assert int(lam["actions"].max()) < cfg.lam.num_actions
+    logits = model.dynamics(tok["indices"], lam["actions"])
+    assert logits.shape == (B, T, S, cfg.tokenizer.codebook_size)
+    decoded = model.tokenizer.decode(tok["indices"])
+    assert decoded.shape == video.shape and 0 <= decoded.min() and decoded.max() <= 1
+
+
+def test_random_token_mask_rates():
+    g = torch.Generator().manual_seed(0)
+    mask = random_token_mask((64, 5, 400), 0.5, 1.0, generator=g)
+    assert not mask[:, 0].any()
+    rates = mask[:, 1:].float().mean(-1)
+    assert rates.min() > 0.4 and rates.max() <= 1.0
+    assert abs(float(rates.mean()) - 0.75) < 0.03
+
+
+def test_training_reduces_every_loss(cfg):
+    torch.manual_seed(0)
+    model = Genie(cfg)
+    video = _video(cfg, B=4)
+    batches = lambda step: (video, None)
+    # the masks are random, so compare the mean of the first and last few steps
+    mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)
+    tok = train_tokenizer(model, batches, steps=25)
+    assert mean(tok[-5:], "recon_loss") < 0.7 * mean(tok[:5], "recon_loss")
+    joint = train_dynamics(model, batches, steps=30, generator=torch.Generator().manual_seed(0))
+    assert mean(joint[-5:], "lam_loss") < 0.7 * mean(joint[:5], "lam_loss")
+    assert mean(joint[-5:], "dynamics_loss") < 0.85 * mean(joint[:5], "dynamics_loss")
+
+
+def test_play_cache_equals_recompute_and_is_deterministic(cfg):
+    torch.manual_seed(0)
+    model = Genie(cfg).double().eval()
+    B, S = 2, cfg.tokens_per_frame
+    prompt = torch.randint(0, cfg.tokenizer.codebook_size, (B, 2, S))
+    prompt_actions = torch.randint(0, 8, (B, 1))
+    actions = torch.randint(0, 8, (B, cfg.frames - 2))
+    run = lambda cache, seed: play_tokens(model, prompt, prompt_actions, actions,
+                                          use_cache=cache,
+                                          generator=torch.Generator().manual_seed(seed))
+    with backend("reference"):
+        cached, again, other = run(True, 0), run(True, 0), run(True, 1)
+        recomputed = run(False, 0)
+    assert cached.shape == (B, cfg.frames, S)
+    assert torch.equal(cached[:, :2], prompt)
+    assert torch.equal(cached, recomputed)
+    assert torch.equal(cached, again)
+    assert not torch.equal(cached, other)
+
+
+def test_play_frames_and_errors(cfg):
+    model = Genie(cfg).eval()
+    video = _video(cfg, B=1)
+    out = play(model, video[:, :1], torch.tensor([[1, 2, 3]]),
+               generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 4, 3, cfg.image_size, cfg.image_size)
+    with pytest.raises(ValueError, match="actions must lie"):
+        play(model, video[:, :1], torch.tensor([[8]]))
+    with pytest.raises(ValueError, match="exceeds the model's context"):
+        play(model, video[:, :1], torch.zeros(1, cfg.frames, dtype=torch.long))
+    with pytest.raises(TypeError, match="int64"):
+        play(model, video[:, :1], torch.zeros(1, 2, dtype=torch.int32))
+    with pytest.raises(ValueError, match="prompt must be"):
+        play(model, video[:, :1, :, :8], torch.zeros(1, 2, dtype=torch.long))
+
+
+def test_checkpoint_round_trip(cfg, tmp_path):
+    model = Genie(cfg).eval()
+    path = tmp_path / "g.safetensors"
+    save_checkpoint(model, path, {"phase": "test"})
+    loaded, extra = load_checkpoint(path)
+    assert extra == {"phase": "test"} and loaded.cfg == model.cfg
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    video = _video(cfg, B=1)
+    acts = torch.tensor([[0, 5]])
+    a = play(model, video[:, :1], acts, generator=torch.Generator().manual_seed(3))
+    b = play(loaded, video[:, :1], acts, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    (tmp_path / "bad.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable safetensors"):
+        load_checkpoint(tmp_path / "bad.safetensors")
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.safetensors")
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(image_size=30), "patch"),
+    (dict(frames=1), "frames"),
+    (dict(tokenizer=dict(dim=30, heads=4)), "divisible"),
+    (dict(dynamics=dict(mask_min=0.9, mask_max=0.5)), "mask_min"),
+    (dict(train=dict(lr=0.0)), "train.lr"),
+    (dict(nonsense=1), "unknown GenieConfig field"),
+])
+def test_bad_config_values(change, match):
+    d = get_config("tiny").to_dict()
+    for key, value in change.items():
+        if isinstance(value, dict):
+            d[key].update(value)
+        else:
+            d[key] = value
+    with pytest.raises(ValueError, match=match):
+        GenieConfig.from_dict(d)
+    with pytest.raises(ValueError, match="config must be one of"):
+        get_config("huge")
+
+
+def test_psnr_and_delta_psnr():
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    y = (x + 0.1).clamp(0, 1)
+    expected = 10 * torch.log10(1 / ((x - y) ** 2).mean())
+    assert torch.allclose(psnr(x, y), expected)
+    assert float(psnr(x, x)) == pytest.approx(100.0)
+    assert delta_psnr(x, x.clone(), y) > 0 > delta_psnr(x, y, x.clone())
+    with pytest.raises(ValueError, match="same shape"):
+        psnr(x, y[:1])
+
+
+def test_normalized_mutual_info():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 5, 5000)
+    assert normalized_mutual_info(a, a) == pytest.approx(1.0)
+    assert normalized_mutual_info(a, (a * 3 + 1) % 7) == pytest.approx(1.0)  # relabelled
+    assert normalized_mutual_info(a, rng.integers(0, 8, 5000)) < 0.01
+    # hand-computed: a=[0,0,1,1], b=[0,0,0,1]: I = H(b) - H(b|a) = 0.5623 - 0.3466 nats,
+    # H(a) = ln 2, so NMI = 0.2158 / ((0.6931 + 0.5623) / 2)
+    assert normalized_mutual_info([0, 0, 1, 1], [0, 0, 0, 1]) == pytest.approx(0.343711, abs=1e-5)
+    scipy_stats = pytest.importorskip("scipy.stats")
+    b = (a + rng.integers(0, 2, 5000)) % 5
+    joint = np.histogram2d(a, b, bins=(5, 5))[0]
+    mi = scipy_stats.entropy(joint.sum(1)) + scipy_stats.entropy(joint.sum(0)) - \
+        scipy_stats.entropy(joint.ravel())
+    ref = mi / ((scipy_stats.entropy(joint.sum(1)) + scipy_stats.entropy(joint.sum(0))) / 2)
+    assert normalized_mutual_info(a, b) == pytest.approx(ref, rel=1e-9)
+    with pytest.raises(ValueError, match="same length"):
+        normalized_mutual_info([0, 1], [0])
+
+
+def test_cli_train_play_eval_smoke(tmp_path, capsys):
+    from wmkernels.cli import main
+
+    out = tmp_path / "run"
+    assert main(["genie", "train", "--config", "micro", "--out", str(out), "--clips", "8",
+                 "--quiet"]) == 0
+    ckpt = out / "genie.safetensors"
+    assert ckpt.is_file()
+    assert main(["genie", "play", "--checkpoint", str(ckpt), "--actions", "1,1,3,0",
+                 "--out", str(out)]) == 0
+    assert (out / "play.gif").stat().st_size > 0 and (out / "play.png").stat().st_size > 0
+    assert main(["genie", "eval", "--checkpoint", str(ckpt), "--clips", "2", "--seeds", "2",
+                 "--json", str(out / "m.json")]) == 0
+    metrics = json.loads((out / "m.json").read_text())
+    for key in ("tokenizer_psnr", "action_nmi", "control_delta_psnr", "fps_speedup"):
+        assert np.isfinite(metrics[key]), key
+    assert main(["genie", "play", "--checkpoint", str(ckpt), "--actions", "1,9"]) == 2
+    assert "--actions" in capsys.readouterr().err
+
+
+def test_cli_demo_smoke(tmp_path):
+    from wmkernels.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--config", "micro", "--out", str(out), "--clips", "8",
+                 "--eval-clips", "2", "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"] == "micro" and metrics["fps_wmkernels_cache"] > 0
+    for name in ("genie.safetensors", "play.gif", "play.png"):
+        assert (out / name).is_file()
