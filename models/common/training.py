@@ -87,6 +87,33 @@ def config_to_dict(config: Any) -> dict:
     raise TypeError(f"config must be a dataclass instance or a dict, got {type(config).__name__}")
 
 
+def config_from_dict(cls: type, data: dict) -> Any:
+    """Rebuild dataclass `cls` from `config_to_dict` output (e.g. a checkpoint's configs):
+    lists become tuples where the field's default is a tuple, nested dataclass fields are
+    rebuilt recursively, fields missing from `data` keep their defaults.
+
+    Raises:
+        TypeError: cls is not a dataclass. ValueError: `data` has keys cls does not know.
+    """
+    if not (dataclasses.is_dataclass(cls) and isinstance(cls, type)):
+        raise TypeError(f"config_from_dict: cls must be a dataclass type, got {cls!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"config_from_dict: {cls.__name__} has no fields {unknown}")
+    values = {}
+    for name, value in data.items():
+        f = fields[name]
+        default = (f.default if f.default is not dataclasses.MISSING else
+                   f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            value = config_from_dict(type(default), value)
+        elif isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        values[name] = value
+    return cls(**values)
+
+
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

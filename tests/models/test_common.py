@@ -5,7 +5,7 @@ import importlib.util
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from wmkernels.models.common import (
     TimestepEmbedder,
     TrainConfig,
     Trainer,
+    config_from_dict,
     load_checkpoint,
     load_config,
     make_loader,
@@ -227,6 +228,23 @@ def test_resume_continues_with_identical_losses(tmp_path):
     assert config["train"]["steps"] == 6 and config["model"] == {"width": 16, "dropout": 0.2,
                                                                  "sizes": [8, 1]}
     assert load_checkpoint(tmp_path / "b" / "checkpoint.safetensors")["step"] == 6
+
+
+def test_configs_roundtrip_through_json(tmp_path):
+    @dataclass
+    class Outer:
+        inner: TinyModelConfig = field(default_factory=TinyModelConfig)
+        name: str = "x"
+
+    cfg = Outer(TinyModelConfig(width=3, sizes=(4, 5)), name="y")
+    save_checkpoint(tmp_path / "c.safetensors", tiny_model(0), configs={"model": cfg})
+    stored = load_checkpoint(tmp_path / "c.safetensors")["configs"]["model"]
+    assert config_from_dict(Outer, stored) == cfg
+    assert config_from_dict(TinyModelConfig, {"width": 5}) == TinyModelConfig(width=5)
+    with pytest.raises(ValueError, match="no fields"):
+        config_from_dict(TinyModelConfig, {"depth": 2})
+    with pytest.raises(TypeError, match="dataclass"):
+        config_from_dict(dict, {})
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):

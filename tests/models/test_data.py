@@ -400,6 +400,21 @@ def test_gif_loads_through_the_dataset_api(tmp_path):
     assert len(strided) == 5 and strided[0]["video"].shape == (4, 3, 16, 16)
 
 
+def test_mp4_loads_through_the_dataset_api(tmp_path):
+    pytest.importorskip("av", reason="MP4 needs the av package (or imageio-ffmpeg)")
+    import imageio.v3 as iio
+
+    path = tmp_path / "clip.mp4"
+    iio.imwrite(path, moving_square_frames(12, 48, 64), extension=".mp4", fps=10)
+    ds = VideoDataset(path, frames=5, size=16)
+    assert len(ds) == 2
+    video = ds[1]["video"]
+    assert video.shape == (5, 3, 16, 16) and 0 <= video.min() and video.max() <= 1
+    bright = video.mean(1)
+    xs = (bright * torch.arange(16)).sum((1, 2)) / bright.sum((1, 2))
+    assert (xs.diff() > 0).all()  # lossy codec, but the square still moves right
+
+
 def test_frame_folders_and_video_folders(tmp_path):
     import imageio.v3 as iio
 
