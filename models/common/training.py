@@ -314,6 +314,7 @@ class Trainer:
 
     @property
     def checkpoint_path(self) -> Path | None:
+        """out_dir/checkpoint.safetensors, or None without out_dir."""
         return None if self.config.out_dir is None else Path(self.config.out_dir) / CHECKPOINT_NAME
 
     def save(self) -> None:
@@ -325,6 +326,11 @@ class Trainer:
         barrier()
 
     def train_step(self, batch) -> dict[str, float]:
+        """One optimizer step on `batch`; returns its metrics as floats.
+
+        Raises:
+            FloatingPointError: when the loss is NaN or infinite (names the step).
+        """
         self.model.train()
         out = self.loss_fn(self.model, batch)
         metrics = dict(out) if isinstance(out, dict) else {"loss": out}
@@ -343,6 +349,8 @@ class Trainer:
                 for k, v in metrics.items()}
 
     def evaluate(self) -> dict[str, float]:
+        """Run `eval_fn` on the unwrapped model in eval mode without gradients; the record
+        (keys prefixed "eval/") is appended to `history` and returned."""
         model = unwrap(self.model)
         was_training = model.training
         model.eval()
@@ -355,6 +363,8 @@ class Trainer:
         return record
 
     def fit(self) -> list[dict]:
+        """Train from the current step to `config.steps`: log, evaluate and checkpoint on
+        schedule, save at the end. Returns `history`."""
         cfg = self.config
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress
                                                                     and is_main_process()))

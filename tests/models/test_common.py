@@ -172,6 +172,18 @@ def test_st_transformer_cached_frames_equal_full_forward():
         STTransformer(16, 1, 2, causal_time=False).make_cache(1, 2, 3)
 
 
+def test_st_transformer_and_patching_compile_without_graph_breaks():
+    model = STTransformer(16, depth=2, heads=2, cond_dim=3)
+    embed = PatchEmbed(4, 3, 16)
+    video, cond = torch.rand(2, 3, 3, 8, 8), torch.randn(2, 3, 3)
+
+    def forward(video, cond):
+        return unpatchify(model(embed(video), cond), 1, 2, 2)
+
+    compiled = torch.compile(forward, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(video, cond), forward(video, cond))
+
+
 # ---------------------------------------------------------------- training loop
 
 
