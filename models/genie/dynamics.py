@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from wmkernels.models.genie.config import DynamicsConfig
-from wmkernels.models.genie.modules import STTransformer
+from wmkernels.models.genie.modules import PositionedSTTransformer
 
 import wmkernels
 
@@ -41,7 +41,8 @@ class DynamicsModel(nn.Module):
         self.no_action = num_actions                # frame 0 has no incoming action
         self.token_embed = nn.Embedding(vocab + 1, cfg.dim)
         self.action_embed = nn.Embedding(num_actions + 1, cfg.dim)
-        self.transformer = STTransformer(cfg.dim, cfg.heads, cfg.layers, max_frames, spatial)
+        self.transformer = PositionedSTTransformer(cfg.dim, cfg.heads, cfg.layers, max_frames,
+                                                   spatial)
         self.head = nn.Linear(cfg.dim, vocab)
         self.sampler = wmkernels.nn.MaskGITSampler(
             steps=cfg.maskgit_steps, temperature=cfg.temperature,

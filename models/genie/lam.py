@@ -13,8 +13,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from wmkernels.models.common import patchify, unpatchify
 from wmkernels.models.genie.config import LAMConfig
-from wmkernels.models.genie.modules import STTransformer, patchify, unpatchify
+from wmkernels.models.genie.modules import PositionedSTTransformer
 
 import wmkernels
 
@@ -28,14 +29,16 @@ class LatentActionModel(nn.Module):
         spatial = (image_size // cfg.patch) ** 2
         patch_dim = cfg.patch * cfg.patch * 3
         self.enc_embed = nn.Linear(patch_dim, cfg.dim)
-        self.encoder = STTransformer(cfg.dim, cfg.heads, cfg.enc_layers, max_frames, spatial)
+        self.encoder = PositionedSTTransformer(cfg.dim, cfg.heads, cfg.enc_layers,
+                                               max_frames, spatial)
         self.to_action = nn.Linear(cfg.dim, cfg.code_dim)
         self.vq = wmkernels.nn.VectorQuantizer(
             cfg.code_dim, cfg.num_actions, commitment_weight=cfg.commitment_weight,
             ema_decay=0.99, dead_code_threshold=0.5, kmeans_init=True)
         self.dec_embed = nn.Linear(patch_dim, cfg.dim)
         self.from_action = nn.Linear(cfg.code_dim, cfg.dim)
-        self.decoder = STTransformer(cfg.dim, cfg.heads, cfg.dec_layers, max_frames, spatial)
+        self.decoder = PositionedSTTransformer(cfg.dim, cfg.heads, cfg.dec_layers,
+                                               max_frames, spatial)
         self.to_pixels = nn.Linear(cfg.dim, patch_dim)
 
     def _check(self, video: torch.Tensor) -> None:
@@ -61,7 +64,7 @@ class LatentActionModel(nn.Module):
         past = patchify(video[:, :-1] * 2 - 1, self.cfg.patch)
         h = self.dec_embed(past) + self.from_action(actions)[:, :, None]
         out = self.to_pixels(self.decoder(h))
-        recon = unpatchify(out, self.cfg.patch, self.image_size) * 0.5 + 0.5
+        recon = unpatchify(out, self.cfg.patch, self.image_size, self.image_size) * 0.5 + 0.5
         recon_loss = F.mse_loss(recon, video[:, 1:])
         return {"recon": recon, "actions": indices, "recon_loss": recon_loss,
                 "vq_loss": vq_loss, "loss": recon_loss + vq_loss}

@@ -17,8 +17,6 @@ import os
 import torch
 from wmkernels.models.genie.model import Genie
 
-import wmkernels
-
 
 @contextlib.contextmanager
 def backend(name: str | None):
@@ -58,12 +56,8 @@ def _check_play_args(model: Genie, prompt: torch.Tensor, actions: torch.Tensor) 
                          f"{cfg.frames} frames")
 
 
-def _new_cache(model: Genie, batch: int, device: torch.device):
-    dcfg = model.cfg.dynamics
-    dtype = next(model.dynamics.parameters()).dtype
-    return wmkernels.nn.TemporalKVCache(batch, model.cfg.frames, model.cfg.tokens_per_frame,
-                                        dcfg.heads, dcfg.dim // dcfg.heads, dcfg.layers,
-                                        dtype=dtype, device=device)
+def _new_cache(model: Genie, batch: int):
+    return model.dynamics.transformer.make_cache(batch)
 
 
 def _commit(dyn, tokens: torch.Tensor, frame_actions: torch.Tensor, cache, *,
@@ -93,7 +87,7 @@ def play_tokens(model: Genie, prompt_tokens: torch.Tensor, prompt_actions: torch
     B, Tp, S = prompt_tokens.shape
     tokens = prompt_tokens
     history = prompt_actions
-    cache = _new_cache(model, B, prompt_tokens.device) if use_cache else None
+    cache = _new_cache(model, B) if use_cache else None
     if cache is not None:
         _commit(dyn, tokens, dyn.frame_actions(history), cache, start=0)
     for step in range(actions.shape[1]):

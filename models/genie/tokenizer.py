@@ -8,8 +8,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from wmkernels.models.common import patchify, unpatchify
 from wmkernels.models.genie.config import TokenizerConfig
-from wmkernels.models.genie.modules import STTransformer, patchify, unpatchify
+from wmkernels.models.genie.modules import PositionedSTTransformer
 
 import wmkernels
 
@@ -23,7 +24,8 @@ class VideoTokenizer(nn.Module):
         spatial = (image_size // cfg.patch) ** 2
         patch_dim = cfg.patch * cfg.patch * 3
         self.embed = nn.Linear(patch_dim, cfg.dim)
-        self.encoder = STTransformer(cfg.dim, cfg.heads, cfg.enc_layers, max_frames, spatial)
+        self.encoder = PositionedSTTransformer(cfg.dim, cfg.heads, cfg.enc_layers,
+                                               max_frames, spatial)
         self.to_code = nn.Linear(cfg.dim, cfg.code_dim)
         # EMA codebook + k-means init + dead-code restarts: the standard recipe that keeps
         # a VQ-VAE's codebook in use (the paper gives no codebook-update details).
@@ -31,7 +33,8 @@ class VideoTokenizer(nn.Module):
             cfg.code_dim, cfg.codebook_size, commitment_weight=cfg.commitment_weight,
             ema_decay=0.9, dead_code_threshold=1.0, kmeans_init=True)
         self.from_code = nn.Linear(cfg.code_dim, cfg.dim)
-        self.decoder = STTransformer(cfg.dim, cfg.heads, cfg.dec_layers, max_frames, spatial)
+        self.decoder = PositionedSTTransformer(cfg.dim, cfg.heads, cfg.dec_layers,
+                                               max_frames, spatial)
         self.to_pixels = nn.Linear(cfg.dim, patch_dim)
 
     def _check(self, video: torch.Tensor) -> None:
@@ -48,7 +51,8 @@ class VideoTokenizer(nn.Module):
     def decode_codes(self, quantized: torch.Tensor) -> torch.Tensor:
         """(B, T, S, code_dim) quantized vectors -> (B, T, 3, H, W) (not clamped)."""
         h = self.decoder(self.from_code(quantized))
-        return unpatchify(self.to_pixels(h), self.cfg.patch, self.image_size) * 0.5 + 0.5
+        size = self.image_size
+        return unpatchify(self.to_pixels(h), self.cfg.patch, size, size) * 0.5 + 0.5
 
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         """(B, T, S) code indices -> (B, T, 3, H, W) frames clamped to [0, 1]."""
