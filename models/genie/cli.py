@@ -105,7 +105,7 @@ def _cmd_play(args) -> int:
         raise ValueError(f"--actions holds {len(values)} actions; this model plays at most "
                          f"{cfg.frames - 1} after the prompt frame")
     prompt = make_clips(1, frames=1, size=cfg.image_size, seed=args.prompt_seed,
-                        start=args.prompt_index)["video"].to(device)
+                        start=args.prompt_index, config=cfg.world_config())["video"].to(device)
     actions = torch.tensor([values], device=device)
     gif, png = write_play(model, prompt, actions, Path(args.out), name=args.name,
                           seed=args.seed, use_cache=not args.no_cache)

@@ -125,6 +125,11 @@ class GenieConfig:
     name: str = "tiny"
     image_size: int = 32
     frames: int = 8
+    # WorldConfig overrides of the embedded world (models/data). At 32x32 the default agent
+    # (4 px, moving ~1 px per step) is too small and slow for a minutes-long run to see its
+    # actions; a bigger, faster agent and one distractor ball keep the task the same kind.
+    world: dict = field(default_factory=lambda: {"agent_size": 0.1875, "agent_speed": 0.0625,
+                                                 "num_balls": 1})
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     lam: LAMConfig = field(default_factory=LAMConfig)
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
@@ -136,11 +141,23 @@ class GenieConfig:
         if not isinstance(self.frames, int) or self.frames < 2:
             raise ValueError(f"frames must be an int >= 2 (a frame and its successor), got "
                              f"{self.frames!r}")
+        self.world_config()
         self.tokenizer.validate(self.image_size)
         self.lam.validate(self.image_size)
         self.dynamics.validate()
         self.train.validate()
         return self
+
+    def world_config(self):
+        """The embedded world's `WorldConfig` with this config's overrides and image size."""
+        from wmkernels.models.data import WorldConfig
+
+        if not isinstance(self.world, dict):
+            raise ValueError(f"world must be a dict of WorldConfig fields, got {self.world!r}")
+        try:
+            return WorldConfig(**{**self.world, "size": self.image_size})
+        except TypeError as exc:
+            raise ValueError(f"world: {exc}") from None
 
     @property
     def tokens_per_frame(self) -> int:
@@ -178,7 +195,7 @@ def _tiny() -> GenieConfig:
 def _micro() -> GenieConfig:
     """Seconds-long smoke-test size (tests and CI), not meant to learn much."""
     return GenieConfig(
-        name="micro", image_size=16, frames=5,
+        name="micro", image_size=16, frames=5, world={"num_balls": 1},
         tokenizer=TokenizerConfig(patch=4, dim=32, heads=1, enc_layers=1, dec_layers=1,
                                   codebook_size=32, code_dim=8),
         lam=LAMConfig(patch=8, dim=32, heads=1, enc_layers=1, dec_layers=1, code_dim=8),
@@ -191,7 +208,7 @@ def _base() -> GenieConfig:
     """One-GPU size; the dynamics matches the speed target (64x64, 16 frames, d=512,
     12 layers)."""
     return GenieConfig(
-        name="base", image_size=64, frames=16,
+        name="base", image_size=64, frames=16, world={},
         tokenizer=TokenizerConfig(patch=4, dim=256, heads=8, enc_layers=4, dec_layers=6,
                                   codebook_size=1024, code_dim=32),
         lam=LAMConfig(patch=16, dim=256, heads=8, enc_layers=4, dec_layers=4),

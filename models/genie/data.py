@@ -21,7 +21,7 @@ class ClipPool:
         if n < 1:
             raise ValueError(f"n (clips in the pool) must be >= 1, got {n}")
         clips = make_clips(n, frames=cfg.frames, size=cfg.image_size, seed=seed, start=start,
-                           dtype=torch.uint8)
+                           config=cfg.world_config(), dtype=torch.uint8)
         self.video = clips["video"].to(device)
         self.actions = clips["actions"].to(device)
         self.batch_size, self.seed = cfg.train.batch_size, seed
@@ -44,5 +44,6 @@ def held_out(cfg: GenieConfig, n: int, *, seed: int,
              device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """`n` evaluation clips from a seed disjoint from training's (training uses `seed`,
     evaluation `seed + 1`): (video (n, T, 3, H, W) float in [0, 1], actions (n, T-1))."""
-    clips = make_clips(n, frames=cfg.frames, size=cfg.image_size, seed=seed + 1)
+    clips = make_clips(n, frames=cfg.frames, size=cfg.image_size, seed=seed + 1,
+                       config=cfg.world_config())
     return clips["video"].to(device), clips["actions"].to(device)
