@@ -1,0 +1,26 @@
+"""Genie (Bruce et al. 2024): a generative interactive environment learned from unlabeled
+video, on wmkernels.
+
+Components (one module each, named as in the paper):
+    VideoTokenizer      ST-ViViT VQ-VAE, causal in time (tokenizer.py)
+    LatentActionModel   infers one of 8 latent actions per transition (lam.py)
+    DynamicsModel       MaskGIT ST-transformer over codes, actions as additive embeddings,
+                        mask rate ~ U(0.5, 1), QK-norm (dynamics.py)
+    Genie               the three together, safetensors checkpoints (model.py)
+
+Training order (train.py): tokenizer first; then LAM and dynamics jointly on the frozen
+tokenizer's codes (stop-gradient from dynamics to LAM).
+Play (play.py): prompt frame(s) + latent actions -> frames; MaskGIT over the newest frame
+only, past frames' temporal keys/values served from `wmkernels.nn.TemporalKVCache`.
+Evaluation (evaluate.py, metrics.py): tokenizer PSNR, ΔtPSNR controllability (t = 4),
+latent/true action NMI, generation frames/s with wmkernels + cache vs the eager reference.
+
+Command line (cli.py): `wmk genie train --config tiny`, `wmk genie play --checkpoint PATH
+--actions 1,1,3,0`, `wmk genie eval --checkpoint PATH`, `wmk demo`.
+"""
+
+from wmkernels.models.genie.config import GenieConfig, get_config
+from wmkernels.models.genie.model import Genie, load_checkpoint, save_checkpoint
+from wmkernels.models.genie.play import play
+
+__all__ = ["Genie", "GenieConfig", "get_config", "load_checkpoint", "play", "save_checkpoint"]
