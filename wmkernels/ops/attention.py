@@ -15,6 +15,7 @@ reference backend is eager PyTorch (rearrange + SDPA), differentiable as it is.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 
 import torch
@@ -117,6 +118,16 @@ if routing.HAS_TRITON:
 _WARNED: set = set()
 
 
+def _select(op: str, q: torch.Tensor, backend: str | None) -> str:
+    """The routing rule, except that on CUDA tensors Triton comes first when nothing is
+    asked for: its kernels use tensor cores and have fused backwards, while the CUDA C++
+    kernels are forward kernels (decode-oriented) with an unfused backward."""
+    if (backend is None and not os.environ.get("WMK_BACKEND") and q.device.type == "cuda"
+            and routing.unavailable_reason("triton", "cuda") is None):
+        backend = "triton"
+    return routing.select(op, q.device, backend)
+
+
 def _check_kernel_support(op: str, backend: str, q: torch.Tensor) -> None:
     """dtype and head-dim limits of the kernel backends (the reference runs anything)."""
     if backend in ("triton", "cuda") and q.dtype == torch.float64:
@@ -189,7 +200,7 @@ def spatial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
         raise ValueError(f"k must have q's shape (B, T, S, H, D) = {tuple(q.shape)}, got "
                          f"{tuple(k.shape)}")
     scale = _check_scale(scale, q.shape[-1])
-    name = routing.select("spatial_attention", q.device, backend)
+    name = _select("spatial_attention", q, backend)
     if q.numel() == 0:
         return torch.zeros_like(q, memory_format=torch.contiguous_format) + (
             k.sum() + v.sum()) * 0
@@ -233,7 +244,7 @@ def temporal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
         raise ValueError(f"q has more frames than k: Tq = {Tq} > Tk = {k.shape[1]}; "
                          "expected Tq <= Tk")
     scale = _check_scale(scale, D)
-    name = routing.select("temporal_attention", q.device, backend)
+    name = _select("temporal_attention", q, backend)
     if q.numel() == 0 or k.numel() == 0:
         return torch.zeros_like(q, memory_format=torch.contiguous_format) + (
             k.sum() + v.sum()) * 0
