@@ -15,14 +15,55 @@ from collections.abc import Callable
 
 import torch
 
-from wmkernels import _checks, routing
+from wmkernels import _checks, _extension, routing
 from wmkernels.reference import maskgit as reference
 
 ORDERS = ("confidence", "random")
 SCHEDULES = ("cosine", "linear", "square", "sqrt")
 
-routing.register("maskgit_sample", ("reference",))
-routing.register("maskgit_step", ("reference",))
+routing.register("maskgit_sample", ("reference", "cpu", "triton", "cuda"))
+routing.register("maskgit_step", ("reference", "cpu", "triton", "cuda"))
+
+
+def _sample_fake(logits, temperature, top_k, seed):
+    R = logits.shape[0]
+    return logits.new_empty(R, dtype=torch.long), logits.new_empty(R, dtype=torch.float32)
+
+
+def _step_fake(logits, tokens, mask, num_masked, temperature, top_k, choice_temperature,
+               random_order, seed):
+    return torch.empty_like(tokens), torch.empty_like(mask)
+
+
+if _extension.has_cpu():
+    torch.library.register_fake("wmk::maskgit_sample")(_sample_fake)
+    torch.library.register_fake("wmk::maskgit_step")(_step_fake)
+
+if routing.HAS_TRITON:
+    from wmkernels.triton import maskgit as _triton_maskgit
+
+    @torch.library.custom_op("wmk::maskgit_sample_triton", mutates_args=())
+    def _maskgit_sample_triton(logits: torch.Tensor, temperature: float, top_k: int,
+                               seed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _triton_maskgit.maskgit_sample(logits, temperature, top_k, seed)
+
+    @torch.library.custom_op("wmk::maskgit_step_triton", mutates_args=())
+    def _maskgit_step_triton(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
+                             num_masked: torch.Tensor, temperature: float, top_k: int,
+                             choice_temperature: float, random_order: bool,
+                             seed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _triton_maskgit.maskgit_step(logits, tokens, mask, num_masked, temperature,
+                                            top_k, choice_temperature, random_order, seed)
+
+    _maskgit_sample_triton.register_fake(_sample_fake)
+    _maskgit_step_triton.register_fake(_step_fake)
+
+
+def _seed(device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+    """The 64-bit Philox key of one call, drawn on the device from the generator: no host
+    sync, and inside a CUDA graph each replay draws a fresh one (graph-safe RNG)."""
+    return torch.randint(0, 2**63 - 1, (1,), dtype=torch.long, device=device,
+                         generator=generator)
 
 
 def _check_settings(V: int, temperature, top_k, generator, device) -> None:
@@ -96,13 +137,29 @@ def maskgit_sample(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int
 
 
 def _sample(name, logits, temperature, top_k, generator):
-    return reference.maskgit_sample(logits, temperature, top_k, generator)
+    if name == "reference":
+        return reference.maskgit_sample(logits, temperature, top_k, generator)
+    if name == "triton" and logits.dtype == torch.float64:
+        raise TypeError("the triton maskgit kernels run float16/bfloat16/float32; got float64")
+    shape, V = logits.shape[:-1], logits.shape[-1]
+    flat = logits.reshape(-1, V)
+    seed = _seed(logits.device, generator)
+    op = torch.ops.wmk.maskgit_sample_triton if name == "triton" else torch.ops.wmk.maskgit_sample
+    tokens, conf = op(flat, temperature, top_k or 0, seed)
+    return tokens.view(shape), conf.view(shape)
 
 
 def _step(name, logits, tokens, mask, k, temperature, top_k, choice_temperature, order,
           generator):
-    return reference.maskgit_step(logits, tokens, mask, k, temperature, top_k,
-                                  choice_temperature, order, generator)
+    if name == "reference":
+        return reference.maskgit_step(logits, tokens, mask, k, temperature, top_k,
+                                      choice_temperature, order, generator)
+    if name == "triton" and logits.dtype == torch.float64:
+        raise TypeError("the triton maskgit kernels run float16/bfloat16/float32; got float64")
+    seed = _seed(logits.device, generator)
+    op = torch.ops.wmk.maskgit_step_triton if name == "triton" else torch.ops.wmk.maskgit_step
+    return op(logits, tokens, mask, k, temperature, top_k or 0, choice_temperature,
+              order == "random", seed)
 
 
 def _num_masked_tensor(num_masked, B: int, N: int, device: torch.device) -> torch.Tensor:
