@@ -193,8 +193,7 @@ def sample_initial_state(cfg: WorldConfig, seeds: list[np.random.Generator]) -> 
         st.ball_pos[i, :, 0] = rng.uniform(cfg.wall_width + r, 1 - cfg.wall_width - r, size=k)
         st.ball_pos[i, :, 1] = rng.uniform(r, _floor_top(cfg) - r, size=k)
     st.ball_vel = _DIRECTION_VECTORS[st.ball_direction] * st.ball_speed[..., None]
-    # An agent spawned by a platform edge may hang past it; let physics settle that.
-    st.on_ground = _supported(cfg, st)
+    st.on_ground = _supported(cfg, st)  # it starts standing on the floor or its platform
     return st
 
 
