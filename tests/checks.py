@@ -4,6 +4,8 @@ dtypes, backends, opcheck)."""
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +15,19 @@ from wmkernels import routing
 HAS_CUDA = torch.cuda.is_available()
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _find_nvcc():
+    for candidate in (os.environ.get("NVCC"), shutil.which("nvcc"),
+                      "/usr/local/cuda/bin/nvcc", "/usr/local/cuda-13.0/bin/nvcc"):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+NVCC = _find_nvcc()
 
 gpu = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (none visible)")
 

@@ -1,6 +1,6 @@
 // Torch glue for the VQ CUDA kernels: argument checks, device guard, current stream.
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -42,7 +42,7 @@ at::Tensor vq_lookup_cuda(const at::Tensor& z, const at::Tensor& codebook,
   const cudaError_t err = wmk_vq_lookup(
       z.data_ptr(), z.stride(0), z.stride(1), codes.data_ptr(), bias.data_ptr(), l2 ? 2.0 : 1.0,
       z.size(0), codes.size(0), z.size(1), dtype_code(z.scalar_type()),
-      out.data_ptr<int64_t>(), at::cuda::getCurrentCUDAStream());
+      out.data_ptr<int64_t>(), c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "vq_lookup: CUDA launch failed: ", cudaGetErrorString(err));
   return out;
 }
@@ -66,7 +66,7 @@ void vq_ema_update_cuda(at::Tensor codebook, at::Tensor cluster_size, at::Tensor
       codebook.data_ptr<float>(), cluster_size.data_ptr<float>(), embed_sum.data_ptr<float>(),
       zc.data_ptr<float>(), ic.data_ptr<int64_t>(), zc.size(0), K, D,
       static_cast<float>(decay), static_cast<float>(eps), scratch.data_ptr<float>(),
-      at::cuda::getCurrentCUDAStream());
+      c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "vq_ema_update_: CUDA launch failed: ", cudaGetErrorString(err));
 }
 

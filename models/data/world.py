@@ -22,10 +22,12 @@ import numpy as np
 import torch
 
 ACTIONS: tuple[str, ...] = ("noop", "left", "right", "up", "down")
-"""Discrete actions; the index is the action id. `up` jumps (only when standing), `down`
-crouches on the floor, drops through a platform when standing on one, and falls faster in
-the air, so every action but noop has a visible effect whenever the agent is not pressed
-against a wall or already airborne."""
+"""Discrete actions; the index is the action id. `up` jumps when standing and, in the air,
+keeps a rising jump going (releasing it cuts the jump short, as in most platformers) or
+glides down slowly; `down` crouches on the floor, drops through a platform when standing on
+one and falls faster in the air. So every action has a visible effect in most states (not
+left/right against a wall, nor near the top of a jump), which makes actions identifiable
+from frames."""
 NOOP, LEFT, RIGHT, UP, DOWN = range(len(ACTIONS))
 NUM_ACTIONS = len(ACTIONS)
 
@@ -69,6 +71,8 @@ class WorldConfig:
     gravity: float = 0.01
     jump_speed: float = 0.075         # initial upward speed of a jump (~0.28 high)
     fast_fall: float = 0.02           # extra downward acceleration for `down` in the air
+    jump_cut: float = 0.02            # extra gravity while rising without holding `up`
+    glide_speed: float = 0.015        # fall speed cap while holding `up` in the air
     max_fall_speed: float = 0.09      # terminal velocity; below the agent size, so no tunnelling
     ball_radius: float = 0.0625
     ball_speed: tuple[float, float] = (0.02, 0.04)   # uniform range of ball speeds
@@ -99,7 +103,8 @@ class WorldConfig:
         for name in ("agent_size", "agent_speed", "gravity", "jump_speed", "ball_radius",
                      "wall_width", "floor_height", "platform_thickness", "max_fall_speed"):
             check(name, 0 < getattr(self, name) < 0.5, "a float in (0, 0.5)")
-        check("fast_fall", 0 <= self.fast_fall < 0.5, "a float in [0, 0.5)")
+        for name in ("fast_fall", "jump_cut", "glide_speed"):
+            check(name, 0 <= getattr(self, name) < 0.5, "a float in [0, 0.5)")
         check("max_fall_speed", self.max_fall_speed < self.agent_size,
               "less than agent_size (else the agent could pass through a platform)")
         for name in ("ball_speed", "platform_width", "platform_top"):
@@ -193,8 +198,7 @@ def sample_initial_state(cfg: WorldConfig, seeds: list[np.random.Generator]) -> 
         st.ball_pos[i, :, 0] = rng.uniform(cfg.wall_width + r, 1 - cfg.wall_width - r, size=k)
         st.ball_pos[i, :, 1] = rng.uniform(r, _floor_top(cfg) - r, size=k)
     st.ball_vel = _DIRECTION_VECTORS[st.ball_direction] * st.ball_speed[..., None]
-    # An agent spawned by a platform edge may hang past it; let physics settle that.
-    st.on_ground = _supported(cfg, st)
+    st.on_ground = _supported(cfg, st)  # it starts standing on the floor or its platform
     return st
 
 
@@ -247,13 +251,21 @@ def step_state(cfg: WorldConfig, st: WorldState, actions: np.ndarray) -> dict[st
                   np.where(actions == RIGHT, cfg.agent_speed, 0.0))
     st.agent_x = np.clip(st.agent_x + vx, cfg.wall_width + half, 1 - cfg.wall_width - half)
 
-    # Vertical: a jump starts only from the ground; `down` drops through a platform or
-    # speeds up a fall. Semi-implicit Euler (velocity first) with a terminal velocity.
-    jumped = was_ground & (actions == UP)
-    dropping = on_platform & (actions == DOWN)
+    # Vertical, semi-implicit Euler (velocity first, so an action shows in the next frame):
+    # a jump starts only from the ground; in the air, rising without `up` adds `jump_cut`
+    # gravity, falling with `up` is capped at `glide_speed`, and `down` adds `fast_fall`;
+    # on a platform `down` drops through it. Falls are capped at a terminal velocity.
+    airborne = ~was_ground
+    up, down = actions == UP, actions == DOWN
+    jumped = was_ground & up
+    dropping = on_platform & down
     vy = np.where(jumped, -cfg.jump_speed, st.agent_vy)
-    vy = vy + cfg.gravity + np.where((actions == DOWN) & ~was_ground, cfg.fast_fall, 0.0)
-    vy = np.minimum(vy, cfg.max_fall_speed)
+    extra = np.where(airborne & down, cfg.fast_fall, 0.0)
+    extra = extra + np.where(airborne & ~up & (st.agent_vy < 0), cfg.jump_cut, 0.0)
+    vy = np.minimum(vy + cfg.gravity + extra, cfg.max_fall_speed)
+    vy = np.where(airborne & up, np.minimum(vy, cfg.glide_speed), vy)
+    # Dropping starts at the platform's thickness per step: visibly below it at once.
+    vy = np.where(dropping, np.maximum(vy, cfg.platform_thickness), vy)
     prev_bottom = st.agent_y + half
     y = st.agent_y + vy
     bottom = y + half
