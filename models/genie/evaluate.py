@@ -8,6 +8,7 @@ import statistics
 import time
 
 import torch
+from wmkernels.models.data import action_identifiability
 from wmkernels.models.genie.metrics import delta_psnr, normalized_mutual_info, psnr
 from wmkernels.models.genie.model import Genie
 from wmkernels.models.genie.play import backend, play
@@ -24,7 +25,8 @@ def tokenizer_psnr(model: Genie, video: torch.Tensor) -> float:
 def action_nmi(model: Genie, video: torch.Tensor, true_actions: torch.Tensor) -> float:
     """NMI between the LAM's latent actions and the world's true actions, (B, T-1) each."""
     latent = model.lam.infer_actions(video)
-    return normalized_mutual_info(latent.cpu().numpy(), true_actions.cpu().numpy())
+    return normalized_mutual_info(latent.reshape(-1).cpu().numpy(),
+                                  true_actions.reshape(-1).cpu().numpy())
 
 
 @torch.no_grad()
@@ -79,10 +81,16 @@ def generation_fps(model: Genie, prompt: torch.Tensor, actions: torch.Tensor, *,
 
 def evaluate(model: Genie, video: torch.Tensor, true_actions: torch.Tensor, *, t: int = 4,
              seeds: tuple[int, ...] = (0, 1, 2), speed: bool = True) -> dict:
-    """All Genie metrics on held-out clips (video (B, T, 3, H, W), true actions (B, T-1))."""
+    """All Genie metrics on held-out clips (video (B, T, 3, H, W), true actions (B, T-1)),
+    plus "action_nmi_ceiling": the best NMI any frame-based labelling reaches on this world
+    (some actions leave identical frames, e.g. left against a wall)."""
     model.eval()
+    cfg = model.cfg
+    ceiling = action_identifiability(64, cfg.frames, seed=cfg.train.seed + 1,
+                                     config=cfg.world_config())["oracle_nmi"]
     out = {"tokenizer_psnr": tokenizer_psnr(model, video),
-           "action_nmi": action_nmi(model, video, true_actions)}
+           "action_nmi": action_nmi(model, video, true_actions),
+           "action_nmi_ceiling": ceiling}
     out.update({f"control_{k}": v for k, v in controllability(model, video, t=t,
                                                                seeds=seeds).items()})
     if speed:

@@ -1,10 +1,13 @@
-"""Genie's evaluation metrics: PSNR, the controllability metric ΔtPSNR, and normalized mutual
-information (NMI) between latent and true actions."""
+"""Genie's evaluation metrics: PSNR and the controllability metric ΔtPSNR. (The normalized
+mutual information between latent and true actions is the world's
+`wmkernels.models.data.normalized_mutual_info`, re-exported here.)"""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
+from wmkernels.models.data import normalized_mutual_info
+
+__all__ = ["delta_psnr", "normalized_mutual_info", "psnr"]
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor, *, max_value: float = 1.0,
@@ -37,33 +40,3 @@ def delta_psnr(target: torch.Tensor, from_inferred: torch.Tensor,
     real = psnr(target, from_inferred, max_value=max_value, dims=dims).mean()
     rand = psnr(target, from_random, max_value=max_value, dims=dims).mean()
     return float(real - rand)
-
-
-def _entropy(counts: np.ndarray) -> float:
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log(p)).sum())
-
-
-def normalized_mutual_info(a, b) -> float:
-    """NMI(a, b) = I(a; b) / ((H(a) + H(b)) / 2) for two equal-length label sequences
-    (the arithmetic-mean normalization, scikit-learn's default). 1 = each labelling
-    determines the other, 0 = independent. Both constant gives 1; one constant gives 0.
-
-    Raises ValueError on different lengths or empty input.
-    """
-    a, b = np.asarray(a).reshape(-1), np.asarray(b).reshape(-1)
-    if a.shape != b.shape:
-        raise ValueError(f"a and b must have the same length, got {a.size} and {b.size}")
-    if a.size == 0:
-        raise ValueError("normalized_mutual_info needs at least one label, got none")
-    _, ai = np.unique(a, return_inverse=True)
-    _, bi = np.unique(b, return_inverse=True)
-    joint = np.zeros((ai.max() + 1, bi.max() + 1))
-    np.add.at(joint, (ai, bi), 1.0)
-    ha, hb = _entropy(joint.sum(1)), _entropy(joint.sum(0))
-    if ha == 0.0 and hb == 0.0:
-        return 1.0
-    if ha == 0.0 or hb == 0.0:
-        return 0.0
-    mi = ha + hb - _entropy(joint.reshape(-1))
-    return float(max(mi, 0.0) / ((ha + hb) / 2))

@@ -69,7 +69,8 @@ def train_tokenizer(model: Genie, batches: Callable[[int], Batch], steps: int | 
 
     def loss_fn(step):
         out = model.tokenizer(batches(step)[0])
-        return {k: out[k] for k in ("loss", "recon_loss", "vq_loss")}
+        return {**{k: out[k] for k in ("loss", "recon_loss", "vq_loss")},
+                "codebook_perplexity": model.tokenizer.vq.perplexity}
 
     return _run_phase("tokenizer", [model.tokenizer], steps, loss_fn, model, log, progress)
 
@@ -92,7 +93,8 @@ def train_dynamics(model: Genie, batches: Callable[[int], Batch], steps: int | N
         dyn = model.dynamics.loss(tokens, lam["actions"].detach(), generator=generator)
         return {"loss": lam["loss"] + dyn["loss"], "lam_loss": lam["recon_loss"],
                 "lam_vq_loss": lam["vq_loss"], "dynamics_loss": dyn["loss"],
-                "dynamics_accuracy": torch.as_tensor(dyn["accuracy"])}
+                "dynamics_accuracy": torch.as_tensor(dyn["accuracy"]),
+                "action_perplexity": model.lam.vq.perplexity}
 
     return _run_phase("lam+dynamics", [model.lam, model.dynamics], steps, loss_fn, model, log,
                       progress)
