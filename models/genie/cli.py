@@ -31,10 +31,13 @@ def _device(name: str | None) -> str:
 
 
 def _config(args) -> object:
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    if _device(args.device) == "cpu":
+        # These models are small, so intra-op threads gain little; and when other jobs share
+        # the CPU, OpenMP barriers wait for descheduled threads (measured on a shared 2-core
+        # machine: a tiny-config step cost 7x more CPU time with 2 threads than with 1).
+        torch.set_num_threads(args.threads or 1)
     cfg = get_config(args.config)
     if args.tokenizer_steps is not None:
         cfg.train.tokenizer_steps = args.tokenizer_steps
@@ -161,8 +164,8 @@ def _train_options(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--joint-steps", type=int, help="override phase-2 steps")
     p.add_argument("--seed", type=int, help="training seed (default: the config's)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's; 1 "
-                                               "is faster when other jobs share the CPU)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default 1: these "
+                                               "models are too small to gain from more)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -70,13 +70,13 @@ class DynamicsConfig:
     """MaskGIT ST-transformer. Paper: d_model 5120, 48 layers (the 10.1B model), mask rate
     U(0.5, 1), 25 MaskGIT steps at temperature 2 with random sampling."""
 
-    dim: int = 96                 # paper 5120
-    heads: int = 3                # paper 36
+    dim: int = 64                 # paper 5120
+    heads: int = 2                # paper 36
     layers: int = 3               # paper 48
     mask_min: float = 0.5         # paper 0.5
     mask_max: float = 1.0         # paper 1.0
     maskgit_steps: int = 8        # paper 25
-    temperature: float = 1.0      # paper 2.0; a briefly trained model is sharper at 1.0
+    temperature: float = 0.5      # paper 2.0; a briefly trained model needs a sharper one
     choice_temperature: float = 4.5  # MaskGIT's default annealed choice noise
 
     def validate(self) -> None:
@@ -99,7 +99,7 @@ class TrainConfig:
 
     batch_size: int = 16
     tokenizer_steps: int = 600
-    joint_steps: int = 600        # LAM + dynamics, trained together (paper's order)
+    joint_steps: int = 800        # LAM + dynamics, trained together (paper's order)
     lr: float = 1e-3
     warmup: int = 50
     weight_decay: float = 1e-4

@@ -6,6 +6,8 @@ t+1 (which has seen x_1..x_{t+1}) is pooled over space and quantized with a VQ o
 `num_actions` codes -> latent action a_t. Decoder: frames x_1..x_t plus a_t (added to every
 patch of frame t) -> causal ST-transformer -> pixels of x_{t+1}. The tiny codebook is the
 bottleneck that forces a_t to carry only what the past cannot predict: the agent's move.
+The decoder predicts the change from x_t (a residual), and the action codebook restarts
+codes that fall out of use, the usual guards against a collapsed action vocabulary.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class LatentActionModel(nn.Module):
         self.to_action = nn.Linear(cfg.dim, cfg.code_dim)
         self.vq = wmkernels.nn.VectorQuantizer(
             cfg.code_dim, cfg.num_actions, commitment_weight=cfg.commitment_weight,
-            ema_decay=0.99, dead_code_threshold=0.5, kmeans_init=True)
+            ema_decay=0.9, dead_code_threshold=1.0, kmeans_init=True)
         self.dec_embed = nn.Linear(patch_dim, cfg.dim)
         self.from_action = nn.Linear(cfg.code_dim, cfg.dim)
         self.decoder = PositionedSTTransformer(cfg.dim, cfg.heads, cfg.dec_layers,
@@ -63,8 +65,11 @@ class LatentActionModel(nn.Module):
         actions, indices, vq_loss = self.encode(video)
         past = patchify(video[:, :-1] * 2 - 1, self.cfg.patch)
         h = self.dec_embed(past) + self.from_action(actions)[:, :, None]
-        out = self.to_pixels(self.decoder(h))
-        recon = unpatchify(out, self.cfg.patch, self.image_size, self.image_size) * 0.5 + 0.5
+        # residual output: x_{t+1} = x_t + delta, so copying the past is free and the
+        # decoder's capacity (and the action's information) goes into what changes
+        delta = unpatchify(self.to_pixels(self.decoder(h)), self.cfg.patch, self.image_size,
+                           self.image_size)
+        recon = video[:, :-1] + delta * 0.5
         recon_loss = F.mse_loss(recon, video[:, 1:])
         return {"recon": recon, "actions": indices, "recon_loss": recon_loss,
                 "vq_loss": vq_loss, "loss": recon_loss + vq_loss}
