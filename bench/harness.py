@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
 from wmkernels.bench import peaks
 from wmkernels.bench.timing import peak_memory, time_fn
 
