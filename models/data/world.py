@@ -112,6 +112,11 @@ class WorldConfig:
             check(name, 0 <= lo <= hi < 1, "a (low, high) pair with 0 <= low <= high < 1")
         check("platform_top", self.platform_top[1] < 1 - self.floor_height,
               "tops above the floor")
+        inner = 1 - 2 * self.wall_width  # width between the walls
+        check("platform_width", self.platform_width[1] <= inner, f"at most {inner} (between walls)")
+        check("agent_size", self.agent_size < inner, f"less than {inner} (between walls)")
+        check("ball_radius", 2 * self.ball_radius < min(inner, 1 - self.floor_height),
+              "a ball that fits between the walls and above the floor")
         check("sticky", 0 <= self.sticky <= 1, "a probability in [0, 1]")
         probs = np.asarray(self.action_probs, dtype=np.float64)
         check("action_probs", probs.shape == (NUM_ACTIONS,) and (probs >= 0).all()
