@@ -53,6 +53,16 @@ def world_on_floor(x: float = 0.5, **overrides) -> World:
     return world
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These shapes are tiny: a parallel region costs more than the work, and far more when
+    the cores are shared with other jobs, so run single-threaded."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ---------------------------------------------------------------- determinism and layout
 
 
