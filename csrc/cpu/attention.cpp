@@ -9,15 +9,19 @@
 // recomputes each block's probabilities from the saved log-sum-exp (FlashAttention-2 style)
 // and accumulates dK, dV in scratch, so it needs no atomics either.
 // Roofline (attn-spatial-genie scaled to B1 T4 S256 H4 D64, fp32): 4 * S^2 * D * B*T*H =
-// 268 MFLOP forward against 3 MB of q/k/v: compute-bound; the GEMMs run at BLAS speed and
-// the win over eager is the two transposing copies each way that never happen.
+// 268 MFLOP forward against 1 MB of q/k/v: compute-bound; the GEMMs run at BLAS speed and
+// the exponentials in 8-wide vectors. What eager spends beyond that is its transposing
+// copies, small at this size, so this path is at best level with SDPA's own CPU kernel.
 //
 // Temporal: at::parallel_for over (b, s); each task gathers every frame of all heads of its
-// position (Tq + 2 Tk rows of H*D contiguous elements), then runs a register-sized
-// T x T attention per head with vectorized dot products and axpys: for T = 16 a GEMM call
-// would cost more than the math. Roofline (attn-temporal-genie scaled to B1 T16 S256 H4
-// D64, fp32): 4 * T^2 * D * B*S*H = 67 MFLOP against 16 MB read and written: memory-bound,
-// so the time is one pass over q, k, v and out, where eager makes four transposing copies.
+// position (Tq + 2 Tk rows of H*D contiguous elements; keys transposed and zero-padded to a
+// multiple of 8 frames), then runs a register-sized T x T attention per head: a score row
+// is D broadcast-FMAs of 8-wide vectors along the key axis, an output row keeps 32 columns
+// in registers while the key frames stream past. For T = 16 a GEMM call would cost more
+// than the math. Roofline (attn-temporal-genie scaled to B1 T16 S256 H4 D64, fp32):
+// 4 * T^2 * D * B*S*H = 67 MFLOP (half of it masked when causal) against 4 MB read and
+// written, ~16 FLOP/byte: bound by the FMA rate of a core, not by memory; eager adds four
+// transposing copies and an SDPA call on 16-frame sequences.
 //
 // Accumulation is fp32 (float64 for float64 inputs); fp16/bf16 are converted on load.
 // Outputs are contiguous (B, T, S, H, D); lse is (B, T, H, S) for spatial and (B, S, H, Tq)
@@ -111,25 +115,51 @@ WMK_INLINE void axpy(T alpha, const T* __restrict__ x, T* __restrict__ y, int64_
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
-// x[i] = exp(x[i] - shift). float: Cephes' expf polynomial after the range reduction
-// x = n ln2 + r, |r| <= ln2 / 2 (relative error ~2e-7), branch-free so that it vectorizes;
-// inputs below -87 flush to exp(-87) ~ 1.6e-38, far below any other term of a softmax.
-WMK_INLINE void exp_shifted(float* __restrict__ x, float shift, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = std::min(std::max(x[i] - shift, -87.0f), 88.0f);
-    const float k = std::floor(v * 1.44269504088896341f + 0.5f);
-    const float r = v - k * 0.693359375f + k * 2.12194440e-4f;
-    float y = 1.9875691500e-4f;
-    y = y * r + 1.3981999507e-3f;
-    y = y * r + 8.3334519073e-3f;
-    y = y * r + 4.1665795894e-2f;
-    y = y * r + 1.6666665459e-1f;
-    y = y * r + 5.0000001201e-1f;
-    y = y * r * r + r + 1.0f;
-    const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
-    float pow2;
-    std::memcpy(&pow2, &bits, sizeof(pow2));
-    x[i] = y * pow2;
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+// exp(v) on 8 lanes: Cephes' expf polynomial after the range reduction v = k ln2 + r,
+// |r| <= ln2 / 2 (relative error ~2e-7), with k rounded by the 1.5 * 2^23 trick and 2^k
+// built in the exponent bits. Inputs are clamped to [-87, 88]: exp(-87) ~ 1.6e-38 is far
+// below any other term of a softmax.
+WMK_INLINE void exp8(v8f& v) {  // in place: no vector passes through the call ABI
+  const v8f lo = v8f{} - 87.0f, hi = v8f{} + 88.0f, magic = v8f{} + 12582912.0f;
+  v = v < lo ? lo : v;
+  v = v > hi ? hi : v;
+  const v8f k = (v * 1.44269504088896341f + magic) - magic;
+  const v8f r = v - k * 0.693359375f + k * 2.12194440e-4f;
+  v8f y = v8f{} + 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * r * r + r + 1.0f;
+  const v8i bits = (__builtin_convertvector(k, v8i) + 127) << 23;
+  v8f pow2;
+  std::memcpy(&pow2, &bits, sizeof(pow2));
+  v = y * pow2;
+}
+
+// x[i] = exp(x[i] - shift), 8 lanes at a time (the tail through a padded vector).
+WMK_INLINE void exp_shifted(float* x, float shift, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    v8f v;
+    std::memcpy(&v, x + i, sizeof(v));
+    v -= shift;
+    exp8(v);
+    std::memcpy(x + i, &v, sizeof(v));
+  }
+  if (i < n) {
+    float tail[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    std::memcpy(tail, x + i, sizeof(float) * (n - i));
+    v8f v;
+    std::memcpy(&v, tail, sizeof(v));
+    v -= shift;
+    exp8(v);
+    std::memcpy(tail, &v, sizeof(v));
+    std::memcpy(x + i, tail, sizeof(float) * (n - i));
   }
 }
 WMK_INLINE void exp_shifted(double* x, double shift, int64_t n) {
@@ -171,8 +201,6 @@ WMK_INLINE void row_products(const T* x, const T* Mt, int64_t D, int64_t tkp, in
 
 // The fp32 version in explicit 8-wide vectors over the zero-padded key axis: chunks of up
 // to 32 key frames stay in registers while d runs, and no length-jn remainder loops run.
-typedef float v8f __attribute__((vector_size(32)));
-
 template <int NV>
 WMK_INLINE void row_products_chunk(const float* x, const float* Mt, int64_t D, int64_t tkp,
                                    float scale, float* out) {
@@ -372,6 +400,21 @@ inline void gather_frames_t(const scalar_t* x, const Strides& st, int64_t b, int
 
 int64_t pad8(int64_t n) { return (n + 7) / 8 * 8; }
 
+// Prefetch the frames of position (b, s): its rows lie a whole frame apart, a pattern the
+// hardware prefetchers follow poorly, so the next position's rows are requested while the
+// current one computes.
+template <typename scalar_t>
+inline void prefetch_frames(const scalar_t* x, const Strides& st, int64_t b, int64_t s,
+                            int64_t T, int64_t H, int64_t D) {
+  constexpr int64_t kLine = 64 / sizeof(scalar_t);
+  for (int64_t t = 0; t < T; ++t) {
+    const scalar_t* row = x + b * st.b + t * st.t + s * st.s;
+    for (int64_t h = 0; h < H; ++h) {
+      for (int64_t d = 0; d < D; d += kLine) __builtin_prefetch(row + h * st.h + d);
+    }
+  }
+}
+
 // Write src (T, H, D) to frames of position (b, s) of a contiguous (B, T, S, H, D) tensor.
 template <typename scalar_t, typename acc_t>
 inline void scatter_frames(const acc_t* src, scalar_t* y, int64_t b, int64_t s, int64_t T,
@@ -413,6 +456,12 @@ std::tuple<at::Tensor, at::Tensor> temporal_fwd_cpu(const at::Tensor& q, const a
                                      Kt, nullptr, V, nullptr, O + tq * ld};
       for (int64_t bs = begin; bs < end; ++bs) {
         const int64_t b = bs / S, s = bs % S;
+        if (bs + 1 < end) {
+          const int64_t nb = (bs + 1) / S, ns = (bs + 1) % S;
+          prefetch_frames(qp, sq, nb, ns, tq, H, D);
+          prefetch_frames(kp, sk, nb, ns, tk, H, D);
+          prefetch_frames(vp, sv, nb, ns, tk, H, D);
+        }
         gather_frames(qp, sq, b, s, tq, H, D, Q);
         gather_frames_t(kp, sk, b, s, tk, tkp, H, D, Kt);
         gather_frames(vp, sv, b, s, tk, H, D, V);
@@ -461,6 +510,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> temporal_bwd_cpu(
                                      Kt, K, nullptr, Vt, sc};
       for (int64_t bs = begin; bs < end; ++bs) {
         const int64_t b = bs / S, s = bs % S;
+        if (bs + 1 < end) {
+          const int64_t nb = (bs + 1) / S, ns = (bs + 1) % S;
+          prefetch_frames(qp, sq, nb, ns, tq, H, D);
+          prefetch_frames(gp, sg, nb, ns, tq, H, D);
+          prefetch_frames(kp, sk, nb, ns, tk, H, D);
+          prefetch_frames(vp, sv, nb, ns, tk, H, D);
+        }
         gather_frames(qp, sq, b, s, tq, H, D, Q);
         gather_frames(opp, so, b, s, tq, H, D, O);
         gather_frames(gp, sg, b, s, tq, H, D, G);
