@@ -175,6 +175,10 @@ def test_compile_fullgraph(device, backend):
     torch._dynamo.reset()
     compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(q, k, v), block(q, k, v))
+    leaf = qkv.clone().requires_grad_()
+    (g_compiled,) = torch.autograd.grad(compiled(*leaf.unbind(3)).sum(), leaf)
+    (g_eager,) = torch.autograd.grad(block(*leaf.unbind(3)).sum(), leaf)
+    torch.testing.assert_close(g_compiled, g_eager)
 
 
 def test_scale_is_applied():
