@@ -325,10 +325,10 @@ WMK_INLINE void temporal_bwd_core(const TemporalTile<T>& a, const T* O, const T*
       row_products(doi, vt, D, a.tkp, jn, T(1), dp);
       const T di = dot(doi, O + off, D);  // rowsum(dO * O) = sum_j P_ij dP_ij
       for (int64_t j = 0; j < jn; ++j) dp[j] = p[j] * (dp[j] - di) * a.scale;  // dS
+      combine_rows(dp, jn, a.K + h * D, ld, D, dQ + off);  // dQ_i = sum_j dS_ij k_j
       for (int64_t j = 0; j < jn; ++j) {
         const int64_t kj = j * ld + h * D;
         axpy(p[j], doi, dV + kj, D);
-        axpy(dp[j], a.K + kj, dQ + off, D);
         axpy(dp[j], qi, dK + kj, D);
       }
     }
