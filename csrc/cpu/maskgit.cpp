@@ -4,7 +4,7 @@
 // converted to fp32 into an L1-resident buffer (NaN -> -inf, +inf -> FLT_MAX) while its max
 // and first argmax are found; everything else runs on that buffer:
 //   1. s = sum exp(x - max)          confidence = exp(x_tok - max) / s (untempered, full V)
-//   2. top-k threshold, when asked   std::nth_element on a copy: O(V)
+//   2. top-k threshold, when asked   a k-heap (small k) or std::nth_element: O(V)
 //   3. w = exp((x - max) / T) for x >= threshold, and the token by inverse CDF with one
 //      Philox uniform per row (exact sampling from softmax(x / T) restricted to the top k).
 // Gumbel-max would need a uniform and two logarithms per logit, which costs more on a CPU
@@ -31,9 +31,15 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "maskgit_philox.h"
+
+// The selects of the exp polynomial and the NaN/inf policy are if-converted (and the loops
+// vectorized) only when float compares are not assumed to trap; nothing here relies on
+// floating-point exceptions.
+#pragma GCC optimize("no-trapping-math")
 
 namespace wmk {
 namespace {
@@ -64,24 +70,57 @@ inline float exp_nonpos(float x) {
   return x < -87.0f ? 0.0f : p * scale;
 }
 
+// Sums run in kLanes independent partial sums: without -ffast-math the compiler may not
+// reorder a float reduction, but it does vectorize independent lanes.
+constexpr int64_t kLanes = 16;
+
 // sum_v exp((x_v - m) * inv_t) over x_v >= thr, weights stored in w.
 __attribute__((target_clones("avx2", "default"))) float weights(const float* x, float* w,
                                                                  int64_t V, float m,
                                                                  float inv_t, float thr) {
-  float s = 0.0f;
-  for (int64_t v = 0; v < V; ++v) {
-    const float e = exp_nonpos((x[v] - m) * inv_t);
-    w[v] = x[v] >= thr ? e : 0.0f;
-    s += w[v];
+  float acc[kLanes] = {};
+  int64_t v = 0;
+  for (; v + kLanes <= V; v += kLanes) {
+    for (int64_t j = 0; j < kLanes; ++j) {
+      const float e = exp_nonpos((x[v + j] - m) * inv_t);
+      w[v + j] = x[v + j] >= thr ? e : 0.0f;
+      acc[j] += w[v + j];
+    }
   }
+  for (; v < V; ++v) {
+    w[v] = x[v] >= thr ? exp_nonpos((x[v] - m) * inv_t) : 0.0f;
+    acc[0] += w[v];
+  }
+  float s = 0.0f;
+  for (int64_t j = 0; j < kLanes; ++j) s += acc[j];
   return s;
 }
 
 __attribute__((target_clones("avx2", "default"))) float sum_exp(const float* x, int64_t V,
                                                                  float m) {
+  float acc[kLanes] = {};
+  int64_t v = 0;
+  for (; v + kLanes <= V; v += kLanes) {
+    for (int64_t j = 0; j < kLanes; ++j) acc[j] += exp_nonpos(x[v + j] - m);
+  }
+  for (; v < V; ++v) acc[0] += exp_nonpos(x[v] - m);
   float s = 0.0f;
-  for (int64_t v = 0; v < V; ++v) s += exp_nonpos(x[v] - m);
+  for (int64_t j = 0; j < kLanes; ++j) s += acc[j];
   return s;
+}
+
+// Largest value of x[0..V), lane-wise so that it vectorizes (no NaN in x).
+__attribute__((target_clones("avx2", "default"))) float row_max(const float* x, int64_t V) {
+  float acc[kLanes];
+  for (int64_t j = 0; j < kLanes; ++j) acc[j] = kNegInf;
+  int64_t v = 0;
+  for (; v + kLanes <= V; v += kLanes) {
+    for (int64_t j = 0; j < kLanes; ++j) acc[j] = x[v + j] > acc[j] ? x[v + j] : acc[j];
+  }
+  for (; v < V; ++v) acc[0] = x[v] > acc[0] ? x[v] : acc[0];
+  float m = kNegInf;
+  for (int64_t j = 0; j < kLanes; ++j) m = acc[j] > m ? acc[j] : m;
+  return m;
 }
 
 inline float clean(float x) {
@@ -89,20 +128,52 @@ inline float clean(float x) {
   return x > kFloatMax ? kFloatMax : x;
 }
 
+template <typename T>
+void convert_row(const T* row, int64_t V, float* buf) {
+  for (int64_t v = 0; v < V; ++v) buf[v] = clean(static_cast<float>(row[v]));
+}
+
+__attribute__((target_clones("avx2", "default"))) void convert_row_f32(const float* row,
+                                                                        int64_t V, float* buf) {
+  for (int64_t v = 0; v < V; ++v) {
+    const float x = row[v];
+    buf[v] = x != x ? kNegInf : (x > kFloatMax ? kFloatMax : x);
+  }
+}
+
 // Row -> fp32 buffer with the NaN/inf policy; returns the first argmax (-1: no finite value).
 template <typename T>
 int64_t load_row(const T* row, int64_t V, float* buf) {
-  float m = kNegInf;
-  int64_t arg = -1;
-  for (int64_t v = 0; v < V; ++v) {
-    const float x = clean(static_cast<float>(row[v]));
-    buf[v] = x;
-    if (x > m) {
-      m = x;
-      arg = v;
-    }
+  if constexpr (std::is_same_v<T, float>) {
+    convert_row_f32(row, V, buf);
+  } else {
+    convert_row(row, V, buf);
   }
-  return arg;
+  const float m = row_max(buf, V);
+  if (!(m > kNegInf)) return -1;
+  int64_t v = 0;
+  while (buf[v] != m) ++v;
+  return v;
+}
+
+// The k-th largest of x[0..V) (1 <= k < V). Small k: a min-heap of the k largest, where
+// almost every element is rejected by one compare with the heap's top; else nth_element.
+float kth_largest(const float* x, int64_t V, int64_t k, float* work) {
+  if (k <= 256 && 8 * k <= V) {
+    std::copy(x, x + k, work);
+    std::make_heap(work, work + k, std::greater<float>());
+    for (int64_t v = k; v < V; ++v) {
+      if (x[v] > work[0]) {
+        std::pop_heap(work, work + k, std::greater<float>());
+        work[k - 1] = x[v];
+        std::push_heap(work, work + k, std::greater<float>());
+      }
+    }
+    return work[0];
+  }
+  std::copy(x, x + V, work);
+  std::nth_element(work, work + (k - 1), work + V, std::greater<float>());
+  return work[k - 1];
 }
 
 struct Sample {
@@ -110,10 +181,11 @@ struct Sample {
   float logp;  // log of the untempered confidence; -inf for a row without a finite logit
 };
 
-// Index of the first positive weight whose running sum exceeds target (inverse CDF); the
-// last positive weight if rounding leaves target at or above the total.
-int64_t inverse_cdf(const float* w, int64_t V, float target) {
-  float c = 0.0f;
+// Index of the first positive weight whose running sum exceeds target (inverse CDF, in
+// double so that rounding cannot skip a small weight); the last positive weight if rounding
+// leaves target at or above the total.
+int64_t inverse_cdf(const float* w, int64_t V, double target) {
+  double c = 0.0;
   int64_t last = 0;
   for (int64_t v = 0; v < V; ++v) {
     if (w[v] > 0.0f) {
@@ -143,16 +215,12 @@ Sample sample_row(const T* row, int64_t V, uint64_t row_id, const Settings& s, f
   int64_t tok = arg;
   if (s.temperature > 0.0f && V > 1) {
     float thr = kNegInf;
-    if (s.top_k > 0 && s.top_k < V) {
-      std::copy(buf, buf + V, work);
-      std::nth_element(work, work + (s.top_k - 1), work + V, std::greater<float>());
-      thr = work[s.top_k - 1];
-    }
+    if (s.top_k > 0 && s.top_k < V) thr = kth_largest(buf, V, s.top_k, work);
     // a subnormal temperature must not make (x - max) * inv_t = 0 * inf = NaN
     const float inv_t = std::min(1.0f / s.temperature, kFloatMax);
     const float total = weights(buf, work, V, m, inv_t, thr);
     const auto bits = philox::draw(s.key, 0, row_id, kSampleStream);
-    tok = inverse_cdf(work, V, philox::uniform(bits.x) * total);
+    tok = inverse_cdf(work, V, philox::uniform53(bits.x, bits.y) * total);
   }
   return {tok, (buf[tok] - m) - log_sum};
 }

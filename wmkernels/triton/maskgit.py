@@ -45,8 +45,10 @@ def _sortable(x):
 
 @triton.jit
 def _gumbel(seed, offsets):
-    u = tl.rand(seed, offsets)
-    # u == 0 gives -inf (never wins); float32 noise throughout
+    # tl.rand can round to exactly 0 or 1 in float32; 1 would give g = +inf, a sure win for
+    # that logit, so u is kept inside [2^-24, 1 - 2^-24] (float32 noise throughout)
+    u = tl.minimum(tl.maximum(tl.rand(seed, offsets), 5.9604644775390625e-08),
+                   0.99999994039535522)
     return -tl.log(-tl.log(u))
 
 
