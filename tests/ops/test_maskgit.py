@@ -81,6 +81,23 @@ def test_sample_mixed_rows_distribution(device, backend):
 
 
 @pytest.mark.parametrize("device,backend", SAMPLE)
+def test_sample_small_top_k_of_large_vocabulary(device, backend):
+    """top_k much smaller than V (the CPU kernel's heap path), and ties at the threshold."""
+    V, R, k = 300, 800, 8
+    row = torch.randn(V) * 0.5
+    top = torch.randperm(V)[:k]
+    row[top] = 3.0 + torch.randn(k) * 0.5
+    tokens, _ = wmkernels.maskgit_sample(row.to(device).expand(R, V), top_k=k,
+                                         generator=_gen(device, 5), backend=backend)
+    assert _chi2_pvalue(tokens, _exact_probs(row, 1.0, k)) > P_MIN
+    tied = torch.tensor([3.0, 2.0, 2.0, 2.0, 1.0, 0.0], device=device).expand(400, 6)
+    tokens, _ = wmkernels.maskgit_sample(tied, top_k=2, generator=_gen(device, 6),
+                                         backend=backend)
+    counts = torch.bincount(tokens.cpu(), minlength=6)
+    assert counts[4:].sum() == 0 and (counts[1:4] > 0).all(), "ties at the k-th value are kept"
+
+
+@pytest.mark.parametrize("device,backend", SAMPLE)
 def test_sample_argmax_and_confidence(device, backend):
     for dtype in _dtypes(device, backend):
         logits = torch.randn(5, 17, 100, device=device).to(dtype)

@@ -331,7 +331,12 @@ class _CapturedDecode:
         self.tokens, self.mask = tokens.clone(), mask.clone()
         self.graph = torch.cuda.CUDAGraph()
         if generator is not None:
-            self.graph.register_generator_state(generator)
+            # a non-default generator advances inside a graph only once registered with it
+            register = getattr(self.graph, "register_generator_state", None)
+            if register is None:
+                raise RuntimeError("this torch cannot capture a non-default CUDA generator in "
+                                   "a graph; pass generator=None or cuda_graph=False")
+            register(generator)
         with torch.cuda.graph(self.graph):
             self.out_tokens, _ = run(self.tokens, self.mask)
 
