@@ -16,7 +16,9 @@
 // Re-masking, per batch row: the scores of the unknown positions (log confidence + choice
 // temperature * Gumbel, or Gumbel alone for the random order; Philox stream 1) go through
 // std::nth_element on (score, index) pairs, so exactly min(k, unknown) lowest stay masked
-// with ties to the lower index. Known positions are never read, their logits included.
+// with ties to the lower index. Known positions are never read, their logits included; in
+// the random order the scores do not depend on the logits, so the selection runs first and
+// only the positions revealed by this step are sampled.
 //
 // Roofline (maskgit-genie scaled to B2 N256 V1024 fp32): 2 MB of logits read once, ~3
 // flops + 1 exp per logit; at ~10 GB/s per core the read alone is ~0.1 ms per core, and the
@@ -279,27 +281,29 @@ std::tuple<at::Tensor, at::Tensor> maskgit_sample_cpu(const at::Tensor& logits,
   return {tokens, conf};
 }
 
-// The k lowest (score, index) of the unknown positions of one batch row stay masked.
-void remask_row(const float* score, const bool* mask, const int64_t* tokens,
-                const int64_t* sampled, int64_t N, int64_t k, int64_t* out_tokens,
-                bool* out_mask, std::vector<std::pair<float, int64_t>>& unknown) {
+// out_mask of one batch row: the k lowest (score, index) of its unknown positions.
+void remask_row(const float* score, const bool* mask, int64_t N, int64_t k, bool* out_mask,
+                std::vector<std::pair<float, int64_t>>& unknown) {
   unknown.clear();
   for (int64_t n = 0; n < N; ++n) {
-    out_tokens[n] = tokens[n];
     out_mask[n] = false;
     if (mask[n]) unknown.emplace_back(score[n], n);
   }
   const int64_t U = static_cast<int64_t>(unknown.size());
   k = std::min(std::max<int64_t>(k, 0), U);
   if (k > 0 && k < U) std::nth_element(unknown.begin(), unknown.begin() + k, unknown.end());
-  for (int64_t i = 0; i < U; ++i) {
-    const int64_t n = unknown[i].second;
-    if (i < k) {
-      out_mask[n] = true;
-    } else {
-      out_tokens[n] = sampled[n];
+  for (int64_t i = 0; i < k; ++i) out_mask[unknown[i].second] = true;
+}
+
+void remask(const float* score, const bool* mask, const int64_t* num_masked, int64_t B,
+            int64_t N, bool* out_mask) {
+  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    std::vector<std::pair<float, int64_t>> unknown;
+    unknown.reserve(N);
+    for (int64_t b = begin; b < end; ++b) {
+      remask_row(score + b * N, mask + b * N, N, num_masked[b], out_mask + b * N, unknown);
     }
-  }
+  });
 }
 
 std::tuple<at::Tensor, at::Tensor> maskgit_step_cpu(
@@ -325,40 +329,39 @@ std::tuple<at::Tensor, at::Tensor> maskgit_step_cpu(
   at::Tensor x = logits.stride(2) == 1 ? logits : logits.contiguous();
   at::Tensor tk = tokens.contiguous(), mk = mask.contiguous(), nm = num_masked.contiguous();
   const bool* mp = mk.const_data_ptr<bool>();
+  const int64_t* kp = nm.const_data_ptr<int64_t>();
+  bool* omp = out_mask.data_ptr<bool>();
   std::vector<float> score(B * N);
   std::vector<int64_t> sampled(B * N);
+  if (random_order) {
+    at::parallel_for(0, B * N, 1024, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        if (mp[i]) score[i] = gumbel(s.key, i);
+      }
+    });
+    remask(score.data(), mp, kp, B, N, omp);
+  }
+  // sample the positions whose token is used: all unknown ones in the confidence order (their
+  // scores need it), the revealed ones in the random order; known rows are never read
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "maskgit_step", [&] {
     const scalar_t* base = x.const_data_ptr<scalar_t>();
     const int64_t sb = x.stride(0), sn = x.stride(1);
     at::parallel_for(0, B * N, 16, [&](int64_t begin, int64_t end) {
       std::vector<float> scratch(2 * V);
       for (int64_t i = begin; i < end; ++i) {
-        if (!mp[i]) continue;  // known: never sampled, its logits never read
+        if (!mp[i] || (random_order && omp[i])) continue;
         const int64_t b = i / N, n = i % N;
         const Sample smp = sample_row(base + b * sb + n * sn, V, static_cast<uint64_t>(i), s,
                                       scratch.data(), scratch.data() + V);
         sampled[i] = smp.token;
-        if (random_order) {
-          score[i] = gumbel(s.key, i);
-        } else {
-          score[i] = ct > 0.0f ? smp.logp + ct * gumbel(s.key, i) : smp.logp;
-        }
+        if (!random_order) score[i] = ct > 0.0f ? smp.logp + ct * gumbel(s.key, i) : smp.logp;
       }
     });
   });
+  if (!random_order) remask(score.data(), mp, kp, B, N, omp);
   const int64_t* tp = tk.const_data_ptr<int64_t>();
-  const int64_t* kp = nm.const_data_ptr<int64_t>();
   int64_t* otp = out_tokens.data_ptr<int64_t>();
-  bool* omp = out_mask.data_ptr<bool>();
-  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-    std::vector<std::pair<float, int64_t>> unknown;
-    unknown.reserve(N);
-    for (int64_t b = begin; b < end; ++b) {
-      const int64_t o = b * N;
-      remask_row(score.data() + o, mp + o, tp + o, sampled.data() + o, N, kp[b], otp + o,
-                 omp + o, unknown);
-    }
-  });
+  for (int64_t i = 0; i < B * N; ++i) otp[i] = mp[i] && !omp[i] ? sampled[i] : tp[i];
   return {out_tokens, out_mask};
 }
 

@@ -248,6 +248,25 @@ def test_step_counts_and_lowest_confidence(device, backend):
 
 
 @pytest.mark.parametrize("device,backend", STEP)
+@pytest.mark.parametrize("order", ["confidence", "random"])
+def test_step_revealed_tokens_distribution(device, backend, order):
+    V, N = 13, 1200
+    row = torch.randn(V) * 1.5
+    logits = row.to(device).expand(2, N, V)
+    tokens = torch.full((2, N), -1, device=device)
+    mask = torch.ones(2, N, dtype=torch.bool, device=device)
+    out_t, out_m = wmkernels.maskgit_step(logits, tokens, mask, N // 3, temperature=2.0,
+                                          top_k=9, choice_temperature=1.0, order=order,
+                                          generator=_gen(device, 9), backend=backend)
+    revealed = out_t[~out_m]
+    assert revealed.numel() == 2 * (N - N // 3)
+    if order == "random":  # the kept-masked set is independent of the tokens
+        assert _chi2_pvalue(revealed, _exact_probs(row, 2.0, 9)) > P_MIN
+    else:
+        assert ((revealed >= 0) & (revealed < V)).all()
+
+
+@pytest.mark.parametrize("device,backend", STEP)
 def test_step_num_masked_tensor_and_clamp(device, backend):
     B, N, V = 4, 33, 21
     logits, tokens, mask = _step_inputs(B, N, V, device)

@@ -150,7 +150,8 @@ def _launch_settings(V: int) -> tuple[int, int, int]:
     if INTERPRET:  # few, wide programs: the interpreter's cost is per program
         return block_v, max(1, min(64, 4096 // block_v)), 4
     block_r = max(1, min(16, 2048 // block_v))
-    warps = 4 if block_r * block_v <= 4096 else 8 if block_r * block_v <= 16384 else 16
+    n = block_r * block_v  # ~16 logits per thread keeps the row's tiles in registers
+    warps = 4 if n <= 2048 else 8 if n <= 4096 else 16
     return block_v, block_r, warps
 
 
