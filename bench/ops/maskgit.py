@@ -1,7 +1,9 @@
 """Benchmark cases of the MaskGIT ops: the sampler, one re-masking step, and a 25-step decode.
 
 Baselines: "eager" is the reference (softmax, multinomial, gather, Gumbel, sort, scatter: how
-MaskGIT/MUSE/Genie repos write a step), "compile" is torch.compile of it. Canonical shapes
+MaskGIT/MUSE/Genie repos write a step), "compile" is torch.compile of it, and for the sampler
+"eager-gumbel" is the Gumbel-max form of google-research MaskGIT (noise over the whole
+tensor, argmax). Canonical shapes
 (BENCHMARKS.md) on CUDA; on CPU the same shapes scaled down, named "<shape>/cpu" with the
 real sizes in params.
 """
@@ -75,9 +77,13 @@ def _shape_cases(op, shape, B, N, V, dt, device, quick, params):
             return lambda: wmkernels.maskgit_sample(logits, temperature=TEMPERATURE,
                                                     backend=backend)
         eager = lambda: reference.maskgit_sample(logits, TEMPERATURE)
+        # the google-research MaskGIT way (Gumbel-max over the whole tensor), as a peer
+        peer = lambda: reference.maskgit_sample_gumbel(logits, TEMPERATURE)
 
     row = dict(op=op, shape=shape, dtype=dt, bytes=nbytes, params=params)
     cases.append(Case(backend="eager", fn=eager, **row))
+    if op == "maskgit_sample":
+        cases.append(Case(backend="eager-gumbel", fn=peer, **row))
     if quick:
         cases.append(Skip(op, shape, "compile", "not compiled in quick mode (compile time)"))
     else:

@@ -515,6 +515,14 @@ def test_compile_fullgraph(device, backend, dynamic):
     _check_step(logits, tokens, mask, 3, nt, nm)
 
 
+def test_reference_gumbel_variant_distribution():
+    V, R = 13, 3000
+    row = torch.randn(V) * 1.5
+    tokens, conf = reference.maskgit_sample_gumbel(row.expand(R, V), 2.0, 6, _gen("cpu", 4))
+    assert _chi2_pvalue(tokens, _exact_probs(row, 2.0, 6)) > P_MIN
+    torch.testing.assert_close(conf.double(), torch.softmax(row.double(), -1)[tokens])
+
+
 def test_reference_remask_matches_float64_sort():
     scores = torch.randn(3, 20, dtype=torch.float64)
     mask = torch.rand(3, 20) > 0.3
