@@ -50,7 +50,7 @@ std::tuple<at::Tensor, at::Tensor> maskgit_sample_cuda(const at::Tensor& logits,
   at::Tensor conf = at::empty({R}, x.options().dtype(at::kFloat));
   if (R == 0) return {tokens, conf};
   check_launch(maskgit_sample_launch(x.const_data_ptr(), dtype, R, 1, V, x.stride(0), 0, nullptr,
-                                     static_cast<float>(temperature), top_k, 0.0f, false,
+                                     nullptr, static_cast<float>(temperature), top_k, 0.0f, false,
                                      seed.const_data_ptr<int64_t>(), tokens.data_ptr<int64_t>(),
                                      conf.data_ptr<float>(),
                                      c10::cuda::getCurrentCUDAStream().stream()),
@@ -83,23 +83,34 @@ std::tuple<at::Tensor, at::Tensor> maskgit_step_cuda(
   if (B * N == 0) return {out_tokens, out_mask};
   at::Tensor x = logits.stride(2) == 1 ? logits : logits.contiguous();
   at::Tensor tk = tokens.contiguous(), mk = mask.contiguous(), nm = num_masked.contiguous();
-  at::Tensor sampled = at::empty({B * N}, tokens.options());
-  at::Tensor score = at::empty({B * N}, x.options().dtype(at::kFloat));
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
-  check_launch(maskgit_sample_launch(x.const_data_ptr(), dtype, B * N, N, V, x.stride(0),
-                                     x.stride(1), mk.const_data_ptr<bool>(),
-                                     static_cast<float>(temperature), top_k,
-                                     static_cast<float>(choice_temperature), random_order,
-                                     seed.const_data_ptr<int64_t>(), sampled.data_ptr<int64_t>(),
-                                     score.data_ptr<float>(), stream),
-               "maskgit_step");
-  check_launch(maskgit_remask_launch(score.const_data_ptr<float>(),
-                                     sampled.const_data_ptr<int64_t>(),
-                                     tk.const_data_ptr<int64_t>(), mk.const_data_ptr<bool>(),
-                                     nm.const_data_ptr<int64_t>(), B, N,
-                                     out_tokens.data_ptr<int64_t>(), out_mask.data_ptr<bool>(),
-                                     stream),
-               "maskgit_step");
+  const int64_t* seed_ptr = seed.const_data_ptr<int64_t>();
+  auto sample = [&](const bool* kept, int64_t* tok, float* score) {
+    check_launch(maskgit_sample_launch(x.const_data_ptr(), dtype, B * N, N, V, x.stride(0),
+                                       x.stride(1), mk.const_data_ptr<bool>(), kept,
+                                       static_cast<float>(temperature), top_k,
+                                       static_cast<float>(choice_temperature), random_order,
+                                       seed_ptr, tok, score, stream),
+                 "maskgit_step");
+  };
+  auto remask = [&](const float* score, const int64_t* sampled) {
+    check_launch(maskgit_remask_launch(score, sampled, tk.const_data_ptr<int64_t>(),
+                                       mk.const_data_ptr<bool>(), nm.const_data_ptr<int64_t>(),
+                                       B, N, random_order, seed_ptr,
+                                       out_tokens.data_ptr<int64_t>(),
+                                       out_mask.data_ptr<bool>(), stream),
+                 "maskgit_step");
+  };
+  if (random_order) {
+    // the scores are noise only: choose first, then sample just the revealed positions
+    remask(nullptr, nullptr);
+    sample(out_mask.const_data_ptr<bool>(), out_tokens.data_ptr<int64_t>(), nullptr);
+  } else {
+    at::Tensor sampled = at::empty({B * N}, tokens.options());
+    at::Tensor score = at::empty({B * N}, x.options().dtype(at::kFloat));
+    sample(nullptr, sampled.data_ptr<int64_t>(), score.data_ptr<float>());
+    remask(score.const_data_ptr<float>(), sampled.const_data_ptr<int64_t>());
+  }
   return {out_tokens, out_mask};
 }
 

@@ -17,6 +17,8 @@
 // memory up to kSmemMaxN, else global/L2) go through the same radix select for the k-th
 // smallest key; positions below it stay masked, and among the equal ones the first
 // (k - #below) in position order (a block-wide scan over contiguous per-thread chunks).
+// In the random order the scores are the choice noise alone: the re-mask runs first (it
+// draws the noise itself) and the sampler then reads only the revealed positions' rows.
 //
 // Roofline at maskgit-large (B16 N4096 V8192 bf16 logits): 1.07 GB read once; at 3.35 TB/s
 // (H100 SXM HBM3) that is 0.32 ms. Per logit: conversion, max/sum (one __expf) and the
@@ -65,6 +67,11 @@ __device__ __forceinline__ uint32_t sortable(float x) {
 __device__ __forceinline__ float gumbel_from(uint32_t bits) {
   const float e = -log1pf(-philox::uniform(bits));  // accurate where E is small (g large)
   return -__logf(e);
+}
+
+// Choice noise of position `row` (= b * N + n): Philox stream 1, shared by both kernels.
+__device__ __forceinline__ float choice_gumbel(uint64_t key, uint64_t row) {
+  return gumbel_from(philox::draw(key, 0, row, 1).x);
 }
 
 struct Stats {
@@ -219,6 +226,7 @@ struct SampleArgs {
   const void* logits;
   int64_t R, N, V, stride_b, stride_n;
   const bool* mask;
+  const bool* kept;  // step, random order: positions that stay masked are not sampled
   float inv_t;  // 0: argmax
   int64_t top_k;
   float choice_temperature;
@@ -241,6 +249,7 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleArgs a) {
   __shared__ SampleShared sh;
   const int64_t row = blockIdx.x;
   if (a.mask != nullptr && !a.mask[row]) return;  // known position: logits never read
+  if (a.kept != nullptr && a.kept[row]) return;    // stays masked: its sample is not used
   const T* p = static_cast<const T*>(a.logits) + (row / a.N) * a.stride_b + (row % a.N) * a.stride_n;
   const int64_t V = a.V;
   const uint64_t key = static_cast<uint64_t>(*a.seed);
@@ -311,12 +320,9 @@ __global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleArgs a) {
     a.out[row] = valid ? __expf(logp) : 0.0f;
     return;
   }
-  const float g = gumbel_from(philox::draw(key, 0, static_cast<uint64_t>(row), 1).x);
-  if (a.random_order) {
-    a.out[row] = g;
-  } else {
-    a.out[row] = a.choice_temperature > 0.0f ? logp + a.choice_temperature * g : logp;
-  }
+  if (a.random_order) return;  // the re-mask drew the scores itself
+  const float g = choice_gumbel(key, static_cast<uint64_t>(row));
+  a.out[row] = a.choice_temperature > 0.0f ? logp + a.choice_temperature * g : logp;
 }
 
 struct RemaskShared {
@@ -327,24 +333,30 @@ struct RemaskShared {
 
 __global__ void __launch_bounds__(kRemaskThreads) remask_kernel(
     const float* score, const int64_t* sampled, const int64_t* tokens, const bool* mask,
-    const int64_t* num_masked, int64_t N, int64_t* out_tokens, bool* out_mask, bool use_smem) {
+    const int64_t* num_masked, int64_t N, bool random_order, const int64_t* seed,
+    int64_t* out_tokens, bool* out_mask, bool use_smem) {
   extern __shared__ uint32_t skeys[];
   __shared__ RemaskShared sh;
   const int64_t base = static_cast<int64_t>(blockIdx.x) * N;
-  const float* sc = score + base;
   const bool* mk = mask + base;
+  const uint64_t key = random_order ? static_cast<uint64_t>(*seed) : 0;
   // inverted keys: the k-th smallest score is the k-th largest inverted key
+  auto compute_key = [&](int64_t n) {
+    const float s = random_order ? choice_gumbel(key, static_cast<uint64_t>(base + n))
+                                 : score[base + n];
+    return ~sortable(s);
+  };
   int64_t unknown = 0;
   for (int64_t n = threadIdx.x; n < N; n += kRemaskThreads) {
     if (mk[n]) {
       ++unknown;
-      if (use_smem) skeys[n] = ~sortable(sc[n]);
+      if (use_smem) skeys[n] = compute_key(n);
     }
   }
   unknown = block_sum<kRemaskThreads>(unknown, sh.sums);
   int64_t k = num_masked[blockIdx.x];
   k = k < 0 ? 0 : (k > unknown ? unknown : k);
-  auto inv_key = [&](int64_t n) { return use_smem ? skeys[n] : ~sortable(sc[n]); };
+  auto inv_key = [&](int64_t n) { return use_smem ? skeys[n] : compute_key(n); };
   uint32_t t = 0;
   if (k > 0) {
     auto key_of = [&](int64_t n, uint32_t* kv) {
@@ -397,7 +409,9 @@ __global__ void __launch_bounds__(kRemaskThreads) remask_kernel(
       }
     }
     out_mask[base + n] = keep;
-    out_tokens[base + n] = (mk[n] && !keep) ? sampled[base + n] : tokens[base + n];
+    // random order: the sampler, launched next, writes the revealed tokens
+    out_tokens[base + n] =
+        (!random_order && mk[n] && !keep) ? sampled[base + n] : tokens[base + n];
   }
 }
 
@@ -419,15 +433,15 @@ cudaError_t launch_sample(const SampleArgs& a0, cudaStream_t stream) {
 
 cudaError_t maskgit_sample_launch(const void* logits, MaskgitDtype dtype, int64_t R, int64_t N,
                                   int64_t V, int64_t stride_b, int64_t stride_n,
-                                  const bool* mask, float temperature, int64_t top_k,
-                                  float choice_temperature, bool random_order,
+                                  const bool* mask, const bool* kept, float temperature,
+                                  int64_t top_k, float choice_temperature, bool random_order,
                                   const int64_t* seed, int64_t* tokens, float* out,
                                   cudaStream_t stream) {
   if (R == 0) return cudaSuccess;
   if (R > 0x7fffffffLL || N < 1 || V < 1) return cudaErrorInvalidValue;
   // a subnormal temperature must not make (x - max) * inv_t = 0 * inf = NaN
   const float inv_t = temperature > 0.0f ? fminf(1.0f / temperature, FLT_MAX) : 0.0f;
-  const SampleArgs a{logits, R, N, V, stride_b, stride_n, mask, inv_t, top_k,
+  const SampleArgs a{logits, R, N, V, stride_b, stride_n, mask, kept, inv_t, top_k,
                      choice_temperature, random_order, seed, tokens, out, false, false};
   switch (dtype) {
     case kMaskgitF32: return launch_sample<float>(a, stream);
@@ -440,13 +454,15 @@ cudaError_t maskgit_sample_launch(const void* logits, MaskgitDtype dtype, int64_
 cudaError_t maskgit_remask_launch(const float* score, const int64_t* sampled,
                                   const int64_t* tokens, const bool* mask,
                                   const int64_t* num_masked, int64_t B, int64_t N,
-                                  int64_t* out_tokens, bool* out_mask, cudaStream_t stream) {
+                                  bool random_order, const int64_t* seed, int64_t* out_tokens,
+                                  bool* out_mask, cudaStream_t stream) {
   if (B == 0 || N == 0) return cudaSuccess;
   if (B > 0x7fffffffLL) return cudaErrorInvalidValue;
   const bool use_smem = N <= kSmemMaxN;
   const size_t smem = use_smem ? static_cast<size_t>(N) * sizeof(uint32_t) : 0;
   remask_kernel<<<static_cast<unsigned>(B), kRemaskThreads, smem, stream>>>(
-      score, sampled, tokens, mask, num_masked, N, out_tokens, out_mask, use_smem);
+      score, sampled, tokens, mask, num_masked, N, random_order, seed, out_tokens, out_mask,
+      use_smem);
   return cudaGetLastError();
 }
 
