@@ -4,7 +4,7 @@
 // converted to fp32 into an L1-resident buffer (NaN -> -inf, +inf -> FLT_MAX) while its max
 // and first argmax are found; everything else runs on that buffer:
 //   1. s = sum exp(x - max)          confidence = exp(x_tok - max) / s (untempered, full V)
-//   2. top-k threshold, when asked   a k-heap (small k) or std::nth_element: O(V)
+//   2. top-k threshold, when asked   bisection on integer keys, vectorized counts: O(32 V)
 //   3. w = exp((x - max) / T) for x >= threshold, and the token by inverse CDF with one
 //      Philox uniform per row (exact sampling from softmax(x / T) restricted to the top k).
 // Gumbel-max would need a uniform and two logarithms per logit, which costs more on a CPU
@@ -79,7 +79,8 @@ inline float exp_nonpos(float x) {
 constexpr int64_t kLanes = 16;
 
 // sum_v exp((x_v - m) * inv_t) over x_v >= thr, weights stored in w.
-__attribute__((target_clones("avx2", "default"))) float weights(const float* x, float* w,
+__attribute__((target_clones("avx2", "default"))) float weights(const float* __restrict__ x,
+                                                                 float* __restrict__ w,
                                                                  int64_t V, float m,
                                                                  float inv_t, float thr) {
   float acc[kLanes] = {};
@@ -87,8 +88,9 @@ __attribute__((target_clones("avx2", "default"))) float weights(const float* x, 
   for (; v + kLanes <= V; v += kLanes) {
     for (int64_t j = 0; j < kLanes; ++j) {
       const float e = exp_nonpos((x[v + j] - m) * inv_t);
-      w[v + j] = x[v + j] >= thr ? e : 0.0f;
-      acc[j] += w[v + j];
+      const float wj = x[v + j] >= thr ? e : 0.0f;
+      w[v + j] = wj;
+      acc[j] += wj;
     }
   }
   for (; v < V; ++v) {
@@ -160,24 +162,57 @@ int64_t load_row(const T* row, int64_t V, float* buf) {
   return v;
 }
 
-// The k-th largest of x[0..V) (1 <= k < V). Small k: a min-heap of the k largest, where
-// almost every element is rejected by one compare with the heap's top; else nth_element.
-float kth_largest(const float* x, int64_t V, int64_t k, float* work) {
-  if (k <= 256 && 8 * k <= V) {
-    std::copy(x, x + k, work);
-    std::make_heap(work, work + k, std::greater<float>());
-    for (int64_t v = k; v < V; ++v) {
-      if (x[v] > work[0]) {
-        std::pop_heap(work, work + k, std::greater<float>());
-        work[k - 1] = x[v];
-        std::push_heap(work, work + k, std::greater<float>());
-      }
-    }
-    return work[0];
+// Order-preserving map of a float (no NaN) to int32, and back.
+inline int32_t sortable_key(float x) {
+  int32_t b;
+  std::memcpy(&b, &x, sizeof b);
+  return b ^ ((b >> 31) & 0x7fffffff);
+}
+
+inline float from_sortable_key(int32_t k) {
+  const int32_t b = k ^ ((k >> 31) & 0x7fffffff);
+  float x;
+  std::memcpy(&x, &b, sizeof x);
+  return x;
+}
+
+__attribute__((target_clones("avx2", "default"))) void to_keys(const float* __restrict__ x,
+                                                                int32_t* __restrict__ key,
+                                                                int64_t V) {
+  for (int64_t v = 0; v < V; ++v) key[v] = sortable_key(x[v]);
+}
+
+// #{v : key[v] >= t}, in lanes (vectorized).
+__attribute__((target_clones("avx2", "default"))) int64_t count_ge(const int32_t* key,
+                                                                    int64_t V, int32_t t) {
+  int32_t acc[kLanes] = {};
+  int64_t v = 0;
+  for (; v + kLanes <= V; v += kLanes) {
+    for (int64_t j = 0; j < kLanes; ++j) acc[j] += key[v + j] >= t;
   }
-  std::copy(x, x + V, work);
-  std::nth_element(work, work + (k - 1), work + V, std::greater<float>());
-  return work[k - 1];
+  int64_t n = 0;
+  for (; v < V; ++v) n += key[v] >= t;
+  for (int64_t j = 0; j < kLanes; ++j) n += acc[j];
+  return n;
+}
+
+// The k-th largest of x[0..V) (1 <= k < V), exactly: bisection over the 32-bit
+// order-preserving keys for the largest t with #(key >= t) >= k. Each of the <= 32 steps is
+// one vectorized counting pass over the L1-resident keys; no data-dependent branches.
+float kth_largest(const float* x, int64_t V, int64_t k, float* work) {
+  static_assert(sizeof(float) == sizeof(int32_t), "keys reuse the float scratch");
+  int32_t* key = reinterpret_cast<int32_t*>(work);
+  to_keys(x, key, V);
+  int64_t lo = std::numeric_limits<int32_t>::min(), hi = std::numeric_limits<int32_t>::max();
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo + 1) / 2;
+    if (count_ge(key, V, static_cast<int32_t>(mid)) >= k) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return from_sortable_key(static_cast<int32_t>(lo));
 }
 
 struct Sample {
@@ -185,13 +220,40 @@ struct Sample {
   float logp;  // log of the untempered confidence; -inf for a row without a finite logit
 };
 
-// Index of the first positive weight whose running sum exceeds target (inverse CDF, in
-// double so that rounding cannot skip a small weight); the last positive weight if rounding
-// leaves target at or above the total.
+// Sum of n <= kBlock weights in lanes (vectorized).
+__attribute__((target_clones("avx2", "default"))) float block_sum(const float* w, int64_t n) {
+  float acc[8] = {};
+  int64_t v = 0;
+  for (; v + 8 <= n; v += 8) {
+    for (int64_t j = 0; j < 8; ++j) acc[j] += w[v + j];
+  }
+  for (; v < n; ++v) acc[0] += w[v];
+  float s = 0.0f;
+  for (int64_t j = 0; j < 8; ++j) s += acc[j];
+  return s;
+}
+
+// Index of the first positive weight whose running sum exceeds target (inverse CDF). Two
+// levels, so that the dependent chain of additions is V / kBlock + kBlock long instead of
+// V: block sums first (vectorized), then the weights of the block that holds the target.
+// Running sums are in double so that rounding cannot skip a small weight. If rounding
+// leaves target at or above the total, the last positive weight is taken.
 int64_t inverse_cdf(const float* w, int64_t V, double target) {
+  constexpr int64_t kBlock = 64;
   double c = 0.0;
-  int64_t last = 0;
-  for (int64_t v = 0; v < V; ++v) {
+  int64_t v0 = 0;
+  for (; v0 < V; v0 += kBlock) {
+    const double b = block_sum(w + v0, std::min(kBlock, V - v0));
+    if (c + b > target) break;
+    c += b;
+  }
+  if (v0 >= V) {
+    int64_t v = V - 1;
+    while (v > 0 && !(w[v] > 0.0f)) --v;
+    return v;
+  }
+  int64_t last = v0;
+  for (int64_t v = v0; v < std::min(v0 + kBlock, V); ++v) {
     if (w[v] > 0.0f) {
       c += w[v];
       last = v;
