@@ -29,6 +29,21 @@ TORCH_LIBRARY(wmk, m) {
   m.def(
       "temporal_attention_bwd(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, "
       "Tensor lse, bool causal, float scale) -> (Tensor, Tensor, Tensor)");
+
+  // ---- MaskGIT sampling (semantics: wmkernels/reference/maskgit.py) ----
+  // seed: one-element int64 tensor on the logits' device, the 64-bit Philox key drawn from a
+  // torch.Generator per call (read on device by the CUDA kernels: no host sync).
+  // top_k = 0 means the full vocabulary; temperature = 0 means argmax.
+  // Sample: logits (R, V), last dim contiguous or not -> (tokens int64 (R,), confidence
+  // float32 (R,)); a row with no finite logit gets (-1, 0).
+  m.def("maskgit_sample(Tensor logits, float temperature, int top_k, Tensor seed) "
+        "-> (Tensor, Tensor)");
+  // Step: logits (B, N, V), tokens (B, N) int64, mask (B, N) bool, num_masked (B,) int64
+  // -> (tokens, mask): the min(num_masked, unknown) lowest-scoring unknown positions of each
+  // row stay masked, the other unknown positions take their sample.
+  m.def("maskgit_step(Tensor logits, Tensor tokens, Tensor mask, Tensor num_masked, "
+        "float temperature, int top_k, float choice_temperature, bool random_order, "
+        "Tensor seed) -> (Tensor, Tensor)");
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {

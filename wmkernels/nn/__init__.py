@@ -6,7 +6,8 @@ from wmkernels.nn.attention import (
     TemporalAttention,
     TemporalKVCache,
 )
+from wmkernels.nn.maskgit import MaskGITSampler
 from wmkernels.nn.vq import VectorQuantizer
 
-__all__ = ["VectorQuantizer",
-           "SpatialAttention", "TemporalAttention", "STBlock", "TemporalKVCache"]
+__all__ = ["VectorQuantizer", "SpatialAttention", "TemporalAttention", "STBlock",
+           "TemporalKVCache", "MaskGITSampler"]
