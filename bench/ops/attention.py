@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from wmkernels.bench.harness import Case, Skip
 
 import wmkernels
 from wmkernels import routing
+from wmkernels.bench.harness import Case, Skip
 from wmkernels.nn import STBlock
 from wmkernels.reference import attention as reference
 

@@ -11,10 +11,10 @@ real sizes in params.
 from __future__ import annotations
 
 import torch
-from wmkernels.bench.harness import Case, Skip
 
 import wmkernels
 from wmkernels import routing
+from wmkernels.bench.harness import Case, Skip
 from wmkernels.reference import maskgit as reference
 
 # name -> (B, N, V, dtypes) on CUDA, and the scaled CPU version

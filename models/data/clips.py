@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
 from wmkernels.models.data.world import (
     COLOUR_NAMES,
     DIRECTION_NAMES,

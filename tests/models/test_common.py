@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch.utils.data import DistributedSampler
+
 from wmkernels.models.common import (
     PatchEmbed,
     PatchHead,
