@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
 from wmkernels.bench import peaks
 from wmkernels.bench.timing import peak_memory, time_fn
 
@@ -113,7 +114,7 @@ def run_op(op: str, device: str, *, quick: bool = False, shapes: list[str] | Non
             continue
         if isinstance(case, Skip):
             skipped.append(dataclasses.asdict(case))
-            log(f"  {case.shape:<22} {case.backend:<13} skipped: {case.reason}")
+            log(f"  {case.op:<22} {case.shape:<22} {case.backend:<13} skipped: {case.reason}")
             continue
         try:
             row = run_case(case, device, peak)
@@ -121,7 +122,7 @@ def run_op(op: str, device: str, *, quick: bool = False, shapes: list[str] | Non
             reason = f"failed: {type(exc).__name__}: {exc}"
             skipped.append({"op": case.op, "shape": case.shape, "backend": case.backend,
                             "reason": reason})
-            log(f"  {case.shape:<22} {case.backend:<13} {reason}")
+            log(f"  {case.op:<22} {case.shape:<22} {case.backend:<13} {reason}")
             continue
         rows.append(row)
         log(format_row(row))
@@ -135,7 +136,8 @@ def _fmt(v, spec):
 
 
 def format_row(r: dict) -> str:
-    return (f"  {r['shape']:<22} {r['backend']:<13} {r['dtype']:<9} {r['ms']:>9.3f} ms "
+    return (f"  {r['op']:<22} {r['shape']:<22} {r['backend']:<13} {r['dtype']:<9} "
+            f"{r['ms']:>9.3f} ms "
             f"{_fmt(r['GBps'], '>8.1f')} GB/s {_fmt(r['TFLOPs'], '>7.3f')} TFLOP/s")
 
 
@@ -146,19 +148,20 @@ def markdown(result: dict) -> str:
              f"{env['date']}, `{env['command']}`", "",
              f"Measured peaks: copy {peak['copy_GBps']:.1f} GB/s, {peak['matmul_dtype']} matmul "
              f"{peak['matmul_TFLOPs']:.2f} TFLOP/s", "",
-             "| shape | backend | dtype | median ms | GB/s | TFLOP/s | % copy peak "
+             "| op | shape | backend | dtype | median ms | GB/s | TFLOP/s | % copy peak "
              "| % matmul peak | speedup vs eager | peak mem MiB |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         mem = r["peak_mem_bytes"] / 2**20 if r["peak_mem_bytes"] is not None else None
         lines.append(
-            f"| {r['shape']} | {r['backend']} | {r['dtype']} | {r['ms']:.3f} | "
+            f"| {r['op']} | {r['shape']} | {r['backend']} | {r['dtype']} | {r['ms']:.3f} | "
             f"{_fmt(r['GBps'], '.1f')} | {_fmt(r['TFLOPs'], '.3f')} | "
             f"{_fmt(r['pct_copy_peak'], '.1f')} | {_fmt(r['pct_matmul_peak'], '.1f')} | "
             f"{_fmt(r['speedup_vs_eager'], '.2f')} | {_fmt(mem, '.1f')} |")
     if result["skipped"]:
         lines += ["", "Skipped:", ""]
-        lines += [f"- {s['shape']} {s['backend']}: {s['reason']}" for s in result["skipped"]]
+        lines += [f"- {s['op']} {s['shape']} {s['backend']}: {s['reason']}"
+                  for s in result["skipped"]]
     return "\n".join(lines) + "\n"
 
 
@@ -171,7 +174,7 @@ def plot(result: dict, path: Path) -> None:
     rows = [r for r in result["rows"] if r["backend"] != "eager"]
     if not rows:
         return
-    labels = [f"{r['shape']}\n{r['backend']} {r['dtype']}" for r in rows]
+    labels = [f"{r['op']} {r['shape']}\n{r['backend']} {r['dtype']}" for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(max(8, 0.7 * len(rows) + 4), 4.5))
     axes[0].bar(labels, [r["speedup_vs_eager"] or 0 for r in rows])
     axes[0].axhline(1.0, color="k", lw=0.8)

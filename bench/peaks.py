@@ -5,6 +5,7 @@ bf16 matmul is not the fast path)."""
 from __future__ import annotations
 
 import torch
+
 from wmkernels.bench.timing import time_fn
 
 

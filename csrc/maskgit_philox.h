@@ -51,10 +51,18 @@ WMK_HD U32x4 draw(uint64_t key, uint32_t index, uint64_t row, uint32_t stream) {
                        static_cast<uint32_t>(key), static_cast<uint32_t>(key >> 32));
 }
 
-// Uniform in the open interval (0, 1) from the top 24 bits: (n + 0.5) / 2^24 is exact in
-// float32 and never 0 or 1, so the logarithms of the samplers stay finite.
+// Uniform in the open interval (0, 1) from the top 23 bits: (n + 0.5) / 2^23 needs 24
+// significant bits, so it is exact in float32 and lies in [2^-24, 1 - 2^-24]: never 0 or 1,
+// so the logarithms of the samplers stay finite (with 24 bits, n + 0.5 would round up to 1).
 WMK_HD float uniform(uint32_t bits) {
-  return (static_cast<float>(bits >> 8) + 0.5f) * 5.9604644775390625e-8f;
+  return (static_cast<float>(bits >> 9) + 0.5f) * 1.1920928955078125e-7f;
+}
+
+// Uniform in (0, 1) with 53 bits from two draws, for the CPU inverse-CDF sampler: its
+// resolution is the smallest probability it can tell apart.
+WMK_HD double uniform53(uint32_t hi, uint32_t lo) {
+  const uint64_t n = ((static_cast<uint64_t>(hi) << 32) | lo) >> 11;
+  return (static_cast<double>(n) + 0.5) * 1.1102230246251565e-16;
 }
 
 }  // namespace philox

@@ -6,7 +6,7 @@ Public API (see README):
     maskgit_sample, maskgit_step,            MaskGIT sampling: fused sampler, re-masking step,
     maskgit_schedule, maskgit_decode         mask schedule and the full decode loop
     backends                                 which implementation runs each op, and why
-    nn                                       nn.Module drop-ins (VectorQuantizer, ...)
+    nn                                       nn.Module drop-ins (VectorQuantizer, STBlock, ...)
 """
 
 from wmkernels.ops.attention import spatial_attention, temporal_attention
@@ -19,6 +19,9 @@ from wmkernels import nn  # noqa: E402  (modules are built on the functions abov
 
 __version__ = "0.1.0"
 
-__all__ = ["backends", "nn", "vq_ema_update_", "vq_lookup", "vq_quantize",
-           "spatial_attention", "temporal_attention"]
-__all__ += ["maskgit_decode", "maskgit_sample", "maskgit_schedule", "maskgit_step"]
+__all__ = [
+    "backends", "nn",
+    "vq_ema_update_", "vq_lookup", "vq_quantize",
+    "spatial_attention", "temporal_attention",
+    "maskgit_decode", "maskgit_sample", "maskgit_schedule", "maskgit_step",
+]

@@ -16,12 +16,12 @@ decoding is outside the loop being compared). Shapes: "genie-play-base" on GPU (
 from __future__ import annotations
 
 import torch
+
+from wmkernels import routing
 from wmkernels.bench.harness import Case
 from wmkernels.models.genie.config import get_config
 from wmkernels.models.genie.model import Genie
 from wmkernels.models.genie.play import backend, play_tokens
-
-from wmkernels import routing
 
 
 def _model(name: str, device: str) -> Genie:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import importlib.util
 
 import torch
-from wmkernels.bench.harness import Case, Skip
 
 import wmkernels
 from wmkernels import routing
+from wmkernels.bench.harness import Case, Skip
 from wmkernels.reference import vq as ref
 
 GPU_SHAPES = [("vq-tokenizer", 131072, 1024, 32, ("float32", "bfloat16")),

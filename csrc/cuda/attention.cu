@@ -5,7 +5,7 @@
 // so the score tensor stays within a fixed budget; they are correct, not tuned (the Triton
 // backend has the fused backward kernels).
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -68,7 +68,7 @@ std::tuple<at::Tensor, at::Tensor> temporal_fwd_cuda(const at::Tensor& q, const 
   if (out.numel() == 0) return {out, lse};
   const cudaError_t err = wmk_temporal_attention_fwd(
       view_of(q), view_of(k), view_of(v), out.data_ptr(), lse.data_ptr<float>(), B, tq, tk, S, H,
-      D, causal ? 1 : 0, static_cast<float>(scale), code, at::cuda::getCurrentCUDAStream());
+      D, causal ? 1 : 0, static_cast<float>(scale), code, c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "temporal_attention_fwd: CUDA launch failed: ",
               cudaGetErrorString(err));
   return {out, lse};
@@ -88,7 +88,7 @@ std::tuple<at::Tensor, at::Tensor> spatial_fwd_cuda(const at::Tensor& q, const a
   if (out.numel() == 0) return {out, lse};
   const cudaError_t err = wmk_spatial_attention_fwd(
       view_of(q), view_of(k), view_of(v), out.data_ptr(), lse.data_ptr<float>(), B, T, S, H, D,
-      static_cast<float>(scale), code, at::cuda::getCurrentCUDAStream());
+      static_cast<float>(scale), code, c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "spatial_attention_fwd: CUDA launch failed: ",
               cudaGetErrorString(err));
   return {out, lse};

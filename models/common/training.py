@@ -26,6 +26,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
+
 from wmkernels.models.common.distributed import (
     all_reduce_mean,
     barrier,

@@ -30,11 +30,12 @@ Clip items (every dataset yields these dicts):
                    ball_fast (0/1) of the first ball (-1 when there are no balls).
                    Real videos: video_index, start_frame.
 
-make_clips(n, frames=16, size=64, seed=0, config=None, start=0, dtype=float32) -> dict
+make_clips(n, frames=16, size=None, seed=0, config=None, start=0, dtype=float32) -> dict
     Clips start..start+n-1, already batched: video (n, T, 3, H, W), actions (n, T-1),
     has_actions (n,), caption list[str], attributes name -> (n,). Clip i depends only on
-    (seed, i, config). dtype=torch.uint8 gives 0..255 frames (4x less memory).
-SyntheticVideoDataset(num_clips, frames=16, size=64, seed=0, config=None)
+    (seed, i, config). size=None takes config.size (64 by default). dtype=torch.uint8
+    gives 0..255 frames (4x less memory).
+SyntheticVideoDataset(num_clips, frames=16, size=None, seed=0, config=None)
     torch Dataset; item i == clip i of make_clips(seed=seed). Renders on demand; with a
     DataLoader, whole batches render at once (`__getitems__`).
 VideoDataset(path, frames=16, size=64, frame_step=1, clip_step=None, crop=True)

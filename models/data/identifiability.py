@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from wmkernels.models.data.clips import make_clips
 from wmkernels.models.data.world import NUM_ACTIONS, World, WorldConfig, render, step_state
 

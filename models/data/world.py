@@ -112,6 +112,11 @@ class WorldConfig:
             check(name, 0 <= lo <= hi < 1, "a (low, high) pair with 0 <= low <= high < 1")
         check("platform_top", self.platform_top[1] < 1 - self.floor_height,
               "tops above the floor")
+        inner = 1 - 2 * self.wall_width  # width between the walls
+        check("platform_width", self.platform_width[1] <= inner, f"at most {inner} (between walls)")
+        check("agent_size", self.agent_size < inner, f"less than {inner} (between walls)")
+        check("ball_radius", 2 * self.ball_radius < min(inner, 1 - self.floor_height),
+              "a ball that fits between the walls and above the floor")
         check("sticky", 0 <= self.sticky <= 1, "a probability in [0, 1]")
         probs = np.asarray(self.action_probs, dtype=np.float64)
         check("action_probs", probs.shape == (NUM_ACTIONS,) and (probs >= 0).all()
@@ -313,7 +318,9 @@ def render(cfg: WorldConfig, st: WorldState, agent_xy=None, ball_pos=None,
 
     A pixel belongs to a shape when its centre lies inside it. Each object is tested only
     on its bounding box of pixels, for all worlds and frames at once, and stamped into the
-    frames by indexing, so the cost scales with object area rather than frame area.
+    frames by flat indexing, so the cost scales with object area rather than frame area.
+    The work is in numpy: these are many small scattered writes, where threaded kernels
+    only add synchronisation.
     """
     if agent_xy is None:
         agent_xy = np.stack([st.agent_x, st.agent_y], -1)[:, None]
@@ -323,49 +330,47 @@ def render(cfg: WorldConfig, st: WorldState, agent_xy=None, ball_pos=None,
         crouching = st.crouching[:, None]
     b, t = agent_xy.shape[:2]
     s = cfg.size
-    video = torch.empty(b, t, 3, s, s, dtype=torch.uint8)
-    video[:] = torch.from_numpy(_background(cfg, st))[:, None]
+    video = np.empty((b, t, 3, s, s), np.uint8)
+    video[:] = _background(cfg, st)[:, None]
     r = cfg.ball_radius
     for k in range(ball_pos.shape[2]):
-        bp = torch.from_numpy(ball_pos[:, :, k]).float()
-        _stamp(video, bp[..., 0], bp[..., 1], r, r, PALETTE[st.ball_colour[:, k]], disc=True)
-    axy = torch.from_numpy(agent_xy).float()
+        _stamp(video, ball_pos[:, :, k, 0], ball_pos[:, :, k, 1], r, r,
+               PALETTE[st.ball_colour[:, k]], disc=True)
     half = cfg.agent_size / 2
     # A crouching agent keeps its feet in place and is drawn half as tall.
-    low = torch.from_numpy(crouching)
-    half_y = torch.where(low, half / 2, half)
-    centre_y = axy[..., 1] + torch.where(low, half / 2, 0.0)
-    _stamp(video, axy[..., 0], centre_y, torch.full_like(half_y, half), half_y,
-           PALETTE[st.agent_colour], disc=False)
-    return video
+    half_y = np.where(crouching, half / 2, half)
+    centre_y = agent_xy[..., 1] + np.where(crouching, half / 2, 0.0)
+    _stamp(video, agent_xy[..., 0], centre_y, half, half_y, PALETTE[st.agent_colour],
+           disc=False)
+    return torch.from_numpy(video)
 
 
-def _stamp(video: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, half_x, half_y,
+def _stamp(video: np.ndarray, cx: np.ndarray, cy: np.ndarray, half_x, half_y,
            colour: np.ndarray, disc: bool) -> None:
     """Paint an axis-aligned box (or the disc inscribed in it) centred at (cx, cy) (B, T)
     with half sizes half_x, half_y (floats or (B, T)) in `colour` (B, 3) into `video`."""
     b, t, _, s, _ = video.shape
-    hx = torch.as_tensor(half_x, dtype=torch.float32).expand(b, t)
-    hy = torch.as_tensor(half_y, dtype=torch.float32).expand(b, t)
-    span = int(np.ceil(2 * max(float(hx.max()), float(hy.max())) * s)) + 2 if b * t else 0
-    offsets = torch.arange(span)
+    if b * t == 0:
+        return
+    hx = np.broadcast_to(np.asarray(half_x, np.float64), (b, t))
+    hy = np.broadcast_to(np.asarray(half_y, np.float64), (b, t))
+    span = int(np.ceil(2 * max(hx.max(), hy.max()) * s)) + 2
+    offsets = np.arange(span)
     # First pixel whose centre (j + 0.5) / s can be inside: j > (c - h) * s - 0.5.
-    cols = torch.floor((cx - hx) * s - 0.5).long()[..., None] + offsets   # (B, T, span)
-    rows = torch.floor((cy - hy) * s - 0.5).long()[..., None] + offsets
-    dx = (cols.float() + 0.5) / s - cx[..., None]
-    dy = (rows.float() + 0.5) / s - cy[..., None]
+    cols = np.floor((cx - hx) * s - 0.5).astype(np.int64)[..., None] + offsets  # (B, T, span)
+    rows = np.floor((cy - hy) * s - 0.5).astype(np.int64)[..., None] + offsets
+    dx = (cols + 0.5) / s - cx[..., None]
+    dy = (rows + 0.5) / s - cy[..., None]
     if disc:
         inside = dy[..., :, None] ** 2 + dx[..., None, :] ** 2 < (hx ** 2)[..., None, None]
     else:
-        inside = ((dy.abs() < hy[..., None])[..., :, None]
-                  & (dx.abs() < hx[..., None])[..., None, :])
+        inside = ((np.abs(dy) < hy[..., None])[..., :, None]
+                  & (np.abs(dx) < hx[..., None])[..., None, :])
     inside &= ((rows >= 0) & (rows < s))[..., :, None] & ((cols >= 0) & (cols < s))[..., None, :]
-    bi, ti, yi, xi = inside.nonzero(as_tuple=True)
-    # One flat index per painted pixel and channel: 1D scatter is far cheaper than
-    # multi-dimensional advanced indexing.
+    bi, ti, yi, xi = np.nonzero(inside)
     pixel = ((bi * t + ti) * 3 * s + rows[bi, ti, yi]) * s + cols[bi, ti, xi]
-    flat = (pixel[:, None] + torch.arange(3) * (s * s)).reshape(-1)
-    video.view(-1)[flat] = torch.from_numpy(np.ascontiguousarray(colour))[bi].reshape(-1)
+    flat = (pixel[:, None] + np.arange(3) * (s * s)).reshape(-1)
+    video.reshape(-1)[flat] = colour[bi].reshape(-1)
 
 
 def _background(cfg: WorldConfig, st: WorldState) -> np.ndarray:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import torch
+
 from wmkernels.models.genie.config import PRESETS, get_config
 
 

@@ -4,6 +4,7 @@ and held-out clips (a different seed) for evaluation."""
 from __future__ import annotations
 
 import torch
+
 from wmkernels.models.data import make_clips
 from wmkernels.models.genie.config import GenieConfig
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
 from wmkernels.models.genie.config import GenieConfig
 from wmkernels.models.genie.data import ClipPool, held_out
 from wmkernels.models.genie.evaluate import evaluate

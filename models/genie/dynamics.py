@@ -9,10 +9,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from wmkernels.models.genie.config import DynamicsConfig
-from wmkernels.models.genie.modules import PositionedSTTransformer
 
 import wmkernels
+from wmkernels.models.genie.config import DynamicsConfig
+from wmkernels.models.genie.modules import PositionedSTTransformer
 
 
 def random_token_mask(shape: tuple[int, int, int], mask_min: float, mask_max: float, *,

@@ -8,6 +8,7 @@ import statistics
 import time
 
 import torch
+
 from wmkernels.models.data import action_identifiability
 from wmkernels.models.genie.metrics import delta_psnr, normalized_mutual_info, psnr
 from wmkernels.models.genie.model import Genie

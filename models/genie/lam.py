@@ -16,11 +16,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+import wmkernels
 from wmkernels.models.common import patchify, unpatchify
 from wmkernels.models.genie.config import LAMConfig
 from wmkernels.models.genie.modules import PositionedSTTransformer
-
-import wmkernels
 
 
 class LatentActionModel(nn.Module):

@@ -5,6 +5,7 @@ mutual information between latent and true actions is the world's
 from __future__ import annotations
 
 import torch
+
 from wmkernels.models.data import normalized_mutual_info
 
 __all__ = ["delta_psnr", "normalized_mutual_info", "psnr"]

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
 from wmkernels.models.genie.config import GenieConfig
 from wmkernels.models.genie.dynamics import DynamicsModel
 from wmkernels.models.genie.lam import LatentActionModel

@@ -15,6 +15,7 @@ import contextlib
 import os
 
 import torch
+
 from wmkernels.models.genie.model import Genie
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
 from wmkernels.models.genie.model import Genie
 
 Batch = tuple[torch.Tensor, torch.Tensor]   # video (B, T, 3, H, W) in [0, 1], actions (B, T-1)

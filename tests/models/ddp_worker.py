@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import TensorDataset
+
 from wmkernels.models.common import (
     TrainConfig,
     Trainer,

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
+
 from wmkernels.models.data import (
     ACTIONS,
     AGENT_MOTIONS,
@@ -51,6 +52,16 @@ def world_on_floor(x: float = 0.5, **overrides) -> World:
     st.agent_x[:], st.agent_y[:], st.agent_vy[:], st.on_ground[:] = x, FLOOR_Y, 0.0, True
     world.set_state(st)
     return world
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These shapes are tiny: a parallel region costs more than the work, and far more when
+    the cores are shared with other jobs, so run single-threaded."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------- determinism and layout
@@ -359,6 +370,14 @@ def test_attributes_match_the_frames():
     assert set(attrs["agent_x_bin"].tolist()) == {0, 1, 2, 3}
 
 
+def test_size_comes_from_the_config_unless_given():
+    cfg = WorldConfig(size=24)
+    assert make_clips(1, 2, config=cfg)["video"].shape[-1] == 24
+    assert make_clips(1, 2, 16, config=cfg)["video"].shape[-1] == 16
+    assert SyntheticVideoDataset(1, 2, config=cfg)[0]["video"].shape[-1] == 24
+    assert make_clips(1, 2)["video"].shape[-1] == 64
+
+
 def test_worlds_without_balls_or_platforms():
     out = make_clips(3, 5, 32, seed=0, config=WorldConfig(num_balls=0, num_platforms=0))
     assert out["video"].shape == (3, 5, 3, 32, 32)
@@ -381,6 +400,8 @@ def test_action_names_and_policy_stickiness():
 def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match="num_balls"):
         WorldConfig(num_balls=9)
+    with pytest.raises(ValueError, match="platform_width"):
+        WorldConfig(platform_width=(0.5, 0.99))
     with pytest.raises(ValueError, match="action_probs"):
         WorldConfig(action_probs=(1.0, 0.0))
     with pytest.raises(ValueError, match="size"):

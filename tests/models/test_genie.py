@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from wmkernels.models.genie.config import GenieConfig, get_config
 from wmkernels.models.genie.dynamics import random_token_mask
 from wmkernels.models.genie.metrics import delta_psnr, psnr

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from checks import backend_params
+from checks import backend_params, gpu
 from scipy import stats
 
 import wmkernels
@@ -22,7 +22,8 @@ P_MIN = 1e-3
 def _dtypes(device, backend):
     if backend == "triton" and device == "cpu":
         return [torch.float32, torch.float16]  # the interpreter cannot do bf16
-    return [torch.float32, torch.float16, torch.bfloat16]
+    low = [torch.float32, torch.float16, torch.bfloat16]
+    return low if backend in ("triton", "cuda") else low + [torch.float64]
 
 
 def _gen(device, seed=0):
@@ -77,6 +78,23 @@ def test_sample_mixed_rows_distribution(device, backend):
     assert tokens.shape == (rows, reps)
     for r in range(rows):
         assert _chi2_pvalue(tokens[r], _exact_probs(base[r], 1.5, 10)) > P_MIN
+
+
+@pytest.mark.parametrize("device,backend", SAMPLE)
+def test_sample_small_top_k_of_large_vocabulary(device, backend):
+    """top_k much smaller than V (the CPU kernel's heap path), and ties at the threshold."""
+    V, R, k = 300, 800, 8
+    row = torch.randn(V) * 0.5
+    top = torch.randperm(V)[:k]
+    row[top] = 3.0 + torch.randn(k) * 0.5
+    tokens, _ = wmkernels.maskgit_sample(row.to(device).expand(R, V), top_k=k,
+                                         generator=_gen(device, 5), backend=backend)
+    assert _chi2_pvalue(tokens, _exact_probs(row, 1.0, k)) > P_MIN
+    tied = torch.tensor([3.0, 2.0, 2.0, 2.0, 1.0, 0.0], device=device).expand(400, 6)
+    tokens, _ = wmkernels.maskgit_sample(tied, top_k=2, generator=_gen(device, 6),
+                                         backend=backend)
+    counts = torch.bincount(tokens.cpu(), minlength=6)
+    assert counts[4:].sum() == 0 and (counts[1:4] > 0).all(), "ties at the k-th value are kept"
 
 
 @pytest.mark.parametrize("device,backend", SAMPLE)
@@ -176,6 +194,9 @@ def test_sample_bad_input(device, backend):
             wmkernels.maskgit_sample(x, temperature=t, backend=backend)
     with pytest.raises(TypeError, match="generator"):
         wmkernels.maskgit_sample(x, generator=0, backend=backend)
+    if backend in ("triton", "cuda"):
+        with pytest.raises(TypeError, match="float64"):
+            wmkernels.maskgit_sample(x.double(), backend=backend)
 
 
 # --------------------------------------------------------------------------- step
@@ -224,6 +245,25 @@ def test_step_counts_and_lowest_confidence(device, backend):
                 shown = score[b][mask[b] & ~out_m[b]]
                 if kept.numel() and shown.numel():
                     assert kept.max() <= shown.min() + 1e-3 * (dtype != torch.float32) + 1e-6
+
+
+@pytest.mark.parametrize("device,backend", STEP)
+@pytest.mark.parametrize("order", ["confidence", "random"])
+def test_step_revealed_tokens_distribution(device, backend, order):
+    V, N = 13, 1200
+    row = torch.randn(V) * 1.5
+    logits = row.to(device).expand(2, N, V)
+    tokens = torch.full((2, N), -1, device=device)
+    mask = torch.ones(2, N, dtype=torch.bool, device=device)
+    out_t, out_m = wmkernels.maskgit_step(logits, tokens, mask, N // 3, temperature=2.0,
+                                          top_k=9, choice_temperature=1.0, order=order,
+                                          generator=_gen(device, 9), backend=backend)
+    revealed = out_t[~out_m]
+    assert revealed.numel() == 2 * (N - N // 3)
+    if order == "random":  # the kept-masked set is independent of the tokens
+        assert _chi2_pvalue(revealed, _exact_probs(row, 2.0, 9)) > P_MIN
+    else:
+        assert ((revealed >= 0) & (revealed < V)).all()
 
 
 @pytest.mark.parametrize("device,backend", STEP)
@@ -458,7 +498,10 @@ def test_sampler_module():
 
 
 @pytest.mark.parametrize("device,backend", STEP)
-def test_compile_fullgraph(device, backend):
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_compile_fullgraph(device, backend, dynamic):
+    if dynamic and backend == "reference":
+        pytest.skip("the eager reference is the baseline; dynamic shapes are tested on kernels")
     torch._dynamo.reset()
     logits, tokens, mask = _step_inputs(2, 16, 24, device)
 
@@ -467,9 +510,17 @@ def test_compile_fullgraph(device, backend):
         nt, nm = wmkernels.maskgit_step(logits, tokens, mask, 3, backend=backend)
         return t, c, nt, nm
 
-    t, c, nt, nm = torch.compile(f, fullgraph=True)(logits, tokens, mask)
+    t, c, nt, nm = torch.compile(f, fullgraph=True, dynamic=dynamic)(logits, tokens, mask)
     torch.testing.assert_close(t, logits.argmax(-1))
     _check_step(logits, tokens, mask, 3, nt, nm)
+
+
+def test_reference_gumbel_variant_distribution():
+    V, R = 13, 3000
+    row = torch.randn(V) * 1.5
+    tokens, conf = reference.maskgit_sample_gumbel(row.expand(R, V), 2.0, 6, _gen("cpu", 4))
+    assert _chi2_pvalue(tokens, _exact_probs(row, 2.0, 6)) > P_MIN
+    torch.testing.assert_close(conf.double(), torch.softmax(row.double(), -1)[tokens])
 
 
 def test_reference_remask_matches_float64_sort():
@@ -483,3 +534,76 @@ def test_reference_remask_matches_float64_sort():
         expect = torch.zeros(20, dtype=torch.bool)
         expect[torch.argsort(s)[:n]] = True
         assert torch.equal(got[b], expect)
+
+
+def _kernel_ops(backend):
+    if backend == "triton":
+        return torch.ops.wmk.maskgit_sample_triton, torch.ops.wmk.maskgit_step_triton
+    return torch.ops.wmk.maskgit_sample, torch.ops.wmk.maskgit_step
+
+
+@pytest.mark.parametrize("device,backend", [p for p in STEP if p.values[1] != "reference"])
+def test_opcheck(device, backend):
+    from checks import opcheck
+
+    sample_op, step_op = _kernel_ops(backend)
+    seed = torch.tensor([1234], device=device)
+    logits, tokens, mask = _step_inputs(2, 7, 11, device)
+    for t, k in ((1.0, 0), (0.5, 3), (0.0, 0)):
+        opcheck(sample_op, (logits[0], t, k, seed))
+    nm = torch.tensor([2, 5], device=device)
+    for ct, rnd in ((0.0, False), (2.0, False), (0.0, True)):
+        opcheck(step_op, (logits, tokens, mask, nm, 1.0, 4, ct, rnd, seed))
+
+
+@pytest.mark.parametrize("device,backend", [p for p in STEP if p.values[1] != "reference"])
+def test_same_seed_same_result_across_calls_of_the_kernel(device, backend):
+    """The kernels are pure functions of the seed tensor (counter-based RNG)."""
+    sample_op, step_op = _kernel_ops(backend)
+    logits, tokens, mask = _step_inputs(3, 9, 40, device)
+    nm = torch.tensor([2, 5, 0], device=device)
+    s1, s2 = torch.tensor([7], device=device), torch.tensor([8], device=device)
+    a = step_op(logits, tokens, mask, nm, 2.0, 0, 3.0, False, s1)
+    b = step_op(logits, tokens, mask, nm, 2.0, 0, 3.0, False, s1)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    x = logits.reshape(-1, 40)
+    assert torch.equal(sample_op(x, 2.0, 0, s1)[0], sample_op(x, 2.0, 0, s1)[0])
+    assert not torch.equal(sample_op(x, 2.0, 0, s1)[0], sample_op(x, 2.0, 0, s2)[0])
+
+
+def test_decode_cuda_graph_ignored_on_cpu():
+    calls = []
+    table = torch.randn(6, 5)
+
+    def logits_fn(tokens, mask):
+        calls.append(1)
+        return table.expand(2, 6, 5)
+
+    out = wmkernels.maskgit_decode(logits_fn, torch.zeros(2, 6, dtype=torch.long),
+                                   torch.ones(2, 6, dtype=torch.bool), steps=3, cuda_graph=True)
+    assert len(calls) == 3 and ((out >= 0) & (out < 5)).all()
+
+
+@gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_decode_cuda_graph_replays(backend):
+    B, N, V, steps = 2, 64, 33, 5
+    table = torch.randn(N, V, device="cuda")
+    calls = []
+
+    def logits_fn(tokens, mask):
+        calls.append(1)
+        return table.expand(B, N, V) + 0.0 * tokens[..., None]
+
+    tokens = torch.zeros(B, N, dtype=torch.long, device="cuda")
+    mask = torch.ones(B, N, dtype=torch.bool, device="cuda")
+    gen = torch.Generator("cuda").manual_seed(0)
+    kw = dict(steps=steps, temperature=2.0, generator=gen, backend=backend, cuda_graph=True)
+    first = wmkernels.maskgit_decode(logits_fn, tokens, mask, **kw)
+    n_first = len(calls)
+    second = wmkernels.maskgit_decode(logits_fn, tokens, mask, **kw)
+    torch.cuda.synchronize()
+    assert len(calls) == n_first, "a replay must not call logits_fn from Python"
+    for out in (first, second):
+        assert ((out >= 0) & (out < V)).all()
+    assert not torch.equal(first, second), "each replay draws fresh noise from the generator"

@@ -273,3 +273,18 @@ def test_reference_onehot_path_agrees():
     torch.testing.assert_close(idx, ref.vq_lookup(z, cb))
     torch.testing.assert_close(zq, cb[idx])
     _ = assert_close  # the tolerance rule is exercised by the attention and maskgit tests
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/statm"), reason="needs /proc")
+def test_cpu_kernel_never_materializes_distances():
+    """Extra memory is O(N + K): at N = 65536, K = 1024 the N x K fp32 matrix is 256 MiB."""
+    from wmkernels.bench.timing import peak_memory
+    from wmkernels.routing import unavailable_reason
+
+    if unavailable_reason("cpu", "cpu"):
+        pytest.skip(unavailable_reason("cpu", "cpu"))
+    z, codebook = torch.randn(65536, 32), torch.randn(1024, 32)
+    eager = peak_memory(lambda: ref.vq_lookup(z, codebook), "cpu")
+    fused = peak_memory(lambda: wmkernels.vq_lookup(z, codebook, backend="cpu"), "cpu")
+    assert eager > 200 * 2**20, "the measurement should see the eager N x K matrix"
+    assert fused < 16 * 2**20, f"fused lookup grew memory by {fused / 2**20:.1f} MiB"

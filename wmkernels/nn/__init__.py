@@ -9,6 +9,5 @@ from wmkernels.nn.attention import (
 from wmkernels.nn.maskgit import MaskGITSampler
 from wmkernels.nn.vq import VectorQuantizer
 
-__all__ = ["VectorQuantizer",
-           "SpatialAttention", "TemporalAttention", "STBlock", "TemporalKVCache"]
-__all__ += ["MaskGITSampler"]
+__all__ = ["VectorQuantizer", "SpatialAttention", "TemporalAttention", "STBlock",
+           "TemporalKVCache", "MaskGITSampler"]

@@ -4,7 +4,15 @@ schedule and the full decode loop.
 Semantics (shared by every backend) are in `wmkernels.reference.maskgit`. Random ops draw
 their randomness from a `torch.Generator` (the device's default one when None); the fused
 kernels take a 64-bit Philox key drawn from it on the device (no host sync, capturable in a
-CUDA graph), so results are reproducible per generator state and backend.
+CUDA graph), so results are reproducible per generator state and backend. The samplers
+differ per backend (reference: torch.multinomial; cpu: inverse CDF with one Philox uniform
+per row; triton and cuda: Gumbel-max with one Philox draw per logit), so the same generator
+state gives different tokens on different backends, from the same distribution.
+
+Kernels: `torch.ops.wmk.maskgit_sample` / `maskgit_step` (C++: CPU, and CUDA when built) and
+`torch.ops.wmk.maskgit_sample_triton` / `maskgit_step_triton`; fake implementations are
+registered here so every path traces under torch.compile(fullgraph=True) (pass
+generator=None there: dynamo cannot trace a Generator argument).
 """
 
 from __future__ import annotations
@@ -69,7 +77,7 @@ def _seed(device: torch.device, generator: torch.Generator | None) -> torch.Tens
 def _check_settings(V: int, temperature, top_k, generator, device) -> None:
     if not isinstance(temperature, (int, float)) or isinstance(temperature, bool):
         raise TypeError(f"temperature must be a float, got {type(temperature).__name__}")
-    if not temperature >= 0 or math.isinf(temperature):
+    if not 0 <= temperature < math.inf:  # also rejects NaN
         raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
     if top_k is not None:
         if not isinstance(top_k, int) or isinstance(top_k, bool):
@@ -136,11 +144,16 @@ def maskgit_sample(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int
     return tokens, conf
 
 
+def _check_kernel_dtype(name: str, logits: torch.Tensor) -> None:
+    if name in ("triton", "cuda") and logits.dtype == torch.float64:
+        raise TypeError(f"the {name} maskgit kernels run float16/bfloat16/float32 logits; got "
+                        "float64 (use backend='reference' or 'cpu')")
+
+
 def _sample(name, logits, temperature, top_k, generator):
     if name == "reference":
         return reference.maskgit_sample(logits, temperature, top_k, generator)
-    if name == "triton" and logits.dtype == torch.float64:
-        raise TypeError("the triton maskgit kernels run float16/bfloat16/float32; got float64")
+    _check_kernel_dtype(name, logits)
     shape, V = logits.shape[:-1], logits.shape[-1]
     flat = logits.reshape(-1, V)
     seed = _seed(logits.device, generator)
@@ -154,8 +167,7 @@ def _step(name, logits, tokens, mask, k, temperature, top_k, choice_temperature,
     if name == "reference":
         return reference.maskgit_step(logits, tokens, mask, k, temperature, top_k,
                                       choice_temperature, order, generator)
-    if name == "triton" and logits.dtype == torch.float64:
-        raise TypeError("the triton maskgit kernels run float16/bfloat16/float32; got float64")
+    _check_kernel_dtype(name, logits)
     seed = _seed(logits.device, generator)
     op = torch.ops.wmk.maskgit_step_triton if name == "triton" else torch.ops.wmk.maskgit_step
     return op(logits, tokens, mask, k, temperature, top_k or 0, choice_temperature,
@@ -240,8 +252,7 @@ def maskgit_step(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
     _check_step(logits, tokens, mask)
     B, N, V = logits.shape
     _check_settings(V, temperature, top_k, generator, logits.device)
-    if not isinstance(choice_temperature, (int, float)) or not choice_temperature >= 0 \
-            or math.isinf(choice_temperature):
+    if not isinstance(choice_temperature, (int, float)) or not 0 <= choice_temperature < math.inf:
         raise ValueError(f"choice_temperature must be a finite number >= 0, got "
                          f"{choice_temperature!r}")
     _checks.choice("order", order, ORDERS)
@@ -320,7 +331,12 @@ class _CapturedDecode:
         self.tokens, self.mask = tokens.clone(), mask.clone()
         self.graph = torch.cuda.CUDAGraph()
         if generator is not None:
-            self.graph.register_generator_state(generator)
+            # a non-default generator advances inside a graph only once registered with it
+            register = getattr(self.graph, "register_generator_state", None)
+            if register is None:
+                raise RuntimeError("this torch cannot capture a non-default CUDA generator in "
+                                   "a graph; pass generator=None or cuda_graph=False")
+            register(generator)
         with torch.cuda.graph(self.graph):
             self.out_tokens, _ = run(self.tokens, self.mask)
 

@@ -11,7 +11,9 @@ the load, so their logits are never read.
 
 Re-mask: one program per batch row holds the N scores in registers, finds the k-th smallest
 by the same binary search on integer keys, keeps the values below it plus the first
-(k - #below) equal ones in position order (a cumsum), and writes tokens and mask.
+(k - #below) equal ones in position order (a cumsum), and writes tokens and mask. In the
+random order the scores are noise alone, so the re-mask runs first and the sampler then
+reads only the rows of the positions this step reveals.
 
 Roofline at maskgit-large (B16 N4096 V8192 bf16): 1.07 GB of logits against ~10 flops per
 logit, so memory-bound: ~0.32 ms at 3.35 TB/s (H100 SXM); the re-mask reads/writes ~1 MB.
@@ -45,14 +47,16 @@ def _sortable(x):
 
 @triton.jit
 def _gumbel(seed, offsets):
-    u = tl.rand(seed, offsets)
-    # u == 0 gives -inf (never wins); float32 noise throughout
+    # tl.rand can round to exactly 0 or 1 in float32; 1 would give g = +inf, a sure win for
+    # that logit, so u is kept inside [2^-24, 1 - 2^-24] (float32 noise throughout)
+    u = tl.minimum(tl.maximum(tl.rand(seed, offsets), 5.9604644775390625e-08),
+                   0.99999994039535522)
     return -tl.log(-tl.log(u))
 
 
 @triton.jit
 def _sample_kernel(
-    logits_ptr, mask_ptr, tok_ptr, out_ptr, seed_ptr,
+    logits_ptr, mask_ptr, kept_ptr, tok_ptr, out_ptr, seed_ptr,
     R, N, V, stride_b, stride_n, noise_base, temperature, top_k, choice_temperature,
     STEP: tl.constexpr, SAMPLE: tl.constexpr, TOP_K: tl.constexpr, RANDOM: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_V: tl.constexpr,
@@ -62,6 +66,8 @@ def _sample_kernel(
     row_ok = rows < R
     if STEP:  # only unknown positions are sampled: known rows are never read
         row_ok = row_ok & (tl.load(mask_ptr + rows, mask=row_ok, other=0) != 0)
+        if RANDOM:  # the selection ran first: positions that stay masked are not sampled
+            row_ok = row_ok & (tl.load(kept_ptr + rows, mask=row_ok, other=1) == 0)
     ok = row_ok[:, None] & (cols < V)[None, :]
     base = (rows // N) * stride_b + (rows % N) * stride_n
     x = tl.load(logits_ptr + base[:, None] + cols[None, :], mask=ok, other=float("-inf"))
@@ -101,12 +107,9 @@ def _sample_kernel(
     tok = tl.where(valid, tok, -1).to(tl.int64)
     tl.store(tok_ptr + rows, tok, mask=row_ok)
     if STEP:
-        g_choice = _gumbel(seed, noise_base + rows)  # past every per-logit counter
-        if RANDOM:
-            score = g_choice
-        else:
-            score = logp + choice_temperature * g_choice
-        tl.store(out_ptr + rows, score, mask=row_ok)
+        if not RANDOM:
+            g_choice = _gumbel(seed, noise_base + rows)  # past every per-logit counter
+            tl.store(out_ptr + rows, logp + choice_temperature * g_choice, mask=row_ok)
     else:
         tl.store(out_ptr + rows, tl.exp(logp), mask=row_ok)
 
@@ -114,14 +117,17 @@ def _sample_kernel(
 @triton.jit
 def _remask_kernel(
     score_ptr, sampled_ptr, tokens_ptr, mask_ptr, num_masked_ptr, out_tok_ptr, out_mask_ptr,
-    N, BLOCK_N: tl.constexpr,
+    seed_ptr, noise_base, N, RANDOM: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     b = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK_N)
     ok = cols < N
     off = b * N + cols
     unknown = ok & (tl.load(mask_ptr + off, mask=ok, other=0) != 0)
-    score = tl.load(score_ptr + off, mask=unknown, other=float("inf"))
+    if RANDOM:  # the score is the noise alone: no sample needed to choose
+        score = tl.where(unknown, _gumbel(tl.load(seed_ptr), noise_base + off), float("inf"))
+    else:
+        score = tl.load(score_ptr + off, mask=unknown, other=float("inf"))
     key = _sortable(score)
     n_unknown = tl.sum(unknown.to(tl.int32), 0)
     k = tl.minimum(tl.maximum(tl.load(num_masked_ptr + b), 0), n_unknown)
@@ -138,8 +144,11 @@ def _remask_kernel(
     n_below = tl.sum(below.to(tl.int32), 0)
     keep = (below | (equal & (rank <= k - n_below))) & (k > 0)
     tokens = tl.load(tokens_ptr + off, mask=ok, other=0)
-    sampled = tl.load(sampled_ptr + off, mask=unknown, other=0)
-    tl.store(out_tok_ptr + off, tl.where(unknown & ~keep, sampled, tokens), mask=ok)
+    if RANDOM:  # revealed positions are written by the sampler, which runs next
+        tl.store(out_tok_ptr + off, tokens, mask=ok)
+    else:
+        sampled = tl.load(sampled_ptr + off, mask=unknown, other=0)
+        tl.store(out_tok_ptr + off, tl.where(unknown & ~keep, sampled, tokens), mask=ok)
     tl.store(out_mask_ptr + off, keep.to(tl.int8), mask=ok)
 
 
@@ -148,7 +157,8 @@ def _launch_settings(V: int) -> tuple[int, int, int]:
     if INTERPRET:  # few, wide programs: the interpreter's cost is per program
         return block_v, max(1, min(64, 4096 // block_v)), 4
     block_r = max(1, min(16, 2048 // block_v))
-    warps = 4 if block_r * block_v <= 4096 else 8 if block_r * block_v <= 16384 else 16
+    n = block_r * block_v  # ~16 logits per thread keeps the row's tiles in registers
+    warps = 4 if n <= 2048 else 8 if n <= 4096 else 16
     return block_v, block_r, warps
 
 
@@ -156,8 +166,8 @@ def _device(t: torch.Tensor):
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
-def _run_sample(logits, mask, tok, out, seed, R, N, stride_b, stride_n, temperature, top_k,
-                choice_temperature, step, random_order):
+def _run_sample(logits, mask, kept, tok, out, seed, R, N, stride_b, stride_n, temperature,
+                top_k, choice_temperature, step, random_order):
     V = logits.shape[-1]
     if V > MAX_V:
         raise ValueError(f"the triton maskgit sampler holds a row in registers: V must be "
@@ -165,7 +175,7 @@ def _run_sample(logits, mask, tok, out, seed, R, N, stride_b, stride_n, temperat
     block_v, block_r, warps = _launch_settings(V)
     with _device(logits):
         _sample_kernel[(triton.cdiv(R, block_r),)](
-            logits, mask, tok, out, seed, R, N, V, stride_b, stride_n, R * V,
+            logits, mask, kept, tok, out, seed, R, N, V, stride_b, stride_n, R * V,
             max(temperature, 1e-30), top_k, choice_temperature,
             STEP=step, SAMPLE=temperature > 0 and V > 1, TOP_K=0 < top_k < V,
             RANDOM=random_order, BLOCK_R=block_r, BLOCK_V=block_v, num_warps=warps)
@@ -183,8 +193,8 @@ def maskgit_sample(logits: torch.Tensor, temperature: float, top_k: int, seed: t
     if R == 0:
         return tokens, conf
     x = _last_dim_contiguous(logits)
-    _run_sample(x, tokens, tokens, conf, seed, R, 1, x.stride(0), 0, temperature, top_k, 0.0,
-                False, False)
+    _run_sample(x, tokens, tokens, tokens, conf, seed, R, 1, x.stride(0), 0, temperature, top_k,
+                0.0, False, False)
     return tokens, conf
 
 
@@ -201,13 +211,23 @@ def maskgit_step(logits, tokens, mask, num_masked, temperature, top_k, choice_te
                          f"<= {MAX_N}, got {N}")
     x = _last_dim_contiguous(logits)
     tokens, mask, num_masked = tokens.contiguous(), mask.contiguous(), num_masked.contiguous()
-    sampled = torch.empty(B * N, dtype=torch.long, device=logits.device)
-    score = torch.empty(B * N, dtype=torch.float32, device=logits.device)
-    _run_sample(x, mask, sampled, score, seed, B * N, N, x.stride(0), x.stride(1),
-                temperature, top_k, choice_temperature, True, random_order)
     block_n = triton.next_power_of_2(N)
+    warps = 4 if block_n <= 2048 else 8 if block_n <= 8192 else 16
+    sample = lambda kept, tok, score: _run_sample(
+        x, mask, kept, tok, score, seed, B * N, N, x.stride(0), x.stride(1), temperature, top_k,
+        choice_temperature, True, random_order)
+    remask = lambda score, sampled: _remask_kernel[(B,)](
+        score, sampled, tokens, mask, num_masked, out_tokens, out_mask.view(torch.int8), seed,
+        B * N * x.shape[2], N, RANDOM=random_order, BLOCK_N=block_n, num_warps=warps)
     with _device(logits):
-        _remask_kernel[(B,)](score, sampled, tokens, mask, num_masked, out_tokens,
-                             out_mask.view(torch.int8), N, BLOCK_N=block_n,
-                             num_warps=4 if block_n <= 2048 else 8 if block_n <= 8192 else 16)
+        if random_order:
+            # the scores are noise only: choose first, then sample just the revealed
+            # positions straight into out_tokens
+            remask(out_tokens, out_tokens)
+            sample(out_mask, out_tokens, out_tokens)
+        else:
+            sampled = torch.empty(B * N, dtype=torch.long, device=logits.device)
+            score = torch.empty(B * N, dtype=torch.float32, device=logits.device)
+            sample(mask, sampled, score)
+            remask(score, sampled)
     return out_tokens, out_mask
