@@ -82,6 +82,10 @@ def format_metrics(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def _say(line: str) -> None:
+    print(line, flush=True)  # progress must show promptly when stdout is a file or pipe
+
+
 @_user_errors
 def _cmd_train(args) -> int:
     from wmkernels.models.genie.data import held_out
@@ -91,7 +95,8 @@ def _cmd_train(args) -> int:
     cfg = _config(args)
     device = _device(args.device)
     out = Path(args.out)
-    model = train_genie(cfg, out, clips=args.clips, device=device, progress=not args.quiet)
+    model = train_genie(cfg, out, clips=args.clips, device=device, say=_say,
+                        progress=not args.quiet)
     video, actions = held_out(cfg, 32, seed=cfg.train.seed, device=device)
     metrics = {"tokenizer_psnr": tokenizer_psnr(model, video),
                "action_nmi": action_nmi(model, video, actions)}
@@ -148,7 +153,7 @@ def _cmd_demo(args) -> int:
     device = _device(args.device)
     print(f"Genie demo: config {cfg.name!r} on {device}, outputs in {args.out}")
     metrics = run_demo(cfg, args.out, clips=args.clips, eval_clips=args.eval_clips,
-                       device=device, progress=not args.quiet)
+                       device=device, say=_say, progress=not args.quiet)
     print("results (held-out clips of the embedded world):")
     print(format_metrics(metrics))
     print(f"wrote {metrics['gif']}, {metrics['strip']}, {Path(args.out) / 'metrics.json'}, "
