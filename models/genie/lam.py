@@ -6,9 +6,9 @@ t+1 (which has seen x_1..x_{t+1}) is pooled over space and quantized with a VQ o
 `num_actions` codes -> latent action a_t. Decoder: frames x_1..x_t plus a_t (added to every
 patch of frame t) -> causal ST-transformer -> pixels of x_{t+1}. The tiny codebook is the
 bottleneck that forces a_t to carry only what the past cannot predict: the agent's move.
-The decoder predicts the change from x_t (a residual). The action codebook follows a slow
-EMA and restarts only long-unused codes: fast restarts reshuffle what each code means and
-the decoder (and the dynamics) then learn to ignore the action.
+The decoder predicts the change from x_t (a residual). The action codebook is an EMA
+codebook that restarts codes falling out of use: with a slow EMA and rare restarts it
+collapsed to a single code within 200 steps in our tiny-config runs.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class LatentActionModel(nn.Module):
         self.to_action = nn.Linear(cfg.dim, cfg.code_dim)
         self.vq = wmkernels.nn.VectorQuantizer(
             cfg.code_dim, cfg.num_actions, commitment_weight=cfg.commitment_weight,
-            ema_decay=0.99, dead_code_threshold=0.5, kmeans_init=True)
+            ema_decay=0.9, dead_code_threshold=1.0, kmeans_init=True)
         self.dec_embed = nn.Linear(patch_dim, cfg.dim)
         self.from_action = nn.Linear(cfg.code_dim, cfg.dim)
         self.decoder = PositionedSTTransformer(cfg.dim, cfg.heads, cfg.dec_layers,
