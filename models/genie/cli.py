@@ -68,6 +68,7 @@ def format_metrics(metrics: dict) -> str:
         "tokenizer_psnr": ("tokenizer PSNR (held-out)", "{:.2f} dB"),
         "action_nmi": ("latent/true action NMI", "{:.3f}"),
         "action_nmi_ceiling": ("  ceiling (frame-identifiable)", "{:.3f}"),
+        "action_codes_used": ("latent action codes in use", "{:d}"),
         "control_delta_psnr": ("controllability Δ4PSNR", "{:+.3f} dB"),
         "control_delta_psnr_std": ("  seed-to-seed std", "{:.3f} dB"),
         "fps_wmkernels_cache": ("generation, wmkernels + KV cache", "{:.2f} frames/s"),

@@ -91,6 +91,9 @@ def evaluate(model: Genie, video: torch.Tensor, true_actions: torch.Tensor, *, t
                                      config=cfg.world_config())["oracle_nmi"]
     out = {"tokenizer_psnr": tokenizer_psnr(model, video),
            "action_nmi": action_nmi(model, video, true_actions),
+           # ΔtPSNR draws uniformly random actions: codes the LAM never emits were never
+           # trained in the dynamics, so read it next to how many codes are in use
+           "action_codes_used": int(model.lam.infer_actions(video).unique().numel()),
            "action_nmi_ceiling": ceiling}
     out.update({f"control_{k}": v for k, v in controllability(model, video, t=t,
                                                                seeds=seeds).items()})
