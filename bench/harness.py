@@ -84,6 +84,13 @@ def environment(device: str) -> dict:
     return env
 
 
+def bench_package(name: str) -> str:
+    """Ops live in wmkernels.bench.ops, model pipelines in wmkernels.bench.models."""
+    from wmkernels.bench.models import MODELS
+
+    return "models" if name in MODELS else "ops"
+
+
 def run_case(case: Case, device: str, peak: dict) -> dict:
     ms = time_fn(case.fn, device)
     mem = peak_memory(case.fn, device)
@@ -106,7 +113,7 @@ def add_speedups(rows: list[dict]) -> None:
 
 def run_op(op: str, device: str, *, quick: bool = False, shapes: list[str] | None = None,
            peak: dict | None = None, log=print) -> dict:
-    module = importlib.import_module(f"wmkernels.bench.ops.{op}")
+    module = importlib.import_module(f"wmkernels.bench.{bench_package(op)}.{op}")
     peak = peak or peaks.measure(device)
     rows, skipped = [], []
     for case in module.cases(device, quick):

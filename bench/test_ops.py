@@ -11,7 +11,8 @@ import os
 import pytest
 import torch
 
-from wmkernels.bench.harness import Skip
+from wmkernels.bench.harness import Skip, bench_package
+from wmkernels.bench.models import MODELS
 from wmkernels.bench.ops import OPS
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -20,10 +21,11 @@ QUICK = os.environ.get("WMK_BENCH_QUICK") == "1"
 
 def _all_cases():
     params = []
-    for op in OPS:
-        if importlib.util.find_spec(f"wmkernels.bench.ops.{op}") is None:
+    for op in (*OPS, *MODELS):
+        module = f"wmkernels.bench.{bench_package(op)}.{op}"
+        if importlib.util.find_spec(module) is None:
             continue
-        for case in importlib.import_module(f"wmkernels.bench.ops.{op}").cases(DEVICE, QUICK):
+        for case in importlib.import_module(module).cases(DEVICE, QUICK):
             label = f"{case.op}-{case.shape}-{case.backend}-{getattr(case, 'dtype', '')}"
             params.append(pytest.param(case, id=label))
     return params

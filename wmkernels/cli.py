@@ -47,10 +47,14 @@ def cmd_bench(args) -> int:
     from pathlib import Path
 
     from wmkernels.bench import harness, peaks
+    from wmkernels.bench.models import MODELS
     from wmkernels.bench.ops import OPS
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    ops = args.op or [op for op in OPS if importlib.util.find_spec(f"wmkernels.bench.ops.{op}")]
+    ops = args.op or [*OPS, *MODELS]
+    unknown = [op for op in ops if op not in (*OPS, *MODELS)]
+    if unknown:
+        raise SystemExit(f"wmk bench: unknown --op {unknown}; choose from {(*OPS, *MODELS)}")
     out_dir = Path(args.out) if args.out else harness.default_out_dir(device)
     peak = peaks.measure(device)
     print(f"device {device}: copy {peak['copy_GBps']:.1f} GB/s, {peak['matmul_dtype']} matmul "
@@ -70,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="versions, devices, and which backends run each op")
     p.set_defaults(func=cmd_info)
     p = sub.add_parser("bench", help="benchmark ops against eager PyTorch and peers")
-    p.add_argument("--op", action="append", help="op to run (repeatable); default: all")
+    p.add_argument("--op", action="append",
+                   help="op or model pipeline to run (repeatable); default: all")
     p.add_argument("--shape", action="append", help="only these shape names (repeatable)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if present")
     p.add_argument("--quick", action="store_true", help="tiny shapes: a smoke test")
