@@ -1,0 +1,1 @@
+"""Slim world-model pipelines built on the wmkernels public API."""
