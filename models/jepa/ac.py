@@ -16,6 +16,7 @@ from torch import nn
 from wmkernels.models.jepa.vit import (
     Block,
     VisionTransformer,
+    build_encoder,
     init_weights,
     layer_norm_targets,
     sincos_embed,
@@ -124,3 +125,22 @@ class ActionConditionedPredictor(nn.Module):
         loss = tf + ro
         return loss, {"loss": float(loss.detach()), "teacher_forcing": float(tf.detach()),
                       "rollout": float(ro.detach())}
+
+
+class ACWorldModel(nn.Module):
+    """Frozen frame encoder + action-conditioned predictor: the model `wmk jepa plan` uses.
+
+    Built from an `ACConfig` whose `encoder` field is set. The encoder's weights come from a
+    JEPA checkpoint's target encoder (see `train.train_ac`); only the predictor trains.
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        if cfg.encoder is None:
+            raise ValueError("ACConfig.encoder must be set (the frozen encoder's config)")
+        self.cfg = cfg
+        self.frame_encoder = FrameEncoder(build_encoder(cfg.encoder))
+        self.predictor = ActionConditionedPredictor(
+            enc_dim=cfg.encoder.dim, grid_hw=self.frame_encoder.grid_hw,
+            num_actions=cfg.num_actions, max_frames=max(cfg.frames, 16), dim=cfg.dim,
+            depth=cfg.depth, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio)

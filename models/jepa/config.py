@@ -15,9 +15,9 @@ class EncoderConfig:
     frames: int = 1               # 1 / 16
     tubelet: int = 1              # 1 / 2
     channels: int = 3
-    dim: int = 128                # 1280 (ViT-H) / 1024 (ViT-L)
-    depth: int = 4                # 32 / 24
-    heads: int = 4                # 16 / 16
+    dim: int = 64                 # 1280 (ViT-H) / 1024 (ViT-L)
+    depth: int = 3                # 32 / 24
+    heads: int = 2                # 16 / 16
     mlp_ratio: float = 4.0
     attention: str = "spatial"    # images: spatial; video: factorized (ours) or joint (paper)
 
@@ -42,8 +42,8 @@ class IJEPAConfig:
     lr: float = 1e-3                                      # 1e-3 peak, cosine
     weight_decay: float = 0.04                            # 0.04 -> 0.4
     warmup: int = 50                                      # 40 epochs
-    batch_size: int = 32                                  # 2048
-    steps: int = 600                                      # 300 epochs of ImageNet
+    batch_size: int = 16                                  # 2048
+    steps: int = 300                                      # 300 epochs of ImageNet
 
 
 @dataclass
@@ -59,24 +59,30 @@ class VJEPAConfig:
     lr: float = 1e-3                                      # 6.25e-4 peak
     weight_decay: float = 0.04                            # 0.04 -> 0.4
     warmup: int = 50
-    batch_size: int = 16                                  # 3072
-    steps: int = 500                                      # 90k iterations
+    batch_size: int = 8                                   # 3072
+    steps: int = 300                                      # 90k iterations
 
 
 @dataclass
 class ACConfig:
-    """Action-conditioned predictor on a frozen encoder (V-JEPA 2-AC, our tiny sizes)."""
-    frames: int = 6               # context + predicted frames per training clip (paper 8)
-    dim: int = 128                # 1024
-    depth: int = 3                # 24
-    heads: int = 4                # 16
+    """Action-conditioned predictor on a frozen encoder (V-JEPA 2-AC, our tiny sizes).
+
+    `encoder` and `source` are filled in from the JEPA checkpoint the encoder comes from.
+    """
+    encoder: EncoderConfig | None = None
+    source: str = "vjepa"         # which JEPA variant's target encoder is frozen underneath
+    num_actions: int = 5
+    frames: int = 5               # context + predicted frames per training clip (paper 8)
+    dim: int = 64                 # 1024
+    depth: int = 2                # 24
+    heads: int = 2                # 16
     mlp_ratio: float = 4.0
     rollout: int = 2              # autoregressive steps in the rollout loss (paper 2)
     lr: float = 1e-3              # 4.25e-4
     weight_decay: float = 0.04
     warmup: int = 50
-    batch_size: int = 16          # 256
-    steps: int = 600
+    batch_size: int = 8           # 256
+    steps: int = 300
 
 
 CONFIGS = {

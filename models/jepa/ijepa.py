@@ -17,19 +17,11 @@ from wmkernels.models.jepa.ema import ema_update_, make_target
 from wmkernels.models.jepa.masks import IJEPAMasks, MultiBlockMasks
 from wmkernels.models.jepa.predictor import Predictor
 from wmkernels.models.jepa.vit import (
-    VisionTransformer,
+    build_encoder,
     feature_std,
     gather_positions,
     layer_norm_targets,
 )
-
-
-def build_encoder(cfg) -> VisionTransformer:
-    """A `VisionTransformer` from an `EncoderConfig`."""
-    e = cfg
-    return VisionTransformer(image_size=e.image_size, patch=e.patch, frames=e.frames,
-                             tubelet=e.tubelet, channels=e.channels, dim=e.dim, depth=e.depth,
-                             heads=e.heads, mlp_ratio=e.mlp_ratio, attention=e.attention)
 
 
 class IJEPA(nn.Module):

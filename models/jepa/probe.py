@@ -93,7 +93,7 @@ def _check_attributes(attributes: dict[str, torch.Tensor], n: int, name: str) ->
 
 def train_probe(kind: str, z_train: torch.Tensor, attr_train: dict[str, torch.Tensor],
                 z_test: torch.Tensor, attr_test: dict[str, torch.Tensor], *,
-                epochs: int = 60, lr: float = 3e-3, batch_size: int = 128,
+                epochs: int = 60, lr: float = 3e-3, batch_size: int = 32,
                 seed: int = 0) -> dict[str, float]:
     """Fit one probe on (z_train, attr_train) and score it on (z_test, attr_test).
 

@@ -180,6 +180,14 @@ class VisionTransformer(nn.Module):
         return self.norm(tokens)
 
 
+def build_encoder(cfg) -> VisionTransformer:
+    """A `VisionTransformer` from an `EncoderConfig` (models/jepa/config.py)."""
+    return VisionTransformer(image_size=cfg.image_size, patch=cfg.patch, frames=cfg.frames,
+                             tubelet=cfg.tubelet, channels=cfg.channels, dim=cfg.dim,
+                             depth=cfg.depth, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio,
+                             attention=cfg.attention)
+
+
 def layer_norm_targets(z: torch.Tensor) -> torch.Tensor:
     """Per-token LayerNorm without affine parameters: the JEPA regression target."""
     return F.layer_norm(z, z.shape[-1:])

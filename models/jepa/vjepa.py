@@ -17,10 +17,14 @@ import torch.nn.functional as F
 from torch import nn
 from wmkernels.models.jepa.config import VJEPAConfig
 from wmkernels.models.jepa.ema import ema_update_, make_target
-from wmkernels.models.jepa.ijepa import build_encoder
 from wmkernels.models.jepa.masks import BlockSpec, MultiBlock3DMasks, TubeMasks, VideoMasks
 from wmkernels.models.jepa.predictor import Predictor
-from wmkernels.models.jepa.vit import feature_std, gather_positions, layer_norm_targets
+from wmkernels.models.jepa.vit import (
+    build_encoder,
+    feature_std,
+    gather_positions,
+    layer_norm_targets,
+)
 
 
 def build_video_masks(cfg: VJEPAConfig, grid_hw: tuple[int, int]):
