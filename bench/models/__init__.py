@@ -1,0 +1,1 @@
+"""End-to-end model benchmarks (one module per pipeline, each exposing `cases`)."""
