@@ -60,6 +60,7 @@ def add_jepa_parser(subparsers) -> argparse.ArgumentParser:
                    help="evaluate the success rate over this many episodes instead")
     q.add_argument("--horizon", type=int, default=4)
     q.add_argument("--samples", type=int, default=64)
+    q.add_argument("--elites", type=int, default=None, help="default: samples // 8")
     q.add_argument("--iterations", type=int, default=4)
     q.add_argument("--seed", type=int, default=4321)
     q.add_argument("--json", default=None, help="write the report here")
@@ -128,8 +129,9 @@ def _plan(args) -> int:
     model, meta = load_model(args.checkpoint)
     if meta["variant"] != "ac":
         raise SystemExit(f"--checkpoint must be an ac checkpoint, got {meta['variant']!r}")
+    elites = args.elites or max(1, args.samples // 8)
     if args.episodes is not None:
-        cem = CEMConfig(horizon=args.horizon, samples=args.samples,
+        cem = CEMConfig(horizon=args.horizon, samples=args.samples, elites=elites,
                         iterations=args.iterations)
         report = planning_report(model, episodes=args.episodes, horizon=args.horizon,
                                  seed=args.seed, cem=cem)
@@ -153,7 +155,8 @@ def _plan(args) -> int:
     enc = model.frame_encoder
     z0 = enc(start_frame[None, None] * 2 - 1)[0, 0]
     zg = enc(goal_frame[None, None] * 2 - 1)[0, 0]
-    cem = CEMConfig(horizon=len(goal_actions), samples=args.samples, iterations=args.iterations)
+    cem = CEMConfig(horizon=len(goal_actions), samples=args.samples, elites=elites,
+                    iterations=args.iterations)
     plan, energy = CEMPlanner(model.predictor.eval(), cem).plan(
         z0, zg, torch.Generator().manual_seed(args.seed))
     sim.set_state(start)

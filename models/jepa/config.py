@@ -42,8 +42,8 @@ class IJEPAConfig:
     lr: float = 1e-3                                      # 1e-3 peak, cosine
     weight_decay: float = 0.04                            # 0.04 -> 0.4
     warmup: int = 50                                      # 40 epochs
-    batch_size: int = 16                                  # 2048
-    steps: int = 300                                      # 300 epochs of ImageNet
+    batch_size: int = 32                                  # 2048
+    steps: int = 600                                      # 300 epochs of ImageNet
 
 
 @dataclass
@@ -59,8 +59,8 @@ class VJEPAConfig:
     lr: float = 1e-3                                      # 6.25e-4 peak
     weight_decay: float = 0.04                            # 0.04 -> 0.4
     warmup: int = 50
-    batch_size: int = 8                                   # 3072
-    steps: int = 300                                      # 90k iterations
+    batch_size: int = 16                                  # 3072
+    steps: int = 600                                      # 90k iterations
 
 
 @dataclass
@@ -81,8 +81,8 @@ class ACConfig:
     lr: float = 1e-3              # 4.25e-4
     weight_decay: float = 0.04
     warmup: int = 50
-    batch_size: int = 8           # 256
-    steps: int = 300
+    batch_size: int = 16          # 256
+    steps: int = 600
 
 
 CONFIGS = {
