@@ -13,13 +13,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from wmkernels.models.common import sincos_3d
 from wmkernels.models.jepa.vit import (
     Block,
     VisionTransformer,
     build_encoder,
     init_weights,
     layer_norm_targets,
-    sincos_embed,
 )
 
 
@@ -74,9 +74,7 @@ class ActionConditionedPredictor(nn.Module):
         self.num_actions, self.max_frames = num_actions, max_frames
         self.embed = nn.Linear(enc_dim, dim)
         self.action_embed = nn.Embedding(num_actions, dim)
-        grid = (max_frames, *grid_hw)
-        self.register_buffer("pos", sincos_embed(grid, dim).view(max_frames, -1, dim),
-                             persistent=False)
+        self.register_buffer("pos", sincos_3d(max_frames, *grid_hw, dim), persistent=False)
         self.blocks = nn.ModuleList(Block(dim, heads, "factorized", mlp_ratio=mlp_ratio,
                                           causal_time=True) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)

@@ -1,7 +1,7 @@
 """`wmk jepa ...` commands.
 
-    wmk jepa train --variant ijepa|vjepa|ac --config tiny [--steps N] [--out PATH]
-                   [--encoder JEPA_CHECKPOINT]          (ac: the frozen encoder's checkpoint)
+    wmk jepa train --variant ijepa|vjepa|ac --config tiny [--steps N] [--out RUN_DIR]
+                   [--encoder JEPA_RUN]                 (ac: the frozen encoder's run)
     wmk jepa probe --checkpoint PATH [--n-train N] [--n-test N] [--json PATH]
     wmk jepa plan  --checkpoint AC_PATH --start SEED --goal A,A,...   one start/goal pair
     wmk jepa plan  --checkpoint AC_PATH --episodes N [--horizon H]     success rate vs random
@@ -16,8 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-DEFAULT_OUT = {"ijepa": "runs/jepa/ijepa.safetensors", "vjepa": "runs/jepa/vjepa.safetensors",
-               "ac": "runs/jepa/ac.safetensors"}
+DEFAULT_OUT = {"ijepa": "runs/jepa/ijepa", "vjepa": "runs/jepa/vjepa", "ac": "runs/jepa/ac"}
 
 
 def add_jepa_parser(subparsers) -> argparse.ArgumentParser:
@@ -33,9 +32,12 @@ def add_jepa_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--clips", type=int, default=None,
                    help="size of the training pool of world clips (default 2000; ac 800)")
-    t.add_argument("--out", default=None, help="checkpoint path (.safetensors)")
+    t.add_argument("--out", default=None,
+                   help="run directory (checkpoint.safetensors + config.json); an existing "
+                        "checkpoint there is resumed. Default runs/jepa/<variant>")
     t.add_argument("--encoder", default=None,
-                   help="ac only: JEPA checkpoint whose target encoder is frozen underneath")
+                   help="ac only: JEPA run (or checkpoint) whose target encoder is frozen "
+                        "underneath")
     t.add_argument("--attention", choices=("factorized", "joint"), default=None,
                    help="vjepa only: encoder attention layout")
     t.add_argument("--masking", choices=("multiblock", "tube"), default=None,
@@ -43,7 +45,7 @@ def add_jepa_parser(subparsers) -> argparse.ArgumentParser:
     t.set_defaults(func=_train)
 
     p = sub.add_parser("probe", help="linear + attentive probes vs random encoder and pixels")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help="an ijepa/vjepa run or checkpoint")
     p.add_argument("--n-train", type=int, default=1000)
     p.add_argument("--n-test", type=int, default=500)
     p.add_argument("--epochs", type=int, default=40)
@@ -52,7 +54,7 @@ def add_jepa_parser(subparsers) -> argparse.ArgumentParser:
     p.set_defaults(func=_probe)
 
     q = sub.add_parser("plan", help="CEM planning in representation space")
-    q.add_argument("--checkpoint", required=True, help="an ac checkpoint")
+    q.add_argument("--checkpoint", required=True, help="an ac run or checkpoint")
     q.add_argument("--start", type=int, default=None, help="world seed of the start frame")
     q.add_argument("--goal", default=None,
                    help="comma-separated action ids that produce the goal frame from start")
@@ -93,13 +95,13 @@ def _train(args) -> int:
     if args.variant == "ac":
         if not args.encoder:
             raise SystemExit("--variant ac needs --encoder PATH (an ijepa/vjepa checkpoint)")
-        _, history = train_ac(args.encoder, cfg, steps=args.steps, seed=args.seed,
-                              clips=args.clips, out=out)
-        print(f"final loss {history[-1]['loss']:.4f}; wrote {out}")
+        _, trainer = train_ac(args.encoder, cfg, steps=args.steps, seed=args.seed,
+                              clips=args.clips, out=out, progress=True)
+        print(f"final loss {trainer.history[-1]['loss']:.4f}; wrote {out}")
     else:
-        _, history = train_jepa(args.variant, cfg, steps=args.steps, seed=args.seed,
-                                    clips=args.clips, out=out)
-        first, last = history[0], history[-1]
+        _, trainer = train_jepa(args.variant, cfg, steps=args.steps, seed=args.seed,
+                                clips=args.clips, out=out, progress=True)
+        first, last = trainer.history[0], trainer.history[-1]
         print(f"loss {first['loss']:.4f} -> {last['loss']:.4f}; target feature std "
               f"{first['target_std']:.4f} -> {last['target_std']:.4f}; wrote {out}")
     return 0

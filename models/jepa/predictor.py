@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from wmkernels.models.jepa.vit import Block, gather_positions, init_weights, sincos_embed
+from wmkernels.models.common import sincos_3d
+from wmkernels.models.jepa.vit import Block, gather_positions, init_weights
 
 
 class Predictor(nn.Module):
@@ -30,8 +31,7 @@ class Predictor(nn.Module):
         self.grid = tuple(grid)
         self.embed = nn.Linear(enc_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(dim))
-        self.register_buffer("pos", sincos_embed(self.grid, dim).view(grid[0], -1, dim),
-                             persistent=False)
+        self.register_buffer("pos", sincos_3d(*self.grid, dim), persistent=False)
         self.blocks = nn.ModuleList(Block(dim, heads, attention, mlp_ratio=mlp_ratio)
                                     for _ in range(depth))
         self.norm = nn.LayerNorm(dim)

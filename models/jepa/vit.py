@@ -1,5 +1,6 @@
-"""Vision transformer for JEPA: tubelet/patch embedding, fixed sin-cos positions, and blocks
-whose attention runs through `wmkernels.spatial_attention` / `wmkernels.temporal_attention`.
+"""Vision transformer for JEPA: tubelet/patch embedding and fixed 3-D sin-cos positions (from
+models/common), and blocks whose attention runs through `wmkernels.spatial_attention` /
+`wmkernels.temporal_attention`.
 
 Tokens keep the (B, T, S, C) layout of the package everywhere (T frames or tubelets, S
 spatial positions). A masked encoder sees the same visible spatial positions in every frame,
@@ -19,31 +20,11 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from wmkernels.models.common import PatchEmbed, sincos_3d
 
 import wmkernels
 
 ATTENTION_LAYOUTS = ("spatial", "factorized", "joint")
-
-
-def sincos_embed(grid: tuple[int, ...], dim: int) -> torch.Tensor:
-    """Fixed sin-cos positional embedding over an n-D grid (row-major), float32 (prod, dim).
-
-    The channels are split between the axes (each an even count, the first axis takes the
-    remainder); each axis uses the transformer's 1-D sin-cos code with base 10000.
-    """
-    n_axes = len(grid)
-    per = (dim // n_axes) // 2 * 2
-    sizes = [dim - per * (n_axes - 1)] + [per] * (n_axes - 1)
-    if min(sizes) < 2 or sizes[0] % 2:
-        raise ValueError(f"dim must give every axis an even number >= 2 of channels, got "
-                         f"dim={dim} for a {n_axes}-D grid")
-    coords = torch.meshgrid(*[torch.arange(g, dtype=torch.float64) for g in grid], indexing="ij")
-    parts = []
-    for c, size in zip(coords, sizes, strict=True):
-        freq = 1.0 / 10000 ** (torch.arange(size // 2, dtype=torch.float64) / (size // 2))
-        angle = c.reshape(-1, 1) * freq
-        parts += [angle.sin(), angle.cos()]
-    return torch.cat(parts, dim=-1).float()
 
 
 def gather_positions(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -149,10 +130,8 @@ class VisionTransformer(nn.Module):
         self.image_size, self.patch, self.frames, self.tubelet = image_size, patch, frames, tubelet
         self.channels, self.dim = channels, dim
         self.grid = (frames // tubelet, image_size // patch, image_size // patch)
-        self.patch_embed = nn.Conv3d(channels, dim, (tubelet, patch, patch),
-                                     stride=(tubelet, patch, patch))
-        self.register_buffer("pos", sincos_embed(self.grid, dim).view(self.grid[0], -1, dim),
-                             persistent=False)
+        self.patch_embed = PatchEmbed(patch, channels, dim, tubelet)
+        self.register_buffer("pos", sincos_3d(*self.grid, dim), persistent=False)
         self.blocks = nn.ModuleList(Block(dim, heads, attention, mlp_ratio=mlp_ratio)
                                     for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
@@ -168,8 +147,7 @@ class VisionTransformer(nn.Module):
         if x.dim() != 5 or tuple(x.shape[1:]) != want:
             raise ValueError(f"x must be (B, {', '.join(map(str, want))}), "
                              f"got {tuple(x.shape)}")
-        tokens = self.patch_embed(x.transpose(1, 2))  # (B, dim, T', h, w)
-        return tokens.flatten(3).permute(0, 2, 3, 1) + self.pos
+        return self.patch_embed(x) + self.pos
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         tokens = self.embed(x)
