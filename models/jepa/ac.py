@@ -62,7 +62,8 @@ class ActionConditionedPredictor(nn.Module):
         dim, depth, heads, mlp_ratio: transformer sizes.
 
     forward(z, actions): z float (B, T, S, enc_dim), actions int64 (B, T) with the action
-    taken at each frame. Returns (B, T, S, enc_dim): output t predicts z_{t+1}.
+    taken at each frame. Returns (B, T, S, enc_dim): output t predicts z_{t+1}, as z_t plus
+    a predicted change.
     """
 
     def __init__(self, *, enc_dim: int, grid_hw: tuple[int, int], num_actions: int,
@@ -80,7 +81,13 @@ class ActionConditionedPredictor(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.out = nn.Linear(dim, enc_dim)
         init_weights(self)
-        nn.init.normal_(self.action_embed.weight, std=0.02)
+        # Unit-scale action embeddings (not the 0.02 of the other weights): the action is the
+        # only input that separates futures, and a tiny embedding leaves the predictor to
+        # learn the action-independent average first and the action's effect much later.
+        nn.init.normal_(self.action_embed.weight, std=1.0)
+        # The output is a residual on the current frame's features and starts at zero, so
+        # the untrained predictor says "nothing changes" and learning goes to the change.
+        nn.init.zeros_(self.out.weight)
 
     def forward(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         b, t, s, _ = z.shape
@@ -93,7 +100,7 @@ class ActionConditionedPredictor(nn.Module):
         x = self.embed(z) + self.pos[:t] + self.action_embed(actions)[:, :, None]
         for block in self.blocks:
             x = block(x)
-        return self.out(self.norm(x))
+        return z + self.out(self.norm(x))
 
     def rollout(self, z0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Autoregressive prediction: z0 (B, T0, S, C) observed, actions (B, T0 - 1 + H) for
