@@ -75,6 +75,10 @@ class ACConfig:
     source: str = "vjepa"         # which JEPA variant's target encoder is frozen underneath
     num_actions: int = 5
     frames: int = 5               # context + predicted frames per training clip (paper 8)
+    # World steps per predicted step, the action held throughout (action repeat). One world
+    # step moves the agent ~2 px, a quarter of a patch: too small a change in the features
+    # for a tiny predictor to pick out; four steps move it about a patch.
+    action_repeat: int = 4
     dim: int = 64                 # 1024
     depth: int = 2                # 24
     heads: int = 2                # 16

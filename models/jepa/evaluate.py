@@ -93,9 +93,10 @@ def planning_report(model: ACWorldModel, *, episodes: int = 50, horizon: int = 4
     """Goal reaching in the simulator.
 
     For each episode a world is reset, the world's behaviour policy acts for `horizon` steps
-    to produce a reachable goal frame, the world is restored to the start, and:
+    (each action held for the model's `action_repeat` world steps) to produce a reachable
+    goal frame, the world is restored to the start, and:
       - the CEM planner, seeing only the start frame and the goal frame, picks `horizon`
-        actions, which are executed in the simulator;
+        actions, which are executed in the simulator (with the same repeat);
       - a random baseline executes `horizon` actions drawn from the same policy.
     Success: the agent's final centre lies within `tolerance` (default: half the agent's
     size) of its position in the goal frame.
@@ -111,19 +112,19 @@ def planning_report(model: ACWorldModel, *, episodes: int = 50, horizon: int = 4
     rng = np.random.default_rng(seed)
     frames0 = sim.reset(seed=seed, batch_size=episodes)
     start = sim.get_state()
+    repeat = model.cfg.action_repeat
     goal_actions = np.stack([sample_actions(wcfg, rng, horizon) for _ in range(episodes)])
-    for t in range(horizon):
-        goal_frames = sim.step(goal_actions[:, t])
-    goal_pos = sim.agent_position()
+    goal_pos = _execute(sim, start, goal_actions, repeat)
+    goal_frames = sim.render()
     encode: FrameEncoder = model.frame_encoder
     z0 = encode(frames0[:, None] * 2 - 1)[:, 0]          # (E, S, C)
     zg = encode(goal_frames[:, None] * 2 - 1)[:, 0]
     planner = CEMPlanner(model.predictor.eval(), cem)
     gen = torch.Generator().manual_seed(seed)
     plans = torch.stack([planner.plan(z0[e], zg[e], gen)[0] for e in range(episodes)])
-    cem_pos = _execute(sim, start, plans.numpy())
+    cem_pos = _execute(sim, start, plans.numpy(), repeat)
     random_actions = np.stack([sample_actions(wcfg, rng, horizon) for _ in range(episodes)])
-    rand_pos = _execute(sim, start, random_actions)
+    rand_pos = _execute(sim, start, random_actions, repeat)
     cem_d = np.linalg.norm(cem_pos - goal_pos, axis=-1)
     rand_d = np.linalg.norm(rand_pos - goal_pos, axis=-1)
     report = {"episodes": episodes, "horizon": horizon, "tolerance": tol,
@@ -138,10 +139,11 @@ def planning_report(model: ACWorldModel, *, episodes: int = 50, horizon: int = 4
     return report
 
 
-def _execute(sim: World, start, actions: np.ndarray) -> np.ndarray:
+def _execute(sim: World, start, actions: np.ndarray, repeat: int) -> np.ndarray:
     sim.set_state(start)
     for t in range(actions.shape[1]):
-        sim.step(actions[:, t].astype(np.int64))
+        for _ in range(repeat):
+            sim.step(actions[:, t].astype(np.int64))
     return sim.agent_position()
 
 

@@ -19,6 +19,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from wmkernels.models.common import (
@@ -28,7 +29,8 @@ from wmkernels.models.common import (
     load_checkpoint,
     seed_everything,
 )
-from wmkernels.models.data import make_clips
+from wmkernels.models.data import World, make_clips
+from wmkernels.models.data.world import WorldConfig, sample_actions
 from wmkernels.models.jepa.ac import ACWorldModel
 from wmkernels.models.jepa.config import ACConfig, EncoderConfig, IJEPAConfig, VJEPAConfig
 from wmkernels.models.jepa.ema import momentum_at
@@ -132,6 +134,29 @@ def clip_pool(n: int, frames: int, size: int, seed: int) -> dict:
     return make_clips(n, frames=frames, size=size, seed=seed, dtype=torch.uint8)
 
 
+def action_clips(n: int, frames: int, size: int, seed: int, repeat: int) -> dict:
+    """`n` clips of the world simulator with action repeat: each of the frames - 1 actions
+    (drawn from the world's sticky behaviour policy) is held for `repeat` world steps and
+    one frame is kept per block. Returns {"video" uint8 (n, frames, 3, size, size),
+    "actions" int64 (n, frames - 1)}.
+    Clip i starts like world i of `World().reset(seed, batch_size=n)`."""
+    if repeat < 1:
+        raise ValueError(f"repeat must be >= 1, got {repeat!r}")
+    wcfg = WorldConfig()
+    sim = World(wcfg, size=size)
+    first = sim.reset(seed=seed, batch_size=n)
+    rngs = [np.random.default_rng([seed, i, 1]) for i in range(n)]
+    actions = np.stack([sample_actions(wcfg, r, frames - 1) for r in rngs]) if n else (
+        np.zeros((0, frames - 1), np.int64))
+    video = [first]
+    for t in range(frames - 1):
+        for _ in range(repeat):
+            frame = sim.step(actions[:, t])
+        video.append(frame)
+    video = torch.stack(video, dim=1).mul(255).round().to(torch.uint8)
+    return {"video": video, "actions": torch.from_numpy(actions.astype(np.int64))}
+
+
 def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
@@ -206,8 +231,9 @@ def train_ac(jepa_checkpoint: str | Path, cfg: ACConfig, *, steps: int | None = 
     checkpoint (run directory or file), with the world's true actions (teacher forcing +
     rollout L1).
 
-    clips: number of world clips of cfg.frames frames to train on (default 800); pool: a
-    ready pool instead. out: run directory. Returns (model, trainer).
+    clips: number of simulator clips of cfg.frames frames (cfg.action_repeat world steps
+    apart, see `action_clips`) to train on (default 800); pool: a ready pool instead.
+    out: run directory. Returns (model, trainer).
     """
     jepa, meta = load_model(jepa_checkpoint)
     if meta["variant"] not in ("ijepa", "vjepa"):
@@ -218,7 +244,8 @@ def train_ac(jepa_checkpoint: str | Path, cfg: ACConfig, *, steps: int | None = 
     model = ACWorldModel(cfg)
     model.frame_encoder.encoder.load_state_dict(jepa.target_encoder.state_dict())
     if pool is None:
-        pool = clip_pool(clips or 800, cfg.frames, cfg.encoder.image_size, seed + 1)
+        pool = action_clips(clips or 800, cfg.frames, cfg.encoder.image_size, seed + 1,
+                            cfg.action_repeat)
     if pool["video"].shape[1] < cfg.frames:
         raise ValueError(f"pool clips must have >= {cfg.frames} frames, got "
                          f"{pool['video'].shape[1]}")

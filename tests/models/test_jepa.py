@@ -238,6 +238,20 @@ def test_train_checkpoint_round_trip_and_resume(tmp_path):
         load_model(tmp_path / "missing.safetensors")
 
 
+def test_action_clips_hold_each_action():
+    from wmkernels.models.data import World
+    from wmkernels.models.jepa.train import action_clips
+
+    clips = action_clips(3, frames=3, size=32, seed=5, repeat=2)
+    assert clips["video"].shape == (3, 3, 3, 32, 32) and clips["video"].dtype == torch.uint8
+    sim = World(size=32)
+    first = sim.reset(seed=5, batch_size=3)
+    for _ in range(2):
+        frame = sim.step(clips["actions"][:, 0].numpy())
+    assert torch.equal(clips["video"][:, 0], first.mul(255).round().to(torch.uint8))
+    assert torch.equal(clips["video"][:, 1], frame.mul(255).round().to(torch.uint8))
+
+
 def test_ac_predictor_is_block_causal():
     pred = ActionConditionedPredictor(enc_dim=8, grid_hw=(2, 2), num_actions=3, max_frames=5,
                                       dim=32, depth=2, heads=1)
