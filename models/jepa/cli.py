@@ -57,7 +57,8 @@ def add_jepa_parser(subparsers) -> argparse.ArgumentParser:
     q.add_argument("--checkpoint", required=True, help="an ac run or checkpoint")
     q.add_argument("--start", type=int, default=None, help="world seed of the start frame")
     q.add_argument("--goal", default=None,
-                   help="comma-separated action ids that produce the goal frame from start")
+                   help="comma-separated action ids that produce the goal frame from start "
+                        "(each held for the model's action_repeat world steps)")
     q.add_argument("--episodes", type=int, default=None,
                    help="evaluate the success rate over this many episodes instead")
     q.add_argument("--horizon", type=int, default=4)
@@ -123,7 +124,7 @@ def _probe(args) -> int:
 def _plan(args) -> int:
     import numpy as np
     import torch
-    from wmkernels.models.data import ACTIONS, World
+    from wmkernels.models.data import ACTIONS, World, WorldConfig
     from wmkernels.models.jepa.evaluate import planning_report
     from wmkernels.models.jepa.planner import CEMConfig, CEMPlanner
     from wmkernels.models.jepa.train import load_model
@@ -148,11 +149,13 @@ def _plan(args) -> int:
                          ) from None
     if not goal_actions or not all(0 <= a < len(ACTIONS) for a in goal_actions):
         raise SystemExit(f"--goal action ids must be in [0, {len(ACTIONS)}), got {args.goal!r}")
-    sim = World(size=model.cfg.encoder.image_size)
+    sim = World(WorldConfig(num_balls=model.cfg.world_balls), size=model.cfg.encoder.image_size)
     start_frame = sim.reset(seed=args.start)
     start = sim.get_state()
+    repeat = model.cfg.action_repeat
     for a in goal_actions:
-        goal_frame = sim.step(a)
+        for _ in range(repeat):
+            goal_frame = sim.step(a)
     goal_pos = sim.agent_position()[0]
     enc = model.frame_encoder
     z0 = enc(start_frame[None, None] * 2 - 1)[0, 0]
@@ -163,7 +166,8 @@ def _plan(args) -> int:
         z0, zg, torch.Generator().manual_seed(args.seed))
     sim.set_state(start)
     for a in plan.tolist():
-        sim.step(a)
+        for _ in range(repeat):
+            sim.step(a)
     dist = float(np.linalg.norm(sim.agent_position()[0] - goal_pos))
     print(f"goal actions:    {[ACTIONS[a] for a in goal_actions]}")
     print(f"planned actions: {[ACTIONS[a] for a in plan.tolist()]} (energy {energy:.4f})")

@@ -79,6 +79,11 @@ class ACConfig:
     # step moves the agent ~2 px, a quarter of a patch: too small a change in the features
     # for a tiny predictor to pick out; four steps move it about a patch.
     action_repeat: int = 4
+    # Bouncing balls in the world the predictor learns and plans in. Their motion is
+    # action-independent and, from one frame, unpredictable (direction unknown); at this
+    # size it drowns the agent's action-dependent change in the loss, so the tiny config
+    # learns and plans in the world without balls (the encoder saw them in training).
+    world_balls: int = 0
     dim: int = 64                 # 1024
     depth: int = 2                # 24
     heads: int = 2                # 16

@@ -99,14 +99,15 @@ def planning_report(model: ACWorldModel, *, episodes: int = 50, horizon: int = 4
         actions, which are executed in the simulator (with the same repeat);
       - a random baseline executes `horizon` actions drawn from the same policy.
     Success: the agent's final centre lies within `tolerance` (default: half the agent's
-    size) of its position in the goal frame.
+    size) of its position in the goal frame. `world` defaults to the world the predictor was
+    trained in (WorldConfig with the config's `world_balls`).
 
     Returns {"cem_success", "random_success", "cem_distance", "random_distance", ...}.
     """
     cem = cem or CEMConfig(horizon=horizon)
     if cem.horizon != horizon:
         raise ValueError(f"cem.horizon ({cem.horizon}) must equal horizon ({horizon})")
-    wcfg = world or WorldConfig()
+    wcfg = world or WorldConfig(num_balls=model.cfg.world_balls)
     sim = World(wcfg, size=model.cfg.encoder.image_size)
     tol = tolerance if tolerance is not None else wcfg.agent_size / 2
     rng = np.random.default_rng(seed)

@@ -134,15 +134,17 @@ def clip_pool(n: int, frames: int, size: int, seed: int) -> dict:
     return make_clips(n, frames=frames, size=size, seed=seed, dtype=torch.uint8)
 
 
-def action_clips(n: int, frames: int, size: int, seed: int, repeat: int) -> dict:
+def action_clips(n: int, frames: int, size: int, seed: int, repeat: int,
+                 world: WorldConfig | None = None) -> dict:
     """`n` clips of the world simulator with action repeat: each of the frames - 1 actions
     (drawn from the world's sticky behaviour policy) is held for `repeat` world steps and
-    one frame is kept per block. Returns {"video" uint8 (n, frames, 3, size, size),
+    one frame is kept per block. `world`: the world's parameters (default WorldConfig()).
+    Returns {"video" uint8 (n, frames, 3, size, size),
     "actions" int64 (n, frames - 1)}.
     Clip i starts like world i of `World().reset(seed, batch_size=n)`."""
     if repeat < 1:
         raise ValueError(f"repeat must be >= 1, got {repeat!r}")
-    wcfg = WorldConfig()
+    wcfg = world or WorldConfig()
     sim = World(wcfg, size=size)
     first = sim.reset(seed=seed, batch_size=n)
     rngs = [np.random.default_rng([seed, i, 1]) for i in range(n)]
@@ -245,7 +247,7 @@ def train_ac(jepa_checkpoint: str | Path, cfg: ACConfig, *, steps: int | None = 
     model.frame_encoder.encoder.load_state_dict(jepa.target_encoder.state_dict())
     if pool is None:
         pool = action_clips(clips or 800, cfg.frames, cfg.encoder.image_size, seed + 1,
-                            cfg.action_repeat)
+                            cfg.action_repeat, WorldConfig(num_balls=cfg.world_balls))
     if pool["video"].shape[1] < cfg.frames:
         raise ValueError(f"pool clips must have >= {cfg.frames} frames, got "
                          f"{pool['video'].shape[1]}")
