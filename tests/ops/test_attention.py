@@ -2,9 +2,17 @@
 
 import pytest
 import torch
-from checks import assert_close, backend_params, dtypes_for
+from checks import (
+    assert_close,
+    available_backends,
+    backend_params,
+    dtypes_for,
+    gpu,
+    opcheck,
+)
 
 import wmkernels
+from wmkernels import routing
 from wmkernels.reference import attention as reference
 
 SPATIAL = backend_params("spatial_attention")
@@ -70,7 +78,7 @@ def temporal_shapes(backend):
     # (B, Tq, Tk, S, H, D)
     if backend == "triton":
         return [(1, 1, 1, 1, 1, 32), (1, 3, 3, 5, 2, 32), (1, 3, 17, 3, 1, 64),
-                (1, 16, 16, 2, 1, 32)]
+                (1, 16, 16, 2, 1, 32), (1, 37, 40, 1, 1, 32)]  # last: several key chunks
     return [(1, 1, 1, 1, 1, 32), (2, 3, 3, 7, 2, 32), (1, 16, 16, 5, 2, 64),
             (1, 17, 17, 3, 1, 32), (1, 1, 16, 9, 2, 64), (2, 5, 17, 4, 1, 32)]
 
@@ -115,10 +123,12 @@ def test_spatial_gradients(device, backend):
 
 
 @pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("shape", [(1, 3, 5, 4, 2, 32), (1, 35, 37, 1, 1, 32)],
+                         ids=["short", "chunked"])
 @pytest.mark.parametrize("device,backend", TEMPORAL)
-def test_temporal_gradients(device, backend, causal):
+def test_temporal_gradients(device, backend, causal, shape):
     for dtype in dtypes_for(device, backend, (torch.float32, torch.float16)):
-        B, Tq, Tk, S, H, D = (1, 3, 5, 4, 2, 32)
+        B, Tq, Tk, S, H, D = shape
         q = rand((B, Tq, S, H, D), dtype, device).requires_grad_()
         kv = rand((B, Tk, S, 2, H, D), dtype, device).requires_grad_()
         k, v = kv.unbind(3)
@@ -165,6 +175,10 @@ def test_compile_fullgraph(device, backend):
     torch._dynamo.reset()
     compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(q, k, v), block(q, k, v))
+    leaf = qkv.clone().requires_grad_()
+    (g_compiled,) = torch.autograd.grad(compiled(*leaf.unbind(3)).sum(), leaf)
+    (g_eager,) = torch.autograd.grad(block(*leaf.unbind(3)).sum(), leaf)
+    torch.testing.assert_close(g_compiled, g_eager)
 
 
 def test_scale_is_applied():
@@ -206,3 +220,73 @@ def test_bad_temporal_args():
         wmkernels.spatial_attention(k, k, k, scale=-1.0)
     with pytest.raises(ValueError, match="backend"):
         wmkernels.spatial_attention(k, k, k, backend="nope")
+
+
+OPS = {"cpu": ("spatial_attention_fwd", "spatial_attention_bwd", "temporal_attention_fwd",
+               "temporal_attention_bwd"),
+       "cuda": ("spatial_attention_fwd", "spatial_attention_bwd", "temporal_attention_fwd",
+                "temporal_attention_bwd"),
+       "triton": ("spatial_attention_triton_fwd", "spatial_attention_triton_bwd",
+                  "temporal_attention_triton_fwd", "temporal_attention_triton_bwd")}
+
+
+@pytest.mark.parametrize("device,backend", SPATIAL)
+def test_opcheck(device, backend):
+    if backend == "reference":
+        pytest.skip("the reference is eager PyTorch, not an op")
+    sf, sb, tf, tb = (getattr(torch.ops.wmk, name) for name in OPS[backend])
+    qkv, (q, k, v) = packed(1, 3, 5, 2, 32, torch.float32, device, requires_grad=True)
+    opcheck(sf, (q, k, v, 0.2))
+    out, lse = sf(q, k, v, 0.2)
+    opcheck(sb, (torch.randn_like(out), q.detach(), k.detach(), v.detach(), out.detach(),
+                 lse.detach(), 0.2))
+    q1 = q[:, 1:]  # Tq < Tk
+    for causal in (True, False):
+        opcheck(tf, (q1, k, v, causal, 0.2))
+        out, lse = tf(q1, k, v, causal, 0.2)
+        opcheck(tb, (torch.randn_like(out), q1.detach(), k.detach(), v.detach(),
+                     out.detach(), lse.detach(), causal, 0.2))
+
+
+@pytest.mark.parametrize("device,backend", SPATIAL)
+def test_compile_dynamic(device, backend):
+    fn = torch.compile(lambda q, k, v: wmkernels.temporal_attention(q, k, v, backend=backend),
+                       fullgraph=True, dynamic=True, backend="aot_eager")
+    torch._dynamo.reset()
+    for S in (3, 6):
+        _, (q, k, v) = packed(1, 4, S, 2, 32, torch.float32, device)
+        torch.testing.assert_close(fn(q, k, v), wmkernels.temporal_attention(q, k, v))
+
+
+def test_kernel_head_dim_and_dtype_limits():
+    if routing.unavailable_reason("triton", "cpu") is not None:
+        pytest.skip("triton is not available here")
+    big = torch.randn(1, 1, 2, 1, 264)
+    with pytest.raises(ValueError, match="D <= 256"):
+        wmkernels.spatial_attention(big, big, big, backend="triton")
+    with pytest.raises(TypeError, match="float64"):
+        x = torch.randn(1, 2, 3, 1, 32, dtype=torch.float64)
+        wmkernels.temporal_attention(x, x, x, backend="triton")
+    odd = torch.randn(1, 2, 3, 1, 24)
+    with pytest.warns(UserWarning, match="slower path"):
+        out = wmkernels.spatial_attention(odd, odd, odd, backend="triton")
+    torch.testing.assert_close(out, wmkernels.spatial_attention(odd, odd, odd, backend="cpu"
+                               if "cpu" in available_backends("spatial_attention", "cpu")
+                               else "reference"))
+
+
+@gpu
+@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_large_batch_heads_on_gpu(backend):
+    """B*S*H >= 65536, where SDPA's fused kernels hit launch limits."""
+    if routing.unavailable_reason(backend, "cuda") is not None:
+        pytest.skip(routing.unavailable_reason(backend, "cuda"))
+    B, T, S, H, D = 4, 4, 1024, 16, 64  # B*S*H = 65536
+    _, (q, k, v) = packed(B, T, S, H, D, torch.bfloat16, "cuda")
+    out = wmkernels.temporal_attention(q, k, v, backend=backend)
+    ref = wmkernels.temporal_attention(q.float(), k.float(), v.float(), backend="reference")
+    assert (out.float() - ref).abs().max().item() < 2e-2
+    sp = wmkernels.spatial_attention(q[:, :1], k[:, :1], v[:, :1], backend=backend)
+    ref = wmkernels.spatial_attention(q[:, :1].float(), k[:, :1].float(), v[:, :1].float(),
+                                      backend="reference")
+    assert (sp.float() - ref).abs().max().item() < 2e-2

@@ -1,0 +1,191 @@
+// Torch glue for the factorized attention CUDA kernels: argument checks, device guard,
+// current stream. Forwards run the plain-CUDA kernels of attention_kernel.cu on the strided
+// views as they come. Backwards recompute the probabilities from the saved log-sum-exp with
+// ATen batched GEMMs in fp32, in chunks of query rows (spatial) or batch entries (temporal)
+// so the score tensor stays within a fixed budget; they are correct, not tuned (the Triton
+// backend has the fused backward kernels).
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <tuple>
+
+#include "attention_kernel.h"
+
+namespace wmk {
+namespace {
+
+// fp32 elements of score scratch per backward chunk (256 MiB).
+constexpr int64_t kScoreBudget = int64_t(1) << 26;
+
+wmk_attn_dtype dtype_code(const char* op, at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return WMK_ATTN_F32;
+    case at::kHalf: return WMK_ATTN_F16;
+    case at::kBFloat16: return WMK_ATTN_BF16;
+    default: TORCH_CHECK(false, op, ": the CUDA kernels run float32/float16/bfloat16, got ", t);
+  }
+}
+
+wmk_attn_view view_of(const at::Tensor& x) {
+  return {x.data_ptr(), x.stride(0), x.stride(1), x.stride(2), x.stride(3)};
+}
+
+void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  TORCH_CHECK(q.dim() == 5 && k.dim() == 5 && v.dim() == 5, op,
+              ": q, k, v must be (B, T, S, H, D), got ", q.sizes(), ", ", k.sizes(), ", ",
+              v.sizes());
+  TORCH_CHECK(k.sizes() == v.sizes(), op, ": k and v must have one shape, got ", k.sizes(),
+              " and ", v.sizes());
+  TORCH_CHECK(q.size(0) == k.size(0) && q.size(2) == k.size(2) && q.size(3) == k.size(3) &&
+                  q.size(4) == k.size(4),
+              op, ": q and k must share B, S, H, D, got ", q.sizes(), " and ", k.sizes());
+  TORCH_CHECK(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type(), op,
+              ": q, k, v must share a dtype");
+  TORCH_CHECK(q.device() == k.device() && q.device() == v.device(), op,
+              ": q, k, v must be on one device");
+  TORCH_CHECK(q.size(4) <= WMK_ATTN_MAX_HEAD_DIM, op, ": head dim ", q.size(4), " > ",
+              WMK_ATTN_MAX_HEAD_DIM);
+  for (const at::Tensor* t : {&q, &k, &v}) {
+    TORCH_CHECK(t->size(4) <= 1 || t->stride(4) == 1, op,
+                ": q, k, v need a unit stride on the head dim, got strides ", t->strides());
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> temporal_fwd_cuda(const at::Tensor& q, const at::Tensor& k,
+                                                     const at::Tensor& v, bool causal,
+                                                     double scale) {
+  check_qkv("temporal_attention_fwd", q, k, v);
+  const int64_t B = q.size(0), tq = q.size(1), S = q.size(2), H = q.size(3), D = q.size(4);
+  const int64_t tk = k.size(1);
+  TORCH_CHECK(tq <= tk, "temporal_attention_fwd: Tq = ", tq, " > Tk = ", tk);
+  const wmk_attn_dtype code = dtype_code("temporal_attention_fwd", q.scalar_type());
+  const c10::cuda::CUDAGuard guard(q.device());
+  at::Tensor out = at::empty({B, tq, S, H, D}, q.options());
+  at::Tensor lse = at::empty({B, S, H, tq}, q.options().dtype(at::kFloat));
+  if (out.numel() == 0) return {out, lse};
+  const cudaError_t err = wmk_temporal_attention_fwd(
+      view_of(q), view_of(k), view_of(v), out.data_ptr(), lse.data_ptr<float>(), B, tq, tk, S, H,
+      D, causal ? 1 : 0, static_cast<float>(scale), code, at::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "temporal_attention_fwd: CUDA launch failed: ",
+              cudaGetErrorString(err));
+  return {out, lse};
+}
+
+std::tuple<at::Tensor, at::Tensor> spatial_fwd_cuda(const at::Tensor& q, const at::Tensor& k,
+                                                    const at::Tensor& v, double scale) {
+  check_qkv("spatial_attention_fwd", q, k, v);
+  TORCH_CHECK(q.sizes() == k.sizes(), "spatial_attention_fwd: q and k must have one shape");
+  const int64_t B = q.size(0), T = q.size(1), S = q.size(2), H = q.size(3), D = q.size(4);
+  TORCH_CHECK(B * T * H < (int64_t(1) << 31) && S <= int64_t(65535) * 16,
+              "spatial_attention_fwd: B*T*H must be < 2^31 and S <= 1048560, got ", q.sizes());
+  const wmk_attn_dtype code = dtype_code("spatial_attention_fwd", q.scalar_type());
+  const c10::cuda::CUDAGuard guard(q.device());
+  at::Tensor out = at::empty({B, T, S, H, D}, q.options());
+  at::Tensor lse = at::empty({B, T, H, S}, q.options().dtype(at::kFloat));
+  if (out.numel() == 0) return {out, lse};
+  const cudaError_t err = wmk_spatial_attention_fwd(
+      view_of(q), view_of(k), view_of(v), out.data_ptr(), lse.data_ptr<float>(), B, T, S, H, D,
+      static_cast<float>(scale), code, at::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "spatial_attention_fwd: CUDA launch failed: ",
+              cudaGetErrorString(err));
+  return {out, lse};
+}
+
+// FlashAttention's backward on one chunk, all (…, L, D) fp32 views: q, g (…, n, D);
+// k, v (…, Lk, D); lse, delta (…, n); mask (n, Lk) or undefined. Adds to dk, dv; returns dq.
+at::Tensor chunk_bwd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const at::Tensor& g, const at::Tensor& lse, const at::Tensor& delta,
+                     const at::Tensor& mask, double scale, at::Tensor& dk, at::Tensor& dv) {
+  at::Tensor p = at::exp(at::matmul(q, k.transpose(-1, -2)) * scale - lse.unsqueeze(-1));
+  if (mask.defined()) p = p.masked_fill(mask.logical_not(), 0.0);
+  dv.add_(at::matmul(p.transpose(-1, -2), g));
+  at::Tensor ds = p * (at::matmul(g, v.transpose(-1, -2)) - delta.unsqueeze(-1)) * scale;
+  dk.add_(at::matmul(ds.transpose(-1, -2), q));
+  return at::matmul(ds, k);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_bwd_cuda(
+    const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const at::Tensor& out, const at::Tensor& lse, double scale) {
+  check_qkv("spatial_attention_bwd", q, k, v);
+  const c10::cuda::CUDAGuard guard(q.device());
+  const int64_t B = q.size(0), T = q.size(1), S = q.size(2), H = q.size(3), D = q.size(4);
+  if (q.numel() == 0) {
+    return {at::zeros(q.sizes(), q.options()), at::zeros(k.sizes(), k.options()),
+            at::zeros(v.sizes(), v.options())};
+  }
+  // (B, T, H, S, D) fp32 views; the casts are the copies of this unfused path
+  auto heads = [](const at::Tensor& x) { return x.to(at::kFloat).permute({0, 1, 3, 2, 4}); };
+  at::Tensor qh = heads(q), kh = heads(k), vh = heads(v), gh = heads(grad);
+  at::Tensor delta = (grad.to(at::kFloat) * out.to(at::kFloat)).sum(-1).permute({0, 1, 3, 2});
+  at::Tensor lf = lse.to(at::kFloat);
+  at::Tensor dq = at::empty({B, T, H, S, D}, q.options().dtype(at::kFloat));
+  at::Tensor dk = at::zeros({B, T, H, S, D}, q.options().dtype(at::kFloat));
+  at::Tensor dv = at::zeros({B, T, H, S, D}, q.options().dtype(at::kFloat));
+  const int64_t rows = std::max<int64_t>(1, kScoreBudget / std::max<int64_t>(1, B * T * H * S));
+  for (int64_t r0 = 0; r0 < S; r0 += rows) {
+    const int64_t n = std::min(rows, S - r0);
+    dq.narrow(3, r0, n).copy_(chunk_bwd(qh.narrow(3, r0, n), kh, vh, gh.narrow(3, r0, n),
+                                        lf.narrow(3, r0, n), delta.narrow(3, r0, n),
+                                        at::Tensor(), scale, dk, dv));
+  }
+  auto back = [&](const at::Tensor& x) {
+    return x.permute({0, 1, 3, 2, 4}).contiguous().to(q.scalar_type());
+  };
+  return {back(dq), back(dk), back(dv)};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> temporal_bwd_cuda(
+    const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const at::Tensor& out, const at::Tensor& lse, bool causal, double scale) {
+  check_qkv("temporal_attention_bwd", q, k, v);
+  const c10::cuda::CUDAGuard guard(q.device());
+  const int64_t B = q.size(0), tq = q.size(1), S = q.size(2), H = q.size(3), D = q.size(4);
+  const int64_t tk = k.size(1);
+  if (k.numel() == 0 || q.numel() == 0) {
+    return {at::zeros(q.sizes(), q.options()), at::zeros(k.sizes(), k.options()),
+            at::zeros(v.sizes(), v.options())};
+  }
+  // (B, S, H, T, D) fp32 views
+  auto frames = [](const at::Tensor& x) { return x.to(at::kFloat).permute({0, 2, 3, 1, 4}); };
+  at::Tensor qh = frames(q), kh = frames(k), vh = frames(v), gh = frames(grad);
+  at::Tensor delta = (grad.to(at::kFloat) * out.to(at::kFloat)).sum(-1).permute({0, 2, 3, 1});
+  at::Tensor lf = lse.to(at::kFloat);
+  at::Tensor mask;
+  if (causal) {  // key j visible to query i iff j <= tk - tq + i
+    at::Tensor i = at::arange(tq, q.options().dtype(at::kLong)).unsqueeze(1);
+    at::Tensor j = at::arange(tk, q.options().dtype(at::kLong)).unsqueeze(0);
+    mask = j.le(i + (tk - tq));
+  }
+  at::Tensor dq = at::empty({B, S, H, tq, D}, q.options().dtype(at::kFloat));
+  at::Tensor dk = at::zeros({B, S, H, tk, D}, q.options().dtype(at::kFloat));
+  at::Tensor dv = at::zeros({B, S, H, tk, D}, q.options().dtype(at::kFloat));
+  const int64_t per_b = S * H * tq * tk;
+  const int64_t nb = std::max<int64_t>(1, kScoreBudget / std::max<int64_t>(1, per_b));
+  for (int64_t b0 = 0; b0 < B; b0 += nb) {
+    const int64_t n = std::min(nb, B - b0);
+    at::Tensor dkc = dk.narrow(0, b0, n), dvc = dv.narrow(0, b0, n);
+    dq.narrow(0, b0, n).copy_(chunk_bwd(qh.narrow(0, b0, n), kh.narrow(0, b0, n),
+                                        vh.narrow(0, b0, n), gh.narrow(0, b0, n),
+                                        lf.narrow(0, b0, n), delta.narrow(0, b0, n), mask, scale,
+                                        dkc, dvc));
+  }
+  auto back = [&](const at::Tensor& x) {
+    return x.permute({0, 3, 1, 2, 4}).contiguous().to(q.scalar_type());
+  };
+  return {back(dq), back(dk), back(dv)};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(wmk, CUDA, m) {
+  m.impl("spatial_attention_fwd", &spatial_fwd_cuda);
+  m.impl("spatial_attention_bwd", &spatial_bwd_cuda);
+  m.impl("temporal_attention_fwd", &temporal_fwd_cuda);
+  m.impl("temporal_attention_bwd", &temporal_bwd_cuda);
+}
+
+}  // namespace wmk
