@@ -34,6 +34,17 @@ from wmkernels.models.common import (
 from wmkernels.models.common import training as training_module
 from wmkernels.models.common.distributed import DistInfo
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These shapes are tiny: a parallel region costs more than the work, and far more when
+    the cores are shared with other jobs, so run single-threaded."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ---------------------------------------------------------------- patching
 
 
@@ -298,6 +309,39 @@ def test_checkpoint_roundtrip_with_tied_weights_and_errors(tmp_path):
         load_checkpoint(tmp_path / "junk.safetensors", other)
     with pytest.raises(ValueError, match="steps"):
         TrainConfig(steps=-1)
+
+
+def test_trainer_learns_action_conditioned_next_frames_of_the_world(tmp_path):
+    from wmkernels.models.data import NUM_ACTIONS, make_clips
+
+    class NextFrame(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = PatchEmbed(4, 3, 32)
+            self.body = STTransformer(32, depth=1, heads=2, cond_dim=NUM_ACTIONS + 1)
+            self.head = PatchHead(32, 4, 3)
+            self.register_buffer("pos", sincos_3d(3, 4, 4, 32))
+
+        def forward(self, video, actions):
+            cond = torch.nn.functional.one_hot(actions + 1, NUM_ACTIONS + 1).float()
+            tokens = self.embed(video) + self.pos[: video.shape[1]]
+            return self.head(self.body(tokens, cond), 16, 16)
+
+    def batch(step):
+        clips = make_clips(8, 4, 16, seed=0, start=8 * step)
+        return clips["video"], clips["actions"]
+
+    def loss(model, b):
+        video, actions = b
+        return torch.nn.functional.mse_loss(model(video[:, :-1], actions), video[:, 1:])
+
+    torch.manual_seed(0)
+    model = NextFrame()
+    trainer = Trainer(model, torch.optim.AdamW(model.parameters(), lr=3e-3), loss, batch,
+                      TrainConfig(steps=40, log_every=10, progress=False,
+                                  out_dir=str(tmp_path)))
+    history = trainer.fit()
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
 
 
 def test_non_finite_loss_stops_training(tmp_path):
