@@ -66,6 +66,9 @@ def add_jepa_parser(subparsers) -> argparse.ArgumentParser:
     q.add_argument("--elites", type=int, default=None, help="default: samples // 8")
     q.add_argument("--iterations", type=int, default=4)
     q.add_argument("--seed", type=int, default=4321)
+    q.add_argument("--oracle", type=int, default=0, metavar="EPISODES",
+                   help="with --episodes: also rank every action sequence by the encoded "
+                        "real outcome over this many episodes (the representation's bound)")
     q.add_argument("--json", default=None, help="write the report here")
     q.set_defaults(func=_plan)
     return jepa
@@ -125,7 +128,7 @@ def _plan(args) -> int:
     import numpy as np
     import torch
     from wmkernels.models.data import ACTIONS, World, WorldConfig
-    from wmkernels.models.jepa.evaluate import planning_report
+    from wmkernels.models.jepa.evaluate import oracle_report, planning_report
     from wmkernels.models.jepa.planner import CEMConfig, CEMPlanner
     from wmkernels.models.jepa.train import load_model
 
@@ -138,6 +141,13 @@ def _plan(args) -> int:
                         iterations=args.iterations)
         report = planning_report(model, episodes=args.episodes, horizon=args.horizon,
                                  seed=args.seed, cem=cem)
+        if args.oracle:
+            oracle = oracle_report(model, episodes=args.oracle, horizon=args.horizon,
+                                   seed=args.seed)
+            print(f"oracle (real outcomes, {args.oracle} episodes): success "
+                  f"{oracle['oracle_success']:.2f}, energy/distance correlation "
+                  f"{oracle['energy_distance_corr']:.2f}")
+            report["oracle"] = oracle
         _write_json(args.json, report)
         return 0
     if args.start is None or args.goal is None:

@@ -155,3 +155,43 @@ def encoder_from_checkpoint(model) -> VisionTransformer:
         return model.frame_encoder.encoder
     return model.target_encoder
 
+
+
+@torch.no_grad()
+def oracle_report(model: ACWorldModel, *, episodes: int = 12, horizon: int = 4,
+                  seed: int = 4321, tolerance: float | None = None,
+                  world: WorldConfig | None = None) -> dict:
+    """Does the representation itself support planning? The same goal-reaching episodes as
+    `planning_report`, but every one of the num_actions ** horizon action sequences is
+    executed in the real simulator, its final frame encoded, and the sequence whose frame
+    lies nearest the goal frame (L1, the planner's energy) is chosen. The success rate is
+    an upper bound for a planner with a perfect predictor; `energy_distance_corr` is the
+    mean correlation, over episodes, between that energy and the agent's distance to the
+    goal position.
+    """
+    wcfg = world or WorldConfig(num_balls=model.cfg.world_balls)
+    sim = World(wcfg, size=model.cfg.encoder.image_size)
+    tol = tolerance if tolerance is not None else wcfg.agent_size / 2
+    repeat = model.cfg.action_repeat
+    rng = np.random.default_rng(seed)
+    sim.reset(seed=seed, batch_size=episodes)
+    start = sim.get_state()
+    goal_actions = np.stack([sample_actions(wcfg, rng, horizon) for _ in range(episodes)])
+    goal_pos = _execute(sim, start, goal_actions, repeat)
+    z_goal = model.frame_encoder(sim.render()[:, None] * 2 - 1)[:, 0]
+    a = model.cfg.num_actions
+    seqs = np.stack(np.meshgrid(*[np.arange(a)] * horizon, indexing="ij"), -1).reshape(-1,
+                                                                                       horizon)
+    success, corr = [], []
+    for e in range(episodes):
+        pos = _execute(sim, start.index([e] * len(seqs)), seqs, repeat)
+        frames = sim.render()[:, None] * 2 - 1
+        z = torch.cat([model.frame_encoder(frames[i:i + 128])[:, 0]
+                       for i in range(0, len(seqs), 128)])
+        energy = (z - z_goal[e]).abs().mean(dim=(-1, -2)).numpy()
+        dist = np.linalg.norm(pos - goal_pos[e], axis=-1)
+        success.append(dist[energy.argmin()] < tol)
+        corr.append(np.corrcoef(energy, dist)[0, 1])
+    return {"episodes": episodes, "horizon": horizon, "tolerance": tol,
+            "oracle_success": float(np.mean(success)),
+            "energy_distance_corr": float(np.nanmean(corr))}

@@ -313,7 +313,7 @@ def test_probes_read_what_they_should():
 # ---------------------------------------------------------------- end to end on the world
 
 def test_probe_and_planner_end_to_end(tmp_path):
-    from wmkernels.models.jepa.evaluate import planning_report, probe_report
+    from wmkernels.models.jepa.evaluate import oracle_report, planning_report, probe_report
 
     model = tiny_ijepa()
     report = probe_report(model.target_encoder, n_train=24, n_test=12, epochs=1, log=None)
@@ -331,6 +331,8 @@ def test_probe_and_planner_end_to_end(tmp_path):
                         cem=CEMConfig(horizon=2, samples=8, elites=2, iterations=2))
     assert 0.0 <= r["cem_success"] <= 1.0 and 0.0 <= r["random_success"] <= 1.0
     assert r["episodes"] == 3
+    o = oracle_report(ac, episodes=2, horizon=1)
+    assert 0.0 <= o["oracle_success"] <= 1.0 and -1.0 <= o["energy_distance_corr"] <= 1.0
 
 
 def test_cli_train_probe_plan(tmp_path, capsys):
