@@ -116,17 +116,21 @@ class ActionConditionedPredictor(nn.Module):
             zs = torch.cat([zs, nxt], dim=1)
         return zs[:, t0:]
 
-    def loss(self, z: torch.Tensor, actions: torch.Tensor, rollout: int = 2
-             ) -> tuple[torch.Tensor, dict]:
-        """Teacher-forcing + rollout L1 on a clip of features z (B, T, S, C) whose frame t
-        was followed by actions[:, t] (B, T - 1). Returns (loss, stats)."""
+    def loss(self, z: torch.Tensor, actions: torch.Tensor, rollout: int = 2,
+             kind: str = "l1") -> tuple[torch.Tensor, dict]:
+        """Teacher-forcing + rollout loss on a clip of features z (B, T, S, C) whose frame t
+        was followed by actions[:, t] (B, T - 1). kind: "l1" (V-JEPA 2-AC) or "l2".
+        Returns (loss, stats)."""
+        if kind not in ("l1", "l2"):
+            raise ValueError(f"kind must be 'l1' or 'l2', got {kind!r}")
+        dist = F.l1_loss if kind == "l1" else F.mse_loss
         t = z.shape[1]
         if actions.shape != (z.shape[0], t - 1):
             raise ValueError(f"actions must be ({z.shape[0]}, {t - 1}) for {t} frames, "
                              f"got {tuple(actions.shape)}")
-        tf = F.l1_loss(self(z[:, :-1], actions), z[:, 1:])
+        tf = dist(self(z[:, :-1], actions), z[:, 1:])
         steps = min(rollout, t - 1)
-        ro = F.l1_loss(self.rollout(z[:, :1], actions[:, :steps]), z[:, 1:1 + steps])
+        ro = dist(self.rollout(z[:, :1], actions[:, :steps]), z[:, 1:1 + steps])
         loss = tf + ro
         return loss, {"loss": float(loss.detach()), "teacher_forcing": float(tf.detach()),
                       "rollout": float(ro.detach())}

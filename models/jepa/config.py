@@ -89,6 +89,7 @@ class ACConfig:
     heads: int = 2                # 16
     mlp_ratio: float = 4.0
     rollout: int = 2              # autoregressive steps in the rollout loss (paper 2)
+    loss: str = "l1"              # "l1" (paper) or "l2"
     lr: float = 1e-3              # 4.25e-4
     weight_decay: float = 0.04
     warmup: int = 50

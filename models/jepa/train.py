@@ -263,7 +263,7 @@ def train_ac(jepa_checkpoint: str | Path, cfg: ACConfig, *, steps: int | None = 
         return feats[idx], actions[idx]
 
     def loss_fn(m, batch):
-        loss, stats = m.predictor.loss(*batch, cfg.rollout)
+        loss, stats = m.predictor.loss(*batch, cfg.rollout, cfg.loss)
         return {**stats, "loss": loss}
 
     trainer = _trainer(model, list(model.predictor.parameters()), cfg, loss_fn, batch_fn,

@@ -267,6 +267,10 @@ def test_ac_predictor_is_block_causal():
     loss, stats = pred.loss(z, a[:, :4], rollout=2)
     loss.backward()
     assert stats["rollout"] > 0 and all(p.grad is not None for p in pred.parameters())
+    l2, _ = pred.loss(z, a[:, :4], rollout=1, kind="l2")
+    assert l2.item() > 0
+    with pytest.raises(ValueError, match="kind"):
+        pred.loss(z, a[:, :4], kind="huber")
 
 
 class _Counter(torch.nn.Module):
