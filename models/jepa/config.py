@@ -89,12 +89,15 @@ class ACConfig:
     heads: int = 2                # 16
     mlp_ratio: float = 4.0
     rollout: int = 2              # autoregressive steps in the rollout loss (paper 2)
-    loss: str = "l1"              # "l1" (paper) or "l2"
+    # "l1" in the paper. With L1 the tiny predictor stays at "nothing changes" (the median
+    # change of almost every feature is zero); L2 learns the action's effect
+    # (measured: planning success 0.22 with L1, 0.40 with L2, random 0.22).
+    loss: str = "l2"
     lr: float = 1e-3              # 4.25e-4
     weight_decay: float = 0.04
     warmup: int = 50
     batch_size: int = 16          # 256
-    steps: int = 600
+    steps: int = 1000
 
 
 CONFIGS = {
