@@ -1,3 +1,3 @@
 """One module per model pipeline; each defines `cases(device, quick) -> list[Case | Skip]`."""
 
-MODELS = ("genie",)
+MODELS = ("genie", "jepa")

@@ -1,0 +1,197 @@
+"""`wmk jepa ...` commands.
+
+    wmk jepa train --variant ijepa|vjepa|ac --config tiny [--steps N] [--out RUN_DIR]
+                   [--encoder JEPA_RUN]                 (ac: the frozen encoder's run)
+    wmk jepa probe --checkpoint PATH [--n-train N] [--n-test N] [--json PATH]
+    wmk jepa plan  --checkpoint AC_PATH --start SEED --goal A,A,...   one start/goal pair
+    wmk jepa plan  --checkpoint AC_PATH --episodes N [--horizon H]     success rate vs random
+
+`add_jepa_parser(subparsers)` registers them on the package's `wmk` parser; this module also
+runs on its own: `python -m wmkernels.models.jepa.cli ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+DEFAULT_OUT = {"ijepa": "runs/jepa/ijepa", "vjepa": "runs/jepa/vjepa", "ac": "runs/jepa/ac"}
+
+
+def add_jepa_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the `jepa` command (train, probe, plan) to an argparse subparsers object."""
+    jepa = subparsers.add_parser("jepa", help="I-JEPA / V-JEPA training, probes, planning")
+    sub = jepa.add_subparsers(dest="jepa_command", required=True)
+
+    t = sub.add_parser("train", help="train I-JEPA, V-JEPA or the action-conditioned predictor")
+    t.add_argument("--variant", choices=("ijepa", "vjepa", "ac"), required=True)
+    t.add_argument("--config", default="tiny", help="named preset (default: tiny)")
+    t.add_argument("--steps", type=int, default=None, help="override the config's steps")
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--clips", type=int, default=None,
+                   help="size of the training pool of world clips (default 2000; ac 800)")
+    t.add_argument("--out", default=None,
+                   help="run directory (checkpoint.safetensors + config.json); an existing "
+                        "checkpoint there is resumed. Default runs/jepa/<variant>")
+    t.add_argument("--encoder", default=None,
+                   help="ac only: JEPA run (or checkpoint) whose target encoder is frozen "
+                        "underneath")
+    t.add_argument("--attention", choices=("factorized", "joint"), default=None,
+                   help="vjepa only: encoder attention layout")
+    t.add_argument("--masking", choices=("multiblock", "tube"), default=None,
+                   help="vjepa only: mask family")
+    t.set_defaults(func=_train)
+
+    p = sub.add_parser("probe", help="linear + attentive probes vs random encoder and pixels")
+    p.add_argument("--checkpoint", required=True, help="an ijepa/vjepa run or checkpoint")
+    p.add_argument("--n-train", type=int, default=1000)
+    p.add_argument("--n-test", type=int, default=500)
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--json", default=None, help="write the report here")
+    p.set_defaults(func=_probe)
+
+    q = sub.add_parser("plan", help="CEM planning in representation space")
+    q.add_argument("--checkpoint", required=True, help="an ac run or checkpoint")
+    q.add_argument("--start", type=int, default=None, help="world seed of the start frame")
+    q.add_argument("--goal", default=None,
+                   help="comma-separated action ids that produce the goal frame from start "
+                        "(each held for the model's action_repeat world steps)")
+    q.add_argument("--episodes", type=int, default=None,
+                   help="evaluate the success rate over this many episodes instead")
+    q.add_argument("--horizon", type=int, default=4)
+    q.add_argument("--samples", type=int, default=64)
+    q.add_argument("--elites", type=int, default=None, help="default: samples // 8")
+    q.add_argument("--iterations", type=int, default=4)
+    q.add_argument("--seed", type=int, default=4321)
+    q.add_argument("--oracle", type=int, default=0, metavar="EPISODES",
+                   help="with --episodes: also rank every action sequence by the encoded "
+                        "real outcome over this many episodes (the representation's bound)")
+    q.add_argument("--json", default=None, help="write the report here")
+    q.set_defaults(func=_plan)
+    return jepa
+
+
+def _write_json(path: str | None, report: dict) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(report, indent=2))
+        print(f"wrote {path}")
+
+
+def _train(args) -> int:
+    from wmkernels.models.jepa.config import get_config
+    from wmkernels.models.jepa.train import train_ac, train_jepa
+
+    cfg = get_config(args.variant, args.config)
+    if args.batch_size is not None:
+        cfg.batch_size = args.batch_size
+    if args.variant == "vjepa":
+        if args.attention:
+            cfg.encoder.attention = args.attention
+        if args.masking:
+            cfg.masking = args.masking
+    elif args.attention or args.masking:
+        raise SystemExit("--attention and --masking apply to --variant vjepa only")
+    out = args.out or DEFAULT_OUT[args.variant]
+    if args.variant == "ac":
+        if not args.encoder:
+            raise SystemExit("--variant ac needs --encoder PATH (an ijepa/vjepa checkpoint)")
+        _, trainer = train_ac(args.encoder, cfg, steps=args.steps, seed=args.seed,
+                              clips=args.clips, out=out, progress=True)
+        print(f"final loss {trainer.history[-1]['loss']:.4f}; wrote {out}")
+    else:
+        _, trainer = train_jepa(args.variant, cfg, steps=args.steps, seed=args.seed,
+                                clips=args.clips, out=out, progress=True)
+        first, last = trainer.history[0], trainer.history[-1]
+        print(f"loss {first['loss']:.4f} -> {last['loss']:.4f}; target feature std "
+              f"{first['target_std']:.4f} -> {last['target_std']:.4f}; wrote {out}")
+    return 0
+
+
+def _probe(args) -> int:
+    from wmkernels.models.jepa.evaluate import encoder_from_checkpoint, probe_report
+    from wmkernels.models.jepa.train import load_model
+
+    model, meta = load_model(args.checkpoint)
+    report = probe_report(encoder_from_checkpoint(model), n_train=args.n_train,
+                          n_test=args.n_test, seed=args.seed, epochs=args.epochs)
+    report["checkpoint"] = {"path": args.checkpoint, "variant": meta["variant"],
+                            "step": meta["step"]}
+    _write_json(args.json, report)
+    return 0
+
+
+def _plan(args) -> int:
+    import numpy as np
+    import torch
+    from wmkernels.models.data import ACTIONS, World, WorldConfig
+    from wmkernels.models.jepa.evaluate import oracle_report, planning_report
+    from wmkernels.models.jepa.planner import CEMConfig, CEMPlanner
+    from wmkernels.models.jepa.train import load_model
+
+    model, meta = load_model(args.checkpoint)
+    if meta["variant"] != "ac":
+        raise SystemExit(f"--checkpoint must be an ac checkpoint, got {meta['variant']!r}")
+    elites = args.elites or max(1, args.samples // 8)
+    if args.episodes is not None:
+        cem = CEMConfig(horizon=args.horizon, samples=args.samples, elites=elites,
+                        iterations=args.iterations)
+        report = planning_report(model, episodes=args.episodes, horizon=args.horizon,
+                                 seed=args.seed, cem=cem)
+        if args.oracle:
+            oracle = oracle_report(model, episodes=args.oracle, horizon=args.horizon,
+                                   seed=args.seed)
+            print(f"oracle (real outcomes, {args.oracle} episodes): success "
+                  f"{oracle['oracle_success']:.2f}, energy/distance correlation "
+                  f"{oracle['energy_distance_corr']:.2f}")
+            report["oracle"] = oracle
+        _write_json(args.json, report)
+        return 0
+    if args.start is None or args.goal is None:
+        raise SystemExit("give --start SEED and --goal A,A,... (or --episodes N)")
+    try:
+        goal_actions = [int(a) for a in args.goal.split(",")]
+    except ValueError:
+        raise SystemExit(f"--goal must be comma-separated action ids, got {args.goal!r}"
+                         ) from None
+    if not goal_actions or not all(0 <= a < len(ACTIONS) for a in goal_actions):
+        raise SystemExit(f"--goal action ids must be in [0, {len(ACTIONS)}), got {args.goal!r}")
+    sim = World(WorldConfig(num_balls=model.cfg.world_balls), size=model.cfg.encoder.image_size)
+    start_frame = sim.reset(seed=args.start)
+    start = sim.get_state()
+    repeat = model.cfg.action_repeat
+    for a in goal_actions:
+        for _ in range(repeat):
+            goal_frame = sim.step(a)
+    goal_pos = sim.agent_position()[0]
+    enc = model.frame_encoder
+    z0 = enc(start_frame[None, None] * 2 - 1)[0, 0]
+    zg = enc(goal_frame[None, None] * 2 - 1)[0, 0]
+    cem = CEMConfig(horizon=len(goal_actions), samples=args.samples, elites=elites,
+                    iterations=args.iterations)
+    plan, energy = CEMPlanner(model.predictor.eval(), cem).plan(
+        z0, zg, torch.Generator().manual_seed(args.seed))
+    sim.set_state(start)
+    for a in plan.tolist():
+        for _ in range(repeat):
+            sim.step(a)
+    dist = float(np.linalg.norm(sim.agent_position()[0] - goal_pos))
+    print(f"goal actions:    {[ACTIONS[a] for a in goal_actions]}")
+    print(f"planned actions: {[ACTIONS[a] for a in plan.tolist()]} (energy {energy:.4f})")
+    print(f"agent ends {dist:.3f} screen widths from the goal position "
+          f"({'reached' if dist < sim.config.agent_size / 2 else 'missed'})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="wmk")
+    add_jepa_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
