@@ -1,0 +1,208 @@
+"""spatial_attention / temporal_attention: every backend against a float64 reference."""
+
+import pytest
+import torch
+from checks import assert_close, backend_params, dtypes_for
+
+import wmkernels
+from wmkernels.reference import attention as reference
+
+SPATIAL = backend_params("spatial_attention")
+TEMPORAL = backend_params("temporal_attention")
+FLOAT64_BACKENDS = ("reference", "cpu")
+
+
+def naive_attention(q, k, v, mask=None, scale=None):
+    """(..., Lq, D) x (..., Lk, D): explicit softmax in float64, independent of SDPA."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    s = torch.einsum("...id,...jd->...ij", q.double(), k.double()) * scale
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    return torch.einsum("...ij,...jd->...id", s.softmax(-1), v.double())
+
+
+def spatial64(q, k, v, scale=None):
+    # (B, T, S, H, D) -> (B, T, H, S, D) views, then back
+    t = lambda x: x.double().transpose(2, 3)
+    return naive_attention(t(q), t(k), t(v), scale=scale).transpose(2, 3)
+
+
+def temporal64(q, k, v, causal=True, scale=None):
+    t = lambda x: x.double().permute(0, 2, 3, 1, 4)  # (B, S, H, T, D)
+    mask = reference.causal_mask(q.shape[1], k.shape[1], q.device) if causal else None
+    return naive_attention(t(q), t(k), t(v), mask, scale).permute(0, 3, 1, 2, 4)
+
+
+def packed(B, T, S, H, D, dtype, device, requires_grad=False):
+    """q, k, v as strided views of one packed (B, T, S, 3, H, D) projection."""
+    qkv = torch.randn(B, T, S, 3, H, D, dtype=dtype, device=device)
+    qkv.requires_grad_(requires_grad)
+    return qkv, qkv.unbind(3)
+
+
+def rand(shape, dtype, device):
+    return torch.randn(shape, dtype=dtype, device=device)
+
+
+def check_fwd(fn, ref_fn, q, k, v, dtype, **kw):
+    out = fn(q, k, v, **kw)
+    assert out.is_contiguous() and out.dtype == dtype and out.shape == q.shape
+    ref = ref_fn(q, k, v, **{a: b for a, b in kw.items() if a != "backend"})
+    low = fn(q, k, v, **{**kw, "backend": "reference"})
+    assert_close(out, ref, low, dtype=dtype)
+
+
+def spatial_shapes(backend):
+    if backend == "triton":  # interpreted: keep it tiny
+        return [(1, 1, 1, 1, 32), (1, 2, 7, 2, 32), (1, 1, 100, 1, 64)]
+    return [(1, 1, 1, 1, 32), (2, 3, 7, 2, 32), (1, 2, 100, 2, 64), (1, 1, 257, 2, 32)]
+
+
+@pytest.mark.parametrize("device,backend", SPATIAL)
+def test_spatial_matches_float64(device, backend):
+    for dtype in dtypes_for(device, backend):
+        for B, T, S, H, D in spatial_shapes(backend):
+            _, (q, k, v) = packed(B, T, S, H, D, dtype, device)
+            check_fwd(wmkernels.spatial_attention, spatial64, q, k, v, dtype, backend=backend)
+
+
+def temporal_shapes(backend):
+    # (B, Tq, Tk, S, H, D)
+    if backend == "triton":
+        return [(1, 1, 1, 1, 1, 32), (1, 3, 3, 5, 2, 32), (1, 3, 17, 3, 1, 64),
+                (1, 16, 16, 2, 1, 32)]
+    return [(1, 1, 1, 1, 1, 32), (2, 3, 3, 7, 2, 32), (1, 16, 16, 5, 2, 64),
+            (1, 17, 17, 3, 1, 32), (1, 1, 16, 9, 2, 64), (2, 5, 17, 4, 1, 32)]
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("device,backend", TEMPORAL)
+def test_temporal_matches_float64(device, backend, causal):
+    for dtype in dtypes_for(device, backend):
+        for B, Tq, Tk, S, H, D in temporal_shapes(backend):
+            _, (q, _, _) = packed(B, Tq, S, H, D, dtype, device)
+            _, (_, k, v) = packed(B, Tk, S, H, D, dtype, device)
+            check_fwd(wmkernels.temporal_attention, temporal64, q, k, v, dtype,
+                      causal=causal, backend=backend)
+
+
+@pytest.mark.parametrize("device,backend", TEMPORAL)
+def test_temporal_kv_cache_prefix_view(device, backend):
+    """k/v as the `[:, :t]` prefix of a larger preallocated cache buffer."""
+    B, S, H, D, Tmax, t = 2, 5, 2, 32, 16, 7
+    kbuf, vbuf = rand((B, Tmax, S, H, D), torch.float32, device), rand(
+        (B, Tmax, S, H, D), torch.float32, device)
+    k, v = kbuf[:, :t], vbuf[:, :t]
+    q = rand((B, 1, S, H, D), torch.float32, device)
+    assert not k.is_contiguous()
+    check_fwd(wmkernels.temporal_attention, temporal64, q, k, v, torch.float32,
+              causal=True, backend=backend)
+
+
+@pytest.mark.parametrize("device,backend", SPATIAL)
+def test_spatial_gradients(device, backend):
+    for dtype in dtypes_for(device, backend, (torch.float32, torch.float16)):
+        B, T, S, H, D = (1, 2, 19, 2, 32)
+        qkv, (q, k, v) = packed(B, T, S, H, D, dtype, device, requires_grad=True)
+        grad = torch.randn(B, T, S, H, D, dtype=dtype, device=device)
+        out = wmkernels.spatial_attention(q, k, v, backend=backend)
+        (g,) = torch.autograd.grad(out, qkv, grad)
+        qkv64 = qkv.detach().double().requires_grad_()
+        (g64,) = torch.autograd.grad(spatial64(*qkv64.unbind(3)), qkv64, grad.double())
+        low = wmkernels.spatial_attention(q, k, v, backend="reference")
+        (glow,) = torch.autograd.grad(low, qkv, grad)
+        assert_close(g, g64, glow, dtype=dtype, name="grad of packed qkv")
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("device,backend", TEMPORAL)
+def test_temporal_gradients(device, backend, causal):
+    for dtype in dtypes_for(device, backend, (torch.float32, torch.float16)):
+        B, Tq, Tk, S, H, D = (1, 3, 5, 4, 2, 32)
+        q = rand((B, Tq, S, H, D), dtype, device).requires_grad_()
+        kv = rand((B, Tk, S, 2, H, D), dtype, device).requires_grad_()
+        k, v = kv.unbind(3)
+        grad = torch.randn(B, Tq, S, H, D, dtype=dtype, device=device)
+        out = wmkernels.temporal_attention(q, k, v, causal=causal, backend=backend)
+        gq, gkv = torch.autograd.grad(out, (q, kv), grad)
+        q64, kv64 = (x.detach().double().requires_grad_() for x in (q, kv))
+        ref = temporal64(q64, *kv64.unbind(3), causal=causal)
+        gq64, gkv64 = torch.autograd.grad(ref, (q64, kv64), grad.double())
+        low = wmkernels.temporal_attention(q, k, v, causal=causal, backend="reference")
+        lq, lkv = torch.autograd.grad(low, (q, kv), grad)
+        assert_close(gq, gq64, lq, dtype=dtype, name="grad q")
+        assert_close(gkv, gkv64, lkv, dtype=dtype, name="grad kv")
+
+
+@pytest.mark.parametrize("device,backend", SPATIAL)
+def test_gradcheck_float64(device, backend):
+    if backend not in FLOAT64_BACKENDS:
+        pytest.skip(f"{backend} does not run float64")
+    q, k, v = (rand((1, 2, 3, 1, 4), torch.float64, device).requires_grad_() for _ in range(3))
+    torch.autograd.gradcheck(
+        lambda q, k, v: wmkernels.spatial_attention(q, k, v, backend=backend), (q, k, v))
+    kt, vt = (rand((1, 4, 3, 1, 4), torch.float64, device).requires_grad_() for _ in range(2))
+    for causal in (True, False):
+        torch.autograd.gradcheck(lambda q, k, v, c=causal: wmkernels.temporal_attention(
+            q, k, v, causal=c, backend=backend), (q, kt, vt))
+
+
+@pytest.mark.parametrize("device,backend", SPATIAL)
+def test_empty_inputs(device, backend):
+    q = rand((0, 2, 3, 1, 32), torch.float32, device)
+    assert wmkernels.spatial_attention(q, q, q, backend=backend).shape == q.shape
+    assert wmkernels.temporal_attention(q, q, q, backend=backend).shape == q.shape
+
+
+@pytest.mark.parametrize("device,backend", SPATIAL)
+def test_compile_fullgraph(device, backend):
+    qkv, (q, k, v) = packed(1, 3, 5, 2, 32, torch.float32, device)
+
+    def block(q, k, v):
+        return (wmkernels.spatial_attention(q, k, v, backend=backend)
+                + wmkernels.temporal_attention(q, k, v, backend=backend))
+
+    torch._dynamo.reset()
+    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(q, k, v), block(q, k, v))
+
+
+def test_scale_is_applied():
+    _, (q, k, v) = packed(1, 2, 6, 1, 32, torch.float32, "cpu")
+    out = wmkernels.spatial_attention(q, k, v, scale=0.3)
+    torch.testing.assert_close(out, spatial64(q, k, v, scale=0.3).float())
+    out = wmkernels.temporal_attention(q, k, v, scale=0.3)
+    torch.testing.assert_close(out, temporal64(q, k, v, scale=0.3).float())
+
+
+BAD = [
+    ("rank", lambda x: (x[0], x, x), ValueError, "q must be 5-D"),
+    ("shape", lambda x: (x, x[:, :, :3], x[:, :, :3]), ValueError, "k must"),
+    ("kv", lambda x: (x, x, x[:, :, :, :1]), ValueError, "k and v"),
+    ("dtype", lambda x: (x, x.double(), x), TypeError, "k has dtype"),
+    ("int", lambda x: (x.int(), x, x), TypeError, "q must have dtype"),
+    ("stride", lambda x: (x, x, x.transpose(3, 4)), ValueError, "v must have unit stride"),
+    ("device", lambda x: (x, x.to("meta"), x), ValueError, "k is on meta"),
+]
+
+
+@pytest.mark.parametrize("what,make,exc,msg", BAD, ids=[b[0] for b in BAD])
+def test_bad_inputs(what, make, exc, msg):
+    x = torch.randn(1, 2, 4, 2, 2)
+    for fn in (wmkernels.spatial_attention, wmkernels.temporal_attention):
+        with pytest.raises(exc, match=msg):
+            fn(*make(x))
+
+
+def test_bad_temporal_args():
+    q, k = torch.randn(1, 3, 4, 2, 8), torch.randn(1, 2, 4, 2, 8)
+    with pytest.raises(ValueError, match="Tq = 3 > Tk = 2"):
+        wmkernels.temporal_attention(q, k, k)
+    with pytest.raises(ValueError, match="q's B, S, H, D"):
+        wmkernels.temporal_attention(q, torch.randn(1, 3, 5, 2, 8), torch.randn(1, 3, 5, 2, 8))
+    with pytest.raises(TypeError, match="causal must be a bool"):
+        wmkernels.temporal_attention(k, k, k, causal=1)
+    with pytest.raises(ValueError, match="scale must be a finite positive"):
+        wmkernels.spatial_attention(k, k, k, scale=-1.0)
+    with pytest.raises(ValueError, match="backend"):
+        wmkernels.spatial_attention(k, k, k, backend="nope")
