@@ -40,7 +40,7 @@ class Tokenizer:
     UNK = 1
     SPECIALS = ("<pad>", "<unk>")
 
-    def __init__(self, vocab: Sequence[str], max_tokens: int = 16):
+    def __init__(self, vocab: Sequence[str], max_tokens: int = 24):
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         vocab = sorted(set(vocab) - set(self.SPECIALS))
@@ -52,7 +52,7 @@ class Tokenizer:
         self.max_tokens = max_tokens
 
     @classmethod
-    def from_captions(cls, captions: Iterable[str], max_tokens: int = 16) -> Tokenizer:
+    def from_captions(cls, captions: Iterable[str], max_tokens: int = 24) -> Tokenizer:
         """A tokenizer whose vocabulary is every word appearing in `captions`."""
         vocab: set[str] = set()
         for c in captions:
@@ -100,12 +100,12 @@ class Tokenizer:
 @dataclass
 class TextConfig:
     """Text encoder sizes. Paper-scale: frozen T5-XXL (4096 wide, 120 tokens). Ours: a
-    2-layer, 128-wide transformer over <= 16 words, trained with the DiT."""
+    2-layer, 128-wide transformer over <= 24 words, trained with the DiT."""
 
     dim: int = 128
     layers: int = 2
     heads: int = 4
-    max_tokens: int = 16
+    max_tokens: int = 24
 
 
 class TextEncoder(nn.Module):
