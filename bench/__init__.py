@@ -1,0 +1,1 @@
+"""Benchmark harness (installed as wmkernels.bench): `wmk bench` and `pytest bench`."""

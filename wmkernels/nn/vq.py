@@ -5,6 +5,7 @@ mean the same thing, so switching is a rename of the import."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from wmkernels.ops.vq import vq_ema_update_, vq_lookup, vq_quantize
@@ -64,9 +65,9 @@ class VectorQuantizer(nn.Module):
             backend=self.backend)
         if self.ema_decay is not None:
             # the codebook follows the EMA, so only the commitment term trains anything
-            e = quantized.detach()
-            z = torch.nn.functional.normalize(x, dim=-1) if self.metric == "cosine" else x
-            loss = self.commitment_weight * torch.nn.functional.mse_loss(z, e) if x.numel() else loss
+            z = F.normalize(x, dim=-1) if self.metric == "cosine" else x
+            if x.numel():
+                loss = self.commitment_weight * F.mse_loss(z, quantized.detach())
         flat_idx = indices.reshape(-1)
         counts = torch.bincount(flat_idx, minlength=self.codebook_size).float()
         with torch.no_grad():
@@ -102,22 +103,43 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _kmeans_init(self, flat: torch.Tensor) -> None:
-        """Lloyd's k-means on the first batch, with the fused lookup as the assignment step."""
+        """k-means++ seeding, then Lloyd iterations with the fused lookup as the assignment
+        step, on the first training batch."""
         K = self.codebook_size
         data = flat.to(self.codebook.dtype)
-        centers = data[torch.randint(0, data.shape[0], (K,), device=data.device)].clone()
+        if self.metric == "cosine":
+            data = F.normalize(data, dim=-1)
+        centers = self._kmeans_pp(data[torch.randperm(data.shape[0])[:16384]], K)
         for _ in range(self.kmeans_iters):
             idx = vq_lookup(data, centers, metric=self.metric, backend=self.backend)
             counts = torch.bincount(idx, minlength=K).to(data.dtype)
             sums = torch.zeros_like(centers).index_add_(0, idx, data)
             used = counts > 0
             centers[used] = sums[used] / counts[used, None]
+        idx = vq_lookup(data, centers, metric=self.metric, backend=self.backend)
+        counts = torch.bincount(idx, minlength=K).to(data.dtype)
         self.codebook.data.copy_(centers)
         if self.ema_decay is not None:
-            counts = torch.bincount(idx, minlength=K).to(data.dtype)
             self.cluster_size.copy_(counts)
             self.embed_sum.copy_(centers * counts[:, None])
         self.initted.fill_(True)
+
+    @staticmethod
+    def _kmeans_pp(data: torch.Tensor, K: int) -> torch.Tensor:
+        """k-means++ seeds: each new center drawn with probability ~ squared distance to the
+        nearest center so far (Arthur & Vassilvitskii 2007)."""
+        centers = data.new_empty(K, data.shape[1])
+        centers[0] = data[torch.randint(0, data.shape[0], ())]
+        nearest = (data - centers[0]).pow(2).sum(1)
+        for k in range(1, K):
+            total = nearest.sum()
+            if total > 0:
+                pick = torch.multinomial(nearest / total, 1)[0]
+            else:  # fewer distinct points than codes: repeat points
+                pick = torch.randint(0, data.shape[0], ())
+            centers[k] = data[pick]
+            nearest = torch.minimum(nearest, (data - centers[k]).pow(2).sum(1))
+        return centers
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, codebook_size={self.codebook_size}, metric={self.metric!r}, "

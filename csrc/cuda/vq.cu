@@ -1,0 +1,80 @@
+// Torch glue for the VQ CUDA kernels: argument checks, device guard, current stream.
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "vq_kernel.h"
+
+namespace wmk {
+namespace {
+
+int dtype_code(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return WMK_FLOAT32;
+    case at::kHalf: return WMK_FLOAT16;
+    case at::kBFloat16: return WMK_BFLOAT16;
+    case at::kDouble: return WMK_FLOAT64;
+    default: TORCH_CHECK(false, "vq_lookup: unsupported dtype ", t);
+  }
+}
+
+at::Tensor vq_lookup_cuda(const at::Tensor& z, const at::Tensor& codebook,
+                          c10::string_view metric) {
+  TORCH_CHECK(z.dim() == 2 && codebook.dim() == 2 && z.size(1) == codebook.size(1),
+              "vq_lookup: expected z (N, D) and codebook (K, D), got ", z.sizes(), " and ",
+              codebook.sizes());
+  TORCH_CHECK(z.scalar_type() == codebook.scalar_type(), "vq_lookup: z and codebook dtypes differ");
+  TORCH_CHECK(metric == "l2" || metric == "cosine", "vq_lookup: metric must be l2 or cosine");
+  TORCH_CHECK(codebook.size(0) > 0, "vq_lookup: codebook must have at least one code");
+  const c10::cuda::CUDAGuard guard(z.device());
+  at::Tensor out = at::empty({z.size(0)}, z.options().dtype(at::kLong));
+  if (z.size(0) == 0) return out;
+  const bool l2 = metric == "l2";
+  const auto acc = z.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor codes = codebook;
+  if (!l2) {
+    at::Tensor c = codebook.to(acc);
+    codes = (c / c.norm(2, {1}, true).clamp_min(1e-12)).to(codebook.scalar_type());
+  }
+  codes = codes.contiguous();
+  at::Tensor bias = l2 ? codes.to(acc).pow(2).sum(1) : at::zeros({codes.size(0)}, codes.options().dtype(acc));
+  const cudaError_t err = wmk_vq_lookup(
+      z.data_ptr(), z.stride(0), z.stride(1), codes.data_ptr(), bias.data_ptr(), l2 ? 2.0 : 1.0,
+      z.size(0), codes.size(0), z.size(1), dtype_code(z.scalar_type()),
+      out.data_ptr<int64_t>(), at::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "vq_lookup: CUDA launch failed: ", cudaGetErrorString(err));
+  return out;
+}
+
+void vq_ema_update_cuda(at::Tensor codebook, at::Tensor cluster_size, at::Tensor embed_sum,
+                        const at::Tensor& z, const at::Tensor& indices, double decay,
+                        double eps) {
+  TORCH_CHECK(codebook.scalar_type() == at::kFloat && cluster_size.scalar_type() == at::kFloat &&
+                  embed_sum.scalar_type() == at::kFloat,
+              "vq_ema_update_: the CUDA kernel keeps float32 state (codebook, cluster_size, "
+              "embed_sum); got ", codebook.scalar_type());
+  TORCH_CHECK(codebook.is_contiguous() && cluster_size.is_contiguous() &&
+                  embed_sum.is_contiguous(),
+              "vq_ema_update_: codebook, cluster_size and embed_sum must be contiguous");
+  const c10::cuda::CUDAGuard guard(codebook.device());
+  const int64_t K = codebook.size(0), D = codebook.size(1);
+  at::Tensor zc = z.to(at::kFloat).contiguous();
+  at::Tensor ic = indices.contiguous();
+  at::Tensor scratch = at::empty({K * (D + 1) + 1}, codebook.options());
+  const cudaError_t err = wmk_vq_ema_update(
+      codebook.data_ptr<float>(), cluster_size.data_ptr<float>(), embed_sum.data_ptr<float>(),
+      zc.data_ptr<float>(), ic.data_ptr<int64_t>(), zc.size(0), K, D,
+      static_cast<float>(decay), static_cast<float>(eps), scratch.data_ptr<float>(),
+      at::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "vq_ema_update_: CUDA launch failed: ", cudaGetErrorString(err));
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(wmk, CUDA, m) {
+  m.impl("vq_lookup", &vq_lookup_cuda);
+  m.impl("vq_ema_update_", &vq_ema_update_cuda);
+}
+
+}  // namespace wmk
