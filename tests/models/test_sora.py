@@ -296,3 +296,16 @@ def test_train_cli_sample_and_eval_end_to_end(tmp_path, capsys):
     res = prompt_following(model, probe, held, n=4, guidance=2.0, steps=2)
     assert set(res["generated"]) == set(PROBE_TARGETS) | {"colour_and_direction"}
     assert all(0 <= v <= 1 for v in res["unconditional"].values())
+
+
+def test_bench_cases_run_quick():
+    from wmkernels.bench.harness import Case, Skip
+    from wmkernels.bench.models.sora import cases
+
+    got = cases("cpu", quick=True)
+    ran = [c for c in got if isinstance(c, Case)]
+    assert {c.op for c in ran} == {"sora_sample_step", "sora_train_step"}
+    assert all(isinstance(c, (Case, Skip)) for c in got)
+    for c in ran:
+        out = c.fn()
+        assert torch.isfinite(out).all() and c.flops > 0
