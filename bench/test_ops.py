@@ -10,7 +10,6 @@ import os
 
 import pytest
 import torch
-
 from wmkernels.bench.harness import Skip
 from wmkernels.bench.ops import OPS
 
