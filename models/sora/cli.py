@@ -49,6 +49,7 @@ def add_sora_parser(subparsers) -> argparse.ArgumentParser:
                    "of refusing them")
     s.add_argument("--out", default=os.path.join("outputs", "sora"), help="output folder")
     s.add_argument("--scale", type=int, default=4, help="pixel upscale of the saved images")
+    s.add_argument("--device", default="cpu", help="cpu or cuda")
     s.set_defaults(func=_sample)
 
     e = sub.add_parser("eval", help="VAE PSNR and prompt following (probe accuracy)")
@@ -59,6 +60,7 @@ def add_sora_parser(subparsers) -> argparse.ArgumentParser:
     e.add_argument("--guidance", type=float, help="CFG scale (default: the config's)")
     e.add_argument("--steps", type=int, help="Euler steps (default: the config's, 30)")
     e.add_argument("--threads", type=int)
+    e.add_argument("--device", default="cpu", help="cpu or cuda (the probe runs on CPU)")
     e.add_argument("--out", help="metrics JSON (default: beside the checkpoint)")
     e.set_defaults(func=_eval)
     return p
@@ -80,21 +82,19 @@ def _train(args) -> int:
     for name in ("vae_steps", "dit_steps", "clips"):
         if getattr(args, name) is not None:
             setattr(cfg.train, name, getattr(args, name))
-    if args.device != "cpu":
-        raise SystemExit("wmk sora train: only --device cpu is wired in this version")
-    _, metrics = train(cfg, args.out, vae_checkpoint=args.vae_checkpoint)
+    _, metrics = train(cfg, args.out, vae_checkpoint=args.vae_checkpoint, device=args.device)
     print(json.dumps(metrics, indent=2))
     print(f"checkpoint: {os.path.join(args.out, 'sora.safetensors')}")
     return 0
 
 
-def _load(path: str):
+def _load(path: str, device: str = "cpu"):
     from wmkernels.models.sora.pipeline import Sora
 
     if not os.path.isfile(path):
         raise SystemExit(f"no checkpoint at {path!r}; train one with `wmk sora train "
                          "--config tiny` or pass --checkpoint")
-    return Sora.load(path)
+    return Sora.load(path, map_location=device).eval()
 
 
 def save_clip(video, path_stem: str, scale: int = 4) -> tuple[str, str]:
@@ -103,7 +103,8 @@ def save_clip(video, path_stem: str, scale: int = 4) -> tuple[str, str]:
     import imageio.v3 as iio
     import numpy as np
 
-    frames = ((video.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    frames = ((video.detach().cpu().clamp(-1, 1) + 1) * 127.5).round().byte()
+    frames = frames.permute(0, 2, 3, 1).numpy()
     frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
     gif, png = path_stem + ".gif", path_stem + ".png"
     iio.imwrite(gif, list(frames), duration=120, loop=0)
@@ -116,7 +117,7 @@ def save_clip(video, path_stem: str, scale: int = 4) -> tuple[str, str]:
 def _sample(args) -> int:
     import re
 
-    model = _load(args.checkpoint)
+    model = _load(args.checkpoint, args.device)
     try:
         model.tokenizer.encode([args.prompt], truncate=args.truncate)
     except ValueError as err:
@@ -145,7 +146,7 @@ def _eval(args) -> int:
     from wmkernels.models.sora.train import to_pixels, vae_psnr, world_clips
 
     _threads(args)
-    model = _load(args.checkpoint)
+    model = _load(args.checkpoint, args.device)
     cfg = model.cfg
     t0 = time.time()
     held = world_clips(cfg, max(args.clips, cfg.train.eval_clips), split="eval")

@@ -86,9 +86,9 @@ def probe_accuracy(probe: Probe, video: torch.Tensor, attributes: dict[str, torc
 @torch.no_grad()
 def generate(model: Sora, prompts: list[str | None], *, guidance: float, steps: int,
              seed: int, batch: int = 64) -> torch.Tensor:
-    """Clips (N, T, 3, H, W) in [-1, 1] for `prompts`, batch by batch, seed per batch."""
+    """CPU clips (N, T, 3, H, W) in [-1, 1] for `prompts`, batch by batch, seed per batch."""
     return torch.cat([model.sample(prompts[i:i + batch], guidance=guidance, steps=steps,
-                                   seed=seed + i, truncate=True)
+                                   seed=seed + i, truncate=True).cpu()
                       for i in range(0, len(prompts), batch)])
 
 

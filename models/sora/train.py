@@ -32,9 +32,10 @@ def world_clips(cfg: SoraConfig, n: int, *, split: str) -> dict:
                       dtype=torch.uint8)
 
 
-def to_pixels(video_u8: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float32 [-1, 1] (the VAE's pixel range)."""
-    return video_u8.float().div_(127.5).sub_(1.0)
+def to_pixels(video_u8: torch.Tensor, device: torch.device | str | None = None
+              ) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [-1, 1] (the VAE's pixel range), on `device`."""
+    return video_u8.to(device).float().div_(127.5).sub_(1.0)
 
 
 def _lr(step: int, total: int, peak: float, warmup: int = 100) -> float:
@@ -51,14 +52,16 @@ def train_vae(model: Sora, train_video: torch.Tensor, eval_video: torch.Tensor, 
     cfg = model.cfg.train
     vae = model.vae.train()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    dev = model.latent_scale.device
+    pick = torch.Generator().manual_seed(cfg.seed)           # batch indices (CPU)
+    gen = torch.Generator(device=dev).manual_seed(cfg.seed)  # posterior noise
     t0 = time.time()
     bar = tqdm(range(steps), desc="vae", disable=not progress, mininterval=5)
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = _lr(step, steps, cfg.vae_lr)
-        idx = torch.randint(0, train_video.shape[0], (cfg.vae_batch,), generator=gen)
-        loss, m = vae.loss(to_pixels(train_video[idx]), generator=gen)
+        idx = torch.randint(0, train_video.shape[0], (cfg.vae_batch,), generator=pick)
+        loss, m = vae.loss(to_pixels(train_video[idx], dev), generator=gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -76,7 +79,7 @@ def vae_psnr(model: Sora, video_u8: torch.Tensor, batch: int = 32) -> float:
     """Reconstruction PSNR (dB, pixels in [0, 1]) of the VAE's mean latent, over all clips."""
     se, n = 0.0, 0
     for i in range(0, video_u8.shape[0], batch):
-        x = to_pixels(video_u8[i:i + batch])
+        x = to_pixels(video_u8[i:i + batch], model.latent_scale.device)
         rec = model.vae.decode(model.vae.encode(x)).clamp(-1, 1)
         se += ((rec - x) / 2).pow(2).sum().item()
         n += x.numel()
@@ -86,7 +89,8 @@ def vae_psnr(model: Sora, video_u8: torch.Tensor, batch: int = 32) -> float:
 @torch.no_grad()
 def encode_latents(model: Sora, video_u8: torch.Tensor, batch: int = 64) -> torch.Tensor:
     """Unscaled VAE mean latents (N, T', C, H', W') of uint8 clips."""
-    return torch.cat([model.vae.encode(to_pixels(video_u8[i:i + batch]))
+    dev = model.latent_scale.device
+    return torch.cat([model.vae.encode(to_pixels(video_u8[i:i + batch], dev))
                       for i in range(0, video_u8.shape[0], batch)])
 
 
@@ -97,7 +101,8 @@ def train_dit(model: Sora, latents: torch.Tensor, captions: list[str], *, steps:
     cfg = model.cfg.train
     params = list(model.dit.parameters()) + list(model.text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.dit_lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    pick = torch.Generator().manual_seed(cfg.seed + 1)
+    gen = torch.Generator(device=latents.device).manual_seed(cfg.seed + 1)
     model.dit.train()
     model.text_encoder.train()
     t0, tail = time.time(), []
@@ -105,8 +110,9 @@ def train_dit(model: Sora, latents: torch.Tensor, captions: list[str], *, steps:
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = _lr(step, steps, cfg.dit_lr)
-        idx = torch.randint(0, latents.shape[0], (cfg.dit_batch,), generator=gen)
-        loss = model.loss(latents[idx], [captions[i] for i in idx.tolist()], generator=gen)
+        idx = torch.randint(0, latents.shape[0], (cfg.dit_batch,), generator=pick)
+        prompts = [captions[i] for i in idx.tolist()]
+        loss = model.loss(latents[idx.to(latents.device)], prompts, generator=gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -123,8 +129,8 @@ def train_dit(model: Sora, latents: torch.Tensor, captions: list[str], *, steps:
 
 
 def train(cfg: SoraConfig, out_dir: str, *, log: Log = print, progress: bool = True,
-          vae_checkpoint: str | None = None) -> tuple[Sora, dict]:
-    """Full training run. Writes `out_dir/sora.safetensors` (every weight + config +
+          vae_checkpoint: str | None = None, device: str = "cpu") -> tuple[Sora, dict]:
+    """Full training run on `device`. Writes `out_dir/sora.safetensors` (every weight + config +
     vocabulary) and `out_dir/train_metrics.json`. With `vae_checkpoint` (a Sora checkpoint
     of the same config) the trained VAE is reused and its training skipped."""
     cfg.validate()
@@ -134,7 +140,7 @@ def train(cfg: SoraConfig, out_dir: str, *, log: Log = print, progress: bool = T
     data = world_clips(cfg, cfg.train.clips, split="train")
     held = world_clips(cfg, cfg.train.eval_clips, split="eval")
     tokenizer = Tokenizer.from_captions(data["caption"], cfg.text.max_tokens)
-    model = Sora(cfg, tokenizer)
+    model = Sora(cfg, tokenizer).to(device)
     log(f"{cfg.train.clips} training clips rendered in {time.time() - t0:.1f}s; vocabulary "
         f"{len(tokenizer)} words")
     metrics: dict = {}
