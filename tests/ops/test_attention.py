@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from checks import assert_close, backend_params, dtypes_for
+from checks import assert_close, backend_params, dtypes_for, opcheck
 
 import wmkernels
 from wmkernels.reference import attention as reference
@@ -70,7 +70,7 @@ def temporal_shapes(backend):
     # (B, Tq, Tk, S, H, D)
     if backend == "triton":
         return [(1, 1, 1, 1, 1, 32), (1, 3, 3, 5, 2, 32), (1, 3, 17, 3, 1, 64),
-                (1, 16, 16, 2, 1, 32)]
+                (1, 16, 16, 2, 1, 32), (1, 37, 40, 1, 1, 32)]  # last: several key chunks
     return [(1, 1, 1, 1, 1, 32), (2, 3, 3, 7, 2, 32), (1, 16, 16, 5, 2, 64),
             (1, 17, 17, 3, 1, 32), (1, 1, 16, 9, 2, 64), (2, 5, 17, 4, 1, 32)]
 
@@ -115,10 +115,12 @@ def test_spatial_gradients(device, backend):
 
 
 @pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("shape", [(1, 3, 5, 4, 2, 32), (1, 35, 37, 1, 1, 32)],
+                         ids=["short", "chunked"])
 @pytest.mark.parametrize("device,backend", TEMPORAL)
-def test_temporal_gradients(device, backend, causal):
+def test_temporal_gradients(device, backend, causal, shape):
     for dtype in dtypes_for(device, backend, (torch.float32, torch.float16)):
-        B, Tq, Tk, S, H, D = (1, 3, 5, 4, 2, 32)
+        B, Tq, Tk, S, H, D = shape
         q = rand((B, Tq, S, H, D), dtype, device).requires_grad_()
         kv = rand((B, Tk, S, 2, H, D), dtype, device).requires_grad_()
         k, v = kv.unbind(3)
@@ -206,3 +208,29 @@ def test_bad_temporal_args():
         wmkernels.spatial_attention(k, k, k, scale=-1.0)
     with pytest.raises(ValueError, match="backend"):
         wmkernels.spatial_attention(k, k, k, backend="nope")
+
+
+OPS = {"cpu": ("spatial_attention_fwd", "spatial_attention_bwd", "temporal_attention_fwd",
+               "temporal_attention_bwd"),
+       "cuda": ("spatial_attention_fwd", "spatial_attention_bwd", "temporal_attention_fwd",
+                "temporal_attention_bwd"),
+       "triton": ("spatial_attention_triton_fwd", "spatial_attention_triton_bwd",
+                  "temporal_attention_triton_fwd", "temporal_attention_triton_bwd")}
+
+
+@pytest.mark.parametrize("device,backend", SPATIAL)
+def test_opcheck(device, backend):
+    if backend == "reference":
+        pytest.skip("the reference is eager PyTorch, not an op")
+    sf, sb, tf, tb = (getattr(torch.ops.wmk, name) for name in OPS[backend])
+    qkv, (q, k, v) = packed(1, 3, 5, 2, 32, torch.float32, device, requires_grad=True)
+    opcheck(sf, (q, k, v, 0.2))
+    out, lse = sf(q, k, v, 0.2)
+    opcheck(sb, (torch.randn_like(out), q.detach(), k.detach(), v.detach(), out.detach(),
+                 lse.detach(), 0.2))
+    q1 = q[:, 1:]  # Tq < Tk
+    for causal in (True, False):
+        opcheck(tf, (q1, k, v, causal, 0.2))
+        out, lse = tf(q1, k, v, causal, 0.2)
+        opcheck(tb, (torch.randn_like(out), q1.detach(), k.detach(), v.detach(),
+                     out.detach(), lse.detach(), causal, 0.2))

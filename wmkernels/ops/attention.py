@@ -2,22 +2,137 @@
 (over frames, causal bottom-right aligned), on (B, T, S, H, D) tokens read through their
 strides.
 
-Public functions validate, pick a backend (wmkernels.routing) and call it. The reference
-backend is eager PyTorch (rearrange + SDPA, differentiable as is).
+Each kernel backend is a pair of torch ops, a forward returning (out, lse) and a backward
+recomputing the probabilities from lse:
+    C++ (CPU, and CUDA when built)  torch.ops.wmk.{spatial,temporal}_attention_{fwd,bwd}
+    Triton                          torch.ops.wmk.{spatial,temporal}_attention_triton_{fwd,bwd}
+The forwards get their gradient through `torch.library.register_autograd`, and every op has
+a fake implementation, so each path traces under torch.compile(fullgraph=True). Public
+functions validate, pick a backend (wmkernels.routing) and call one forward op. The
+reference backend is eager PyTorch (rearrange + SDPA), differentiable as it is.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
-from wmkernels import _checks, routing
+from wmkernels import _checks, _extension, routing
 from wmkernels.reference import attention as reference
 
-IMPLEMENTED = ("reference",)
+IMPLEMENTED = ("reference", "cpu", "triton", "cuda")
 routing.register("spatial_attention", IMPLEMENTED)
 routing.register("temporal_attention", IMPLEMENTED)
+
+# Head dims the Triton and CUDA kernels are tuned for; others up to MAX_HEAD_DIM run
+# correctly on a slower path (a warning says so). The CPU kernel runs any head dim.
+FAST_HEAD_DIMS = (32, 64, 128)
+MAX_HEAD_DIM = 256
+
+
+def _lse_dtype(q):
+    return torch.float64 if q.dtype == torch.float64 else torch.float32
+
+
+def _spatial_fwd_fake(q, k, v, scale):
+    B, T, S, H, _ = q.shape
+    return torch.empty_like(q, memory_format=torch.contiguous_format), q.new_empty(
+        (B, T, H, S), dtype=_lse_dtype(q))
+
+
+def _temporal_fwd_fake(q, k, v, causal, scale):
+    B, Tq, S, H, _ = q.shape
+    return torch.empty_like(q, memory_format=torch.contiguous_format), q.new_empty(
+        (B, S, H, Tq), dtype=_lse_dtype(q))
+
+
+def _bwd_fake(grad_out, q, k, v, out, lse, *args):
+    new = lambda x: torch.empty_like(x, memory_format=torch.contiguous_format)
+    return new(q), new(k), new(v)
+
+
+def _register_autograd(fwd, bwd, causal: bool) -> None:
+    """Gradient of a forward op (q, k, v, [causal,] scale) -> (out, lse) via its backward op.
+    lse is an auxiliary output: its gradient is ignored."""
+
+    def setup_context(ctx, inputs, output):
+        q, k, v = inputs[:3]
+        ctx.extra = tuple(inputs[3:])  # ([causal,] scale)
+        ctx.save_for_backward(q, k, v, *output)
+
+    def backward(ctx, grad_out, grad_lse):
+        q, k, v, out, lse = ctx.saved_tensors
+        dq, dk, dv = bwd(grad_out, q, k, v, out, lse, *ctx.extra)
+        return (dq, dk, dv) + (None,) * len(ctx.extra)
+
+    torch.library.register_autograd(fwd, backward, setup_context=setup_context)
+
+
+if _extension.has_cpu():
+    torch.library.register_fake("wmk::spatial_attention_fwd")(_spatial_fwd_fake)
+    torch.library.register_fake("wmk::temporal_attention_fwd")(_temporal_fwd_fake)
+    torch.library.register_fake("wmk::spatial_attention_bwd")(_bwd_fake)
+    torch.library.register_fake("wmk::temporal_attention_bwd")(_bwd_fake)
+    _register_autograd("wmk::spatial_attention_fwd", torch.ops.wmk.spatial_attention_bwd, False)
+    _register_autograd("wmk::temporal_attention_fwd", torch.ops.wmk.temporal_attention_bwd,
+                       True)
+
+
+if routing.HAS_TRITON:
+    from wmkernels.triton import attention as _triton_attention
+
+    @torch.library.custom_op("wmk::spatial_attention_triton_fwd", mutates_args=())
+    def _spatial_triton_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                            scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        return _triton_attention.spatial_fwd(q, k, v, scale)
+
+    @torch.library.custom_op("wmk::spatial_attention_triton_bwd", mutates_args=())
+    def _spatial_triton_bwd(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
+                            v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
+                            scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return _triton_attention.spatial_bwd(grad_out, q, k, v, out, lse, scale)
+
+    @torch.library.custom_op("wmk::temporal_attention_triton_fwd", mutates_args=())
+    def _temporal_triton_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
+                             scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        return _triton_attention.temporal_fwd(q, k, v, causal, scale)
+
+    @torch.library.custom_op("wmk::temporal_attention_triton_bwd", mutates_args=())
+    def _temporal_triton_bwd(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
+                             v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
+                             causal: bool, scale: float
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return _triton_attention.temporal_bwd(grad_out, q, k, v, out, lse, causal, scale)
+
+    _spatial_triton_fwd.register_fake(_spatial_fwd_fake)
+    _temporal_triton_fwd.register_fake(_temporal_fwd_fake)
+    _spatial_triton_bwd.register_fake(_bwd_fake)
+    _temporal_triton_bwd.register_fake(_bwd_fake)
+    _register_autograd(_spatial_triton_fwd, _spatial_triton_bwd, False)
+    _register_autograd(_temporal_triton_fwd, _temporal_triton_bwd, True)
+
+
+_WARNED: set = set()
+
+
+def _check_kernel_support(op: str, backend: str, q: torch.Tensor) -> None:
+    """dtype and head-dim limits of the kernel backends (the reference runs anything)."""
+    if backend in ("triton", "cuda") and q.dtype == torch.float64:
+        raise TypeError(f"the {backend} {op} runs float16/bfloat16/float32; got float64 q "
+                        "(use backend='cpu' or 'reference' for float64)")
+    D = q.shape[-1]
+    if backend in ("triton", "cuda"):
+        if D > MAX_HEAD_DIM:
+            raise ValueError(f"the {backend} {op} supports head dims D <= {MAX_HEAD_DIM}, got "
+                             f"D = {D} (backend='reference' runs any D)")
+        if D not in FAST_HEAD_DIMS and (op, backend, D) not in _WARNED and not (
+                torch.compiler.is_compiling()):
+            _WARNED.add((op, backend, D))
+            warnings.warn(f"{op}: head dim D = {D} runs on a correct but slower path of the "
+                          f"{backend} backend; the fast paths are D in {FAST_HEAD_DIMS}",
+                          stacklevel=3)
 
 
 def _check_5d(name: str, x) -> None:
@@ -80,7 +195,10 @@ def spatial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
             k.sum() + v.sum()) * 0
     if name == "reference":
         return reference.spatial_attention(q, k, v, scale)
-    raise AssertionError(f"unrouted backend {name}")  # routing only offers IMPLEMENTED
+    _check_kernel_support("spatial_attention", name, q)
+    if name == "triton":
+        return torch.ops.wmk.spatial_attention_triton_fwd(q, k, v, scale)[0]
+    return torch.ops.wmk.spatial_attention_fwd(q, k, v, scale)[0]
 
 
 def temporal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
@@ -121,4 +239,7 @@ def temporal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
             k.sum() + v.sum()) * 0
     if name == "reference":
         return reference.temporal_attention(q, k, v, causal, scale)
-    raise AssertionError(f"unrouted backend {name}")
+    _check_kernel_support("temporal_attention", name, q)
+    if name == "triton":
+        return torch.ops.wmk.temporal_attention_triton_fwd(q, k, v, causal, scale)[0]
+    return torch.ops.wmk.temporal_attention_fwd(q, k, v, causal, scale)[0]
