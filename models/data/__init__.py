@@ -9,8 +9,9 @@ determined by (seed, index). Generation is batched (numpy physics, torch renderi
 thousands of clips take seconds on a CPU.
 
     ACTIONS = ("noop", "left", "right", "up", "down");  NOOP, LEFT, RIGHT, UP, DOWN = 0..4
-    NUM_ACTIONS = 5.  `up` jumps when standing; `down` drops through a platform when
-    standing on one, falls faster in the air.
+    NUM_ACTIONS = 5.  Actions act at once (no inertia): left/right move the agent by
+    `agent_speed` per step; `up` jumps when standing; `down` crouches on the floor (drawn
+    half height), drops through a platform when standing on one, falls faster in the air.
     COLOUR_NAMES (colour ids), DIRECTION_NAMES (ball direction ids: k * 45 degrees,
     y pointing down: 0 right, 2 down, 4 left, 6 up), AGENT_MOTIONS ("stays", "left",
     "right"), ATTRIBUTE_NAMES.

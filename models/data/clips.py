@@ -74,6 +74,7 @@ def make_clips(
     k = cfg.num_balls
     agent_xy = np.empty((n, frames, 2))
     ball_pos = np.empty((n, frames, k, 2))
+    crouching = np.zeros((n, frames), bool)
     jumped = np.zeros(n, bool)
     bounced = np.zeros((n, k), bool)
     agent_xy[:, 0] = np.stack([st.agent_x, st.agent_y], -1)
@@ -84,8 +85,9 @@ def make_clips(
         bounced |= events["bounced"]
         agent_xy[:, t + 1] = np.stack([st.agent_x, st.agent_y], -1)
         ball_pos[:, t + 1] = st.ball_pos
+        crouching[:, t + 1] = st.crouching
 
-    video = render(cfg, st, agent_xy, ball_pos)
+    video = render(cfg, st, agent_xy, ball_pos, crouching)
     if dtype == torch.float32:
         video = video.float().div_(255)
     motion = _agent_motion(cfg, agent_xy)

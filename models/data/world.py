@@ -16,14 +16,16 @@ agent (a square pushed by the actions, under gravity).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 ACTIONS: tuple[str, ...] = ("noop", "left", "right", "up", "down")
 """Discrete actions; the index is the action id. `up` jumps (only when standing), `down`
-drops through a platform (when standing on one) or falls faster (in the air)."""
+crouches on the floor, drops through a platform when standing on one, and falls faster in
+the air, so every action but noop has a visible effect whenever the agent is not pressed
+against a wall or already airborne."""
 NOOP, LEFT, RIGHT, UP, DOWN = range(len(ACTIONS))
 NUM_ACTIONS = len(ACTIONS)
 
@@ -121,9 +123,9 @@ class WorldState:
     """State of B worlds; every array has leading dimension B. Mutated in place by `step`.
 
     agent_colour (B,) int64, agent_x/agent_y/agent_vy (B,) float64 (agent centre, vertical
-    velocity), on_ground (B,) bool, platforms (B, P, 3) float64 (x0, x1, top),
-    ball_colour (B, K) int64, ball_pos/ball_vel (B, K, 2) float64, ball_direction (B, K)
-    int64 (initial direction id), ball_speed (B, K) float64.
+    velocity), on_ground (B,) bool, crouching (B,) bool (drawn half height), platforms
+    (B, P, 3) float64 (x0, x1, top), ball_colour (B, K) int64, ball_pos/ball_vel (B, K, 2)
+    float64, ball_direction (B, K) int64 (initial direction id), ball_speed (B, K) float64.
     """
 
     agent_colour: np.ndarray
@@ -131,13 +133,13 @@ class WorldState:
     agent_y: np.ndarray
     agent_vy: np.ndarray
     on_ground: np.ndarray
+    crouching: np.ndarray
     platforms: np.ndarray
     ball_colour: np.ndarray
     ball_pos: np.ndarray
     ball_vel: np.ndarray
     ball_direction: np.ndarray
     ball_speed: np.ndarray
-    extra: dict = field(default_factory=dict)
 
     @property
     def batch_size(self) -> int:
@@ -145,19 +147,13 @@ class WorldState:
 
     def copy(self) -> WorldState:
         """A deep copy (for planning: branch from a state without disturbing it)."""
-        return WorldState(**{
-            f.name: (dict(getattr(self, f.name)) if f.name == "extra"
-                     else getattr(self, f.name).copy())
-            for f in dataclasses.fields(self)
-        })
+        return WorldState(**{f.name: getattr(self, f.name).copy()
+                             for f in dataclasses.fields(self)})
 
     def index(self, idx) -> WorldState:
         """The sub-batch `idx` (an index array, slice or boolean mask), as a copy."""
-        return WorldState(**{
-            f.name: (dict(getattr(self, f.name)) if f.name == "extra"
-                     else np.array(getattr(self, f.name)[idx]))
-            for f in dataclasses.fields(self)
-        })
+        return WorldState(**{f.name: np.array(getattr(self, f.name)[idx])
+                             for f in dataclasses.fields(self)})
 
 
 def _floor_top(cfg: WorldConfig) -> float:
@@ -171,7 +167,8 @@ def sample_initial_state(cfg: WorldConfig, seeds: list[np.random.Generator]) -> 
     lo_x, hi_x = cfg.wall_width + half, 1 - cfg.wall_width - half
     st = WorldState(
         agent_colour=np.zeros(b, np.int64), agent_x=np.zeros(b), agent_y=np.zeros(b),
-        agent_vy=np.zeros(b), on_ground=np.ones(b, bool), platforms=np.zeros((b, p, 3)),
+        agent_vy=np.zeros(b), on_ground=np.ones(b, bool),
+        crouching=np.zeros(b, bool), platforms=np.zeros((b, p, 3)),
         ball_colour=np.zeros((b, k), np.int64), ball_pos=np.zeros((b, k, 2)),
         ball_vel=np.zeros((b, k, 2)), ball_direction=np.zeros((b, k), np.int64),
         ball_speed=np.zeros((b, k)),
@@ -277,6 +274,7 @@ def step_state(cfg: WorldConfig, st: WorldState, actions: np.ndarray) -> dict[st
     y = np.where(hit_ceiling, half, y)
     vy = np.where(hit_ceiling, np.maximum(vy, 0.0), vy)
     st.agent_y, st.agent_vy, st.on_ground = y, vy, grounded
+    st.crouching = was_ground & ~on_platform & (actions == DOWN)
 
     # Balls: constant speed, specular reflection off the box walls / floor / ceiling.
     r = cfg.ball_radius
@@ -290,7 +288,8 @@ def step_state(cfg: WorldConfig, st: WorldState, actions: np.ndarray) -> dict[st
     return {"jumped": jumped, "bounced": (below | above).any(-1)}
 
 
-def render(cfg: WorldConfig, st: WorldState, agent_xy=None, ball_pos=None) -> torch.Tensor:
+def render(cfg: WorldConfig, st: WorldState, agent_xy=None, ball_pos=None,
+           crouching=None) -> torch.Tensor:
     """Render B worlds over T time steps as uint8 frames (B, T, 3, size, size).
 
     Args:
@@ -298,37 +297,63 @@ def render(cfg: WorldConfig, st: WorldState, agent_xy=None, ball_pos=None) -> to
         st: the worlds (colours and platforms are taken from it).
         agent_xy: optional (B, T, 2) agent centres; defaults to the state's, with T = 1.
         ball_pos: optional (B, T, K, 2) ball centres; defaults to the state's.
+        crouching: optional (B, T) bool; defaults to the state's.
 
-    Objects are drawn by testing pixel centres against each shape, all worlds and frames at
-    once, so the cost is a few elementwise passes over the output.
+    A pixel belongs to a shape when its centre lies inside it. Each object is tested only
+    on its bounding box of pixels, for all worlds and frames at once, and stamped into the
+    frames by indexing, so the cost scales with object area rather than frame area.
     """
     if agent_xy is None:
         agent_xy = np.stack([st.agent_x, st.agent_y], -1)[:, None]
     if ball_pos is None:
         ball_pos = st.ball_pos[:, None]
+    if crouching is None:
+        crouching = st.crouching[:, None]
     b, t = agent_xy.shape[:2]
     s = cfg.size
-    centres = (torch.arange(s, dtype=torch.float32) + 0.5) / s
     video = torch.empty(b, t, 3, s, s, dtype=torch.uint8)
     video[:] = torch.from_numpy(_background(cfg, st))[:, None]
-
-    def paint(mask: torch.Tensor, colour: np.ndarray) -> None:
-        # mask (B, T, s, s) bool, colour (B, 3) uint8
-        col = torch.from_numpy(np.ascontiguousarray(colour))[:, None, :, None, None]
-        torch.where(mask[:, :, None], col, video, out=video)
-
-    r2 = cfg.ball_radius ** 2
-    bp = torch.from_numpy(ball_pos).float()
+    r = cfg.ball_radius
     for k in range(ball_pos.shape[2]):
-        dx2 = (centres - bp[:, :, k, 0, None]) ** 2          # (B, T, s) over columns
-        dy2 = (centres - bp[:, :, k, 1, None]) ** 2          # (B, T, s) over rows
-        paint(dy2[..., :, None] + dx2[..., None, :] < r2, PALETTE[st.ball_colour[:, k]])
+        bp = torch.from_numpy(ball_pos[:, :, k]).float()
+        _stamp(video, bp[..., 0], bp[..., 1], r, r, PALETTE[st.ball_colour[:, k]], disc=True)
     axy = torch.from_numpy(agent_xy).float()
     half = cfg.agent_size / 2
-    in_x = (centres - axy[..., 0, None]).abs() < half
-    in_y = (centres - axy[..., 1, None]).abs() < half
-    paint(in_y[..., :, None] & in_x[..., None, :], PALETTE[st.agent_colour])
+    # A crouching agent keeps its feet in place and is drawn half as tall.
+    low = torch.from_numpy(crouching)
+    half_y = torch.where(low, half / 2, half)
+    centre_y = axy[..., 1] + torch.where(low, half / 2, 0.0)
+    _stamp(video, axy[..., 0], centre_y, torch.full_like(half_y, half), half_y,
+           PALETTE[st.agent_colour], disc=False)
     return video
+
+
+def _stamp(video: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, half_x, half_y,
+           colour: np.ndarray, disc: bool) -> None:
+    """Paint an axis-aligned box (or the disc inscribed in it) centred at (cx, cy) (B, T)
+    with half sizes half_x, half_y (floats or (B, T)) in `colour` (B, 3) into `video`."""
+    b, t, _, s, _ = video.shape
+    hx = torch.as_tensor(half_x, dtype=torch.float32).expand(b, t)
+    hy = torch.as_tensor(half_y, dtype=torch.float32).expand(b, t)
+    span = int(np.ceil(2 * max(float(hx.max()), float(hy.max())) * s)) + 2 if b * t else 0
+    offsets = torch.arange(span)
+    # First pixel whose centre (j + 0.5) / s can be inside: j > (c - h) * s - 0.5.
+    cols = torch.floor((cx - hx) * s - 0.5).long()[..., None] + offsets   # (B, T, span)
+    rows = torch.floor((cy - hy) * s - 0.5).long()[..., None] + offsets
+    dx = (cols.float() + 0.5) / s - cx[..., None]
+    dy = (rows.float() + 0.5) / s - cy[..., None]
+    if disc:
+        inside = dy[..., :, None] ** 2 + dx[..., None, :] ** 2 < (hx ** 2)[..., None, None]
+    else:
+        inside = ((dy.abs() < hy[..., None])[..., :, None]
+                  & (dx.abs() < hx[..., None])[..., None, :])
+    inside &= ((rows >= 0) & (rows < s))[..., :, None] & ((cols >= 0) & (cols < s))[..., None, :]
+    bi, ti, yi, xi = inside.nonzero(as_tuple=True)
+    # One flat index per painted pixel and channel: 1D scatter is far cheaper than
+    # multi-dimensional advanced indexing.
+    pixel = ((bi * t + ti) * 3 * s + rows[bi, ti, yi]) * s + cols[bi, ti, xi]
+    flat = (pixel[:, None] + torch.arange(3) * (s * s)).reshape(-1)
+    video.view(-1)[flat] = torch.from_numpy(np.ascontiguousarray(colour))[bi].reshape(-1)
 
 
 def _background(cfg: WorldConfig, st: WorldState) -> np.ndarray:

@@ -156,6 +156,16 @@ def test_horizontal_actions_move_the_agent(action, sign):
     assert shift == pytest.approx(sign * 4 * CFG.agent_speed * CFG.size, abs=1.0)
 
 
+def test_down_crouches_on_the_floor():
+    world = world_on_floor(0.5)
+    colour = torch.from_numpy(PALETTE[int(world.state.agent_colour[0])])[:, None, None]
+    full = round(CFG.agent_size * CFG.size) ** 2
+    frames = [world.step(DOWN), world.step(DOWN), world.step(NOOP)]
+    counts = [int(((f * 255).round().byte() == colour).all(0).sum()) for f in frames]
+    assert counts == [full // 2, full // 2, full]
+    assert world.agent_position()[0, 1] == pytest.approx(FLOOR_Y)
+
+
 def test_walls_stop_the_agent():
     world = world_on_floor(0.2)
     for _ in range(20):
