@@ -1,9 +1,5 @@
 """`wmk sora ...`: train, sample and evaluate the text-to-video pipeline.
 
-    wmk sora train --config tiny [--out runs/sora]
-    wmk sora sample --prompt "red ball moves left" [--checkpoint runs/sora/sora.safetensors]
-    wmk sora eval [--checkpoint runs/sora/sora.safetensors]
-
 `add_sora_parser(subparsers)` adds the `sora` command to an argparse sub-parser set; each
 leaf sets `func(args) -> int` (the exit code).
 """
@@ -16,6 +12,11 @@ import os
 import sys
 import time
 
+USAGE = """\
+    wmk sora train --config tiny [--out runs/sora]
+    wmk sora sample --prompt "red ball moves left" [--checkpoint runs/sora/sora.safetensors]
+    wmk sora eval [--checkpoint runs/sora/sora.safetensors]
+"""
 DEFAULT_RUN = os.path.join("runs", "sora")
 DEFAULT_CKPT = os.path.join(DEFAULT_RUN, "sora.safetensors")
 
@@ -23,7 +24,8 @@ DEFAULT_CKPT = os.path.join(DEFAULT_RUN, "sora.safetensors")
 def add_sora_parser(subparsers) -> argparse.ArgumentParser:
     """Register `sora train|sample|eval` on `subparsers` (from ArgumentParser.add_subparsers)."""
     p = subparsers.add_parser("sora", help="Sora-style text-to-video: train, sample, eval",
-                              description=__doc__,
+                              description="Sora-style text-to-video on the embedded world:\n\n"
+                              + USAGE,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="sora_command", required=True)
 
