@@ -26,6 +26,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from wmkernels.models.common import (
+    PatchEmbed,
+    PatchHead,
+    TimestepEmbedder,
+    sincos_1d,
+    sincos_2d,
+)
 
 from wmkernels.nn import SpatialAttention, TemporalAttention
 
@@ -49,27 +56,6 @@ class DiTConfig:
         if self.depth < 1 or self.patch < 1 or self.max_frames < 1:
             raise ValueError(f"DiTConfig depth, patch and max_frames must be >= 1, got "
                              f"{self.depth}, {self.patch}, {self.max_frames}")
-
-
-def sincos_1d(positions: torch.Tensor, dim: int, base: float = 10000.0) -> torch.Tensor:
-    """Transformer sin-cos embedding (len(positions), dim) of float positions; dim even."""
-    freqs = base ** (-torch.arange(0, dim // 2, dtype=torch.float32,
-                                   device=positions.device) / (dim // 2))
-    ang = positions.float()[:, None] * freqs[None]
-    return torch.cat((ang.sin(), ang.cos()), dim=1)
-
-
-def sincos_2d(h: int, w: int, dim: int) -> torch.Tensor:
-    """(h*w, dim) row-major 2-D sin-cos embedding: half the channels encode the row, half the
-    column (MAE / DiT)."""
-    rows = sincos_1d(torch.arange(h).repeat_interleave(w), dim // 2)
-    cols = sincos_1d(torch.arange(w).repeat(h), dim // 2)
-    return torch.cat((rows, cols), dim=1)
-
-
-def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """Sin-cos embedding (B, dim) of t in [0, 1], scaled to [0, 1000] as DiT's integer steps."""
-    return sincos_1d(t * 1000.0, dim)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -145,8 +131,9 @@ class DiT(nn.Module):
         cfg.validate()
         self.cfg, self.channels = cfg, latent_channels
         d, p = cfg.dim, cfg.patch
-        self.patch_embed = nn.Linear(latent_channels * p * p, d)
-        self.t_embed = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
+        self.patch_embed = PatchEmbed(p, latent_channels, d)
+        # Rectified-flow t in [0, 1] scaled to DiT's integer-step range [0, 1000].
+        self.t_embed = TimestepEmbedder(d, 256, scale=1000.0)
         self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(d, 9 * d))
         self.text_proj = nn.Sequential(nn.Linear(text_dim, d), nn.GELU(approximate="tanh"),
                                        nn.Linear(d, d))
@@ -156,8 +143,8 @@ class DiT(nn.Module):
         self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.final_table = nn.Parameter(torch.zeros(2, d))
         self.final_mod = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
-        self.final = nn.Linear(d, latent_channels * p * p)
-        for m in (self.t_block[1], self.final_mod[1], self.final):
+        self.final = PatchHead(d, p, latent_channels)
+        for m in (self.t_block[1], self.final_mod[1], self.final.proj):
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
 
@@ -190,23 +177,20 @@ class DiT(nn.Module):
                              f"{self.cfg.max_frames}, got T={T}, H={H}, W={W}")
         if t.shape != (B,):
             raise ValueError(f"t must be (B,) = ({B},), got {tuple(t.shape)}")
-        h, w = H // p, W // p
-        tokens = x.view(B, T, C, h, p, w, p).permute(0, 1, 3, 5, 2, 4, 6)
-        tokens = self.patch_embed(tokens.reshape(B, T, h * w, C * p * p))
+        tokens = self.patch_embed(x)
         d = self.cfg.dim
-        pos = sincos_2d(h, w, d).to(tokens)[None, None] \
-            + sincos_1d(torch.arange(T), d).to(tokens)[None, :, None]
+        # Open-Sora adds the spatial positions to every frame and the temporal ones on top.
+        pos = sincos_2d(H // p, W // p, d).to(tokens)[None, None] \
+            + sincos_1d(T, d).to(tokens)[None, :, None]
         tokens = tokens + pos
-        c = self.t_embed(timestep_embedding(t, 256).to(tokens.dtype))
+        c = self.t_embed(t).to(tokens.dtype)
         mod = self.t_block(c).view(B, 9, d)
         y, mask = self._text(text, text_mask, drop, B, tokens.dtype, x.device)
         y = self.text_proj(y)
         for blk in self.blocks:
             tokens = blk(tokens, mod, y, mask)
         shift, scale = (self.final_mod(c).view(B, 2, d) + self.final_table).unbind(1)
-        out = self.final(modulate(self.final_norm(tokens), shift, scale))
-        out = out.view(B, T, h, w, C, p, p).permute(0, 1, 4, 2, 5, 3, 6)
-        return out.reshape(B, T, C, H, W)
+        return self.final(modulate(self.final_norm(tokens), shift, scale), H, W)
 
 
 def set_backend(model: nn.Module, backend: str | None) -> None:

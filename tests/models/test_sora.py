@@ -309,3 +309,16 @@ def test_bench_cases_run_quick():
     for c in ran:
         out = c.fn()
         assert torch.isfinite(out).all() and c.flops > 0
+
+
+def test_reference_backend_gives_the_same_model(model):
+    x = torch.randn(2, *model.latent_shape())
+    t = torch.rand(2)
+    text, mask = model.encode_text(CAPTIONS[:2])
+    default = model.dit(x, t, text, mask)
+    model.set_backend("reference")
+    try:
+        ref = model.dit(x, t, text, mask)
+    finally:
+        model.set_backend(None)
+    torch.testing.assert_close(default, ref, rtol=1e-4, atol=1e-5)
