@@ -6,7 +6,8 @@ rearrange + SDPA baseline), same weights.
 Shapes: "sora-base" (GPU): 17 frames at 512x512 -> latents 5 x 8 x 64 x 64 -> 1024 tokens
 per frame, the `base` DiT (12 blocks, 384 wide, 6 heads of 64), bf16, batch 2.
 "sora-tiny/cpu": the `tiny` CPU config (3 latent frames x 16 tokens, 4 blocks, 128 wide),
-fp32, batch 8. Quick: a 1-block model on 2 x 2 x 4 x 4 latents.
+fp32, batch 8; "sora-256tok/cpu": the same DiT on 3 x 256 tokens (128x128 clips), batch 1.
+Quick: a 1-block model on 2 x 2 x 4 x 4 latents.
 """
 
 from __future__ import annotations
@@ -38,27 +39,36 @@ def _dit_flops(dit: DiT, batch: int, frames: int, tokens: int, text_tokens: int)
     return linear + attn + text_kv
 
 
-def _setup(device: str, quick: bool):
+def _setups(device: str, quick: bool) -> list[tuple]:
+    """(config, batch, latent shape, shape name, dtype) per benchmarked shape."""
     if quick:
         cfg = tiny()
         cfg.dit = DiTConfig(dim=64, depth=1, heads=2, max_frames=4)
-        batch, latent = 2, (2, cfg.vae.latent_channels, 4, 4)
-        shape, dtype = "sora-quick", torch.float32
-    elif device == "cuda":
+        return [(cfg, 2, (2, cfg.vae.latent_channels, 4, 4), "sora-quick", torch.float32)]
+    if device == "cuda":
         cfg = base()
-        batch, latent = 2, (5, cfg.vae.latent_channels, 64, 64)
         cfg.dit.max_frames = 8
-        shape, dtype = "sora-base", torch.bfloat16
-    else:
-        cfg = tiny()
-        batch, latent = 8, (3, cfg.vae.latent_channels, 8, 8)
-        shape, dtype = "sora-tiny/cpu", torch.float32
-    return cfg, batch, latent, shape, dtype
+        return [(cfg, 2, (5, cfg.vae.latent_channels, 64, 64), "sora-base", torch.bfloat16)]
+    tiny_cfg = tiny()
+    return [(tiny_cfg, 8, (3, tiny_cfg.vae.latent_channels, 8, 8), "sora-tiny/cpu",
+             torch.float32),
+            # the tiny DiT on 128x128 clips' latents: 256 tokens per frame
+            (tiny(), 1, (3, tiny_cfg.vae.latent_channels, 32, 32), "sora-256tok/cpu",
+             torch.float32)]
 
 
 def cases(device: str, quick: bool) -> list:
     """Sampler-step and train-step cases for the eager baseline and wmkernels' backend."""
-    cfg, batch, latent, shape, dtype = _setup(device, quick)
+    out: list = []
+    for setup in _setups(device, quick):
+        out += _cases(device, *setup)
+    if device != "cuda":
+        out.append(Skip("sora_sample_step", "sora-base", "wmk",
+                        "the base shape (1024 tokens per frame) needs a GPU"))
+    return out
+
+
+def _cases(device: str, cfg, batch: int, latent: tuple, shape: str, dtype) -> list:
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     eager = DiT(cfg.dit, cfg.vae.latent_channels, cfg.text.dim, cfg.text.max_tokens)
@@ -105,7 +115,4 @@ def cases(device: str, quick: bool) -> list:
         else:
             out.append(Case(op, shape, LABELS[chosen], dt, make(fast), flops=flops,
                             params=params))
-    if device != "cuda":
-        out.append(Skip("sora_sample_step", "sora-base", "wmk",
-                        "the base shape (1024 tokens per frame) needs a GPU"))
     return out
