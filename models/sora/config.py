@@ -99,7 +99,7 @@ class SoraConfig:
 
 
 def tiny() -> SoraConfig:
-    """CPU config: 9 frames of 32x32 -> latents 3 x 8 x 8 x 8 -> 3 x 16 tokens, 1.6M-param DiT."""
+    """CPU config: 9 frames of 32x32 -> latents 3 x 16 x 8 x 8 -> 3 x 16 tokens, 1.6M-param DiT."""
     return SoraConfig()
 
 

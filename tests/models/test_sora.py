@@ -77,6 +77,8 @@ def test_vae_rejects_bad_shapes():
         vae.decode(torch.zeros(1, 2, 3, 4, 4))
     with pytest.raises(ValueError, match="time_down_stages"):
         VAEConfig(channels=(8, 16), time_down_stages=2).validate()
+    with pytest.raises(ValueError, match="foreground_weight"):
+        VAEConfig(foreground_weight=-1.0).validate()
 
 
 def test_vae_loss_decreases():
