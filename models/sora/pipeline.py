@@ -116,6 +116,7 @@ class Sora(nn.Module):
         os.close(fd)
         try:
             save_file(state, tmp, metadata=meta)
+            os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a checkpoint is shareable
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

@@ -152,6 +152,11 @@ class Encoder(nn.Module):
         self.mid = ResBlock(ch[-1], ch[-1], 3)
         self.norm_out = FrameNorm(ch[-1])
         self.conv_out = CausalConv3d(ch[-1], 2 * cfg.latent_channels, (1, 3, 3))
+        # Start the posterior's log-variance at -10 (std ~0.007): with the default 0, unit
+        # noise drowns the small initial means and the decoder first learns blurry, colourless
+        # averages (the KL weight is too small to matter either way).
+        with torch.no_grad():
+            self.conv_out.conv.bias[cfg.latent_channels:].fill_(-10.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.mid(self.blocks(self.conv_in(x)))
