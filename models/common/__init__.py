@@ -20,7 +20,9 @@ Training (models.common.training):
     Trainer(model, optimizer, loss_fn(model, batch), batch_fn(step), config, eval_fn=None,
             scheduler=None, configs={"model": cfg}).fit() -> history
     save_checkpoint / load_checkpoint (safetensors, atomic, optimizer+scheduler+RNG+step),
-    save_config / load_config / config_to_dict, seed_everything
+    save_config / load_config, config_to_dict / config_from_dict(cls, dict) (JSON <->
+    dataclass, e.g. to rebuild a model from a checkpoint's configs), seed_everything
+    (call it before building the model: the Trainer reseeds only after the model exists)
 Distributed (models.common.distributed), for `torchrun --nproc_per_node=N`:
     init_distributed(backend=None, device=None) -> DistInfo; cleanup(info); wrap_ddp(model,
     info); unwrap(model); make_loader(dataset, batch_size, info, shuffle, seed) (a
@@ -55,6 +57,7 @@ from wmkernels.models.common.st_transformer import STTransformer
 from wmkernels.models.common.training import (
     TrainConfig,
     Trainer,
+    config_from_dict,
     config_to_dict,
     load_checkpoint,
     load_config,
@@ -65,9 +68,9 @@ from wmkernels.models.common.training import (
 
 __all__ = [
     "DistInfo", "PatchEmbed", "PatchHead", "STTransformer", "TimestepEmbedder", "TrainConfig",
-    "Trainer", "all_reduce_mean", "barrier", "cleanup", "config_to_dict", "get_rank",
-    "get_world_size", "init_distributed", "is_main_process", "load_checkpoint", "load_config",
-    "make_loader", "patchify", "rank0_logger", "save_checkpoint", "save_config",
+    "Trainer", "all_reduce_mean", "barrier", "cleanup", "config_from_dict", "config_to_dict",
+    "get_rank", "get_world_size", "init_distributed", "is_main_process", "load_checkpoint",
+    "load_config", "make_loader", "patchify", "rank0_logger", "save_checkpoint", "save_config",
     "seed_everything", "sincos_1d", "sincos_2d", "sincos_3d", "step_batches",
     "timestep_embedding", "unpatchify", "unwrap", "wrap_ddp",
 ]

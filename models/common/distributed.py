@@ -34,10 +34,12 @@ class DistInfo:
 
     @property
     def is_main(self) -> bool:
+        """True on rank 0."""
         return self.rank == 0
 
     @property
     def distributed(self) -> bool:
+        """True when more than one process trains."""
         return self.world_size > 1
 
 
@@ -93,14 +95,17 @@ def cleanup(info: DistInfo) -> None:
 
 
 def get_rank() -> int:
+    """This process's rank (0 without a process group)."""
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def get_world_size() -> int:
+    """Number of processes (1 without a process group)."""
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def is_main_process() -> bool:
+    """True on rank 0, the process that logs and writes files."""
     return get_rank() == 0
 
 

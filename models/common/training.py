@@ -87,6 +87,33 @@ def config_to_dict(config: Any) -> dict:
     raise TypeError(f"config must be a dataclass instance or a dict, got {type(config).__name__}")
 
 
+def config_from_dict(cls: type, data: dict) -> Any:
+    """Rebuild dataclass `cls` from `config_to_dict` output (e.g. a checkpoint's configs):
+    lists become tuples where the field's default is a tuple, nested dataclass fields are
+    rebuilt recursively, fields missing from `data` keep their defaults.
+
+    Raises:
+        TypeError: cls is not a dataclass. ValueError: `data` has keys cls does not know.
+    """
+    if not (dataclasses.is_dataclass(cls) and isinstance(cls, type)):
+        raise TypeError(f"config_from_dict: cls must be a dataclass type, got {cls!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"config_from_dict: {cls.__name__} has no fields {unknown}")
+    values = {}
+    for name, value in data.items():
+        f = fields[name]
+        default = (f.default if f.default is not dataclasses.MISSING else
+                   f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            value = config_from_dict(type(default), value)
+        elif isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        values[name] = value
+    return cls(**values)
+
+
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -287,6 +314,7 @@ class Trainer:
 
     @property
     def checkpoint_path(self) -> Path | None:
+        """out_dir/checkpoint.safetensors, or None without out_dir."""
         return None if self.config.out_dir is None else Path(self.config.out_dir) / CHECKPOINT_NAME
 
     def save(self) -> None:
@@ -298,6 +326,11 @@ class Trainer:
         barrier()
 
     def train_step(self, batch) -> dict[str, float]:
+        """One optimizer step on `batch`; returns its metrics as floats.
+
+        Raises:
+            FloatingPointError: when the loss is NaN or infinite (names the step).
+        """
         self.model.train()
         out = self.loss_fn(self.model, batch)
         metrics = dict(out) if isinstance(out, dict) else {"loss": out}
@@ -316,6 +349,8 @@ class Trainer:
                 for k, v in metrics.items()}
 
     def evaluate(self) -> dict[str, float]:
+        """Run `eval_fn` on the unwrapped model in eval mode without gradients; the record
+        (keys prefixed "eval/") is appended to `history` and returned."""
         model = unwrap(self.model)
         was_training = model.training
         model.eval()
@@ -328,6 +363,8 @@ class Trainer:
         return record
 
     def fit(self) -> list[dict]:
+        """Train from the current step to `config.steps`: log, evaluate and checkpoint on
+        schedule, save at the end. Returns `history`."""
         cfg = self.config
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress
                                                                     and is_main_process()))

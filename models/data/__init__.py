@@ -30,11 +30,12 @@ Clip items (every dataset yields these dicts):
                    ball_fast (0/1) of the first ball (-1 when there are no balls).
                    Real videos: video_index, start_frame.
 
-make_clips(n, frames=16, size=64, seed=0, config=None, start=0, dtype=float32) -> dict
+make_clips(n, frames=16, size=None, seed=0, config=None, start=0, dtype=float32) -> dict
     Clips start..start+n-1, already batched: video (n, T, 3, H, W), actions (n, T-1),
     has_actions (n,), caption list[str], attributes name -> (n,). Clip i depends only on
-    (seed, i, config). dtype=torch.uint8 gives 0..255 frames (4x less memory).
-SyntheticVideoDataset(num_clips, frames=16, size=64, seed=0, config=None)
+    (seed, i, config). size=None takes config.size (64 by default). dtype=torch.uint8
+    gives 0..255 frames (4x less memory).
+SyntheticVideoDataset(num_clips, frames=16, size=None, seed=0, config=None)
     torch Dataset; item i == clip i of make_clips(seed=seed). Renders on demand; with a
     DataLoader, whole batches render at once (`__getitems__`).
 VideoDataset(path, frames=16, size=64, frame_step=1, clip_step=None, crop=True)
@@ -51,6 +52,11 @@ The simulator (for planning, controllability checks, interactive play):
     frame = world.step(action)                  # int, or (B,) ints for a batch
     state = world.get_state(); world.set_state(state)   # branch and restore
     world.agent_position()                      # (B, 2) agent centres, y pointing down
+action_identifiability(n=256, frames=16, seed=0, config=None) -> dict
+    How often another action would have rendered the identical next frame
+    ("ambiguous_fraction") and the NMI between true actions and the best frame-based
+    labels ("oracle_nmi", about 0.8 by default): the ceiling for latent/true action NMI.
+    normalized_mutual_info(a, b) is the NMI used (arithmetic-mean normalization).
 WorldConfig: frozen dataclass of every world parameter (sizes, speeds, gravity, number of
 balls/platforms, behaviour policy: sticky random actions with `sticky` repeat probability
 and `action_probs`); validated on creation, `.replace(**changes)` for variants.
@@ -63,6 +69,10 @@ from wmkernels.models.data.clips import (
     collate_clips,
     make_clips,
     split_batch,
+)
+from wmkernels.models.data.identifiability import (
+    action_identifiability,
+    normalized_mutual_info,
 )
 from wmkernels.models.data.video import VideoDataset
 from wmkernels.models.data.world import (
@@ -83,5 +93,6 @@ from wmkernels.models.data.world import (
 __all__ = [
     "ACTIONS", "AGENT_MOTIONS", "ATTRIBUTE_NAMES", "COLOUR_NAMES", "DIRECTION_NAMES", "DOWN",
     "LEFT", "NOOP", "NUM_ACTIONS", "RIGHT", "UP", "SyntheticVideoDataset", "VideoDataset",
-    "World", "WorldConfig", "WorldState", "collate_clips", "make_clips", "split_batch",
+    "World", "WorldConfig", "WorldState", "action_identifiability", "collate_clips",
+    "make_clips", "normalized_mutual_info", "split_batch",
 ]

@@ -30,7 +30,7 @@ ATTRIBUTE_NAMES: tuple[str, ...] = (
 def make_clips(
     n: int,
     frames: int = 16,
-    size: int = 64,
+    size: int | None = None,
     seed: int = 0,
     config: WorldConfig | None = None,
     start: int = 0,
@@ -43,14 +43,14 @@ def make_clips(
     Args:
         n: number of clips (>= 0).
         frames: frames per clip T (>= 1).
-        size: frame side in pixels (overrides config.size).
+        size: frame side in pixels; None takes config.size (64 by default).
         seed: non-negative int.
         config: world parameters; `WorldConfig()` when None.
         start: index of the first clip (>= 0), so disjoint index ranges give disjoint data.
         dtype: torch.float32 (values in [0, 1]) or torch.uint8 (values in [0, 255]).
 
     Returns:
-        dict with "video" (n, T, 3, size, size) `dtype`; "actions" (n, T-1) int64, action
+        dict with "video" (n, T, 3, S, S) `dtype` (S the size); "actions" (n, T-1) int64, action
         t moves frame t to frame t+1; "has_actions" (n,) bool, all True; "caption" list of
         n str; "attributes" dict name -> (n,) int64 (see ATTRIBUTE_NAMES).
 
@@ -65,7 +65,8 @@ def make_clips(
         raise TypeError(f"make_clips: dtype must be torch.float32 or torch.uint8, got {dtype}")
     if config is not None and not isinstance(config, WorldConfig):
         raise TypeError(f"make_clips: config must be a WorldConfig or None, got {type(config)}")
-    cfg = (config or WorldConfig()).replace(size=size)
+    cfg = config or WorldConfig()
+    cfg = cfg if size is None else cfg.replace(size=size)
 
     rngs = [clip_rng(seed, start + i) for i in range(n)]
     st = sample_initial_state(cfg, rngs)
@@ -154,7 +155,7 @@ class SyntheticVideoDataset(Dataset):
         ValueError: bad num_clips, frames, size or seed (naming the argument).
     """
 
-    def __init__(self, num_clips: int, frames: int = 16, size: int = 64, seed: int = 0,
+    def __init__(self, num_clips: int, frames: int = 16, size: int | None = None, seed: int = 0,
                  config: WorldConfig | None = None) -> None:
         if isinstance(num_clips, bool) or not isinstance(num_clips, int) or num_clips < 0:
             raise ValueError(f"SyntheticVideoDataset: num_clips must be an int >= 0, "

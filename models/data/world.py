@@ -22,10 +22,12 @@ import numpy as np
 import torch
 
 ACTIONS: tuple[str, ...] = ("noop", "left", "right", "up", "down")
-"""Discrete actions; the index is the action id. `up` jumps (only when standing), `down`
-crouches on the floor, drops through a platform when standing on one, and falls faster in
-the air, so every action but noop has a visible effect whenever the agent is not pressed
-against a wall or already airborne."""
+"""Discrete actions; the index is the action id. `up` jumps when standing and, in the air,
+keeps a rising jump going (releasing it cuts the jump short, as in most platformers) or
+glides down slowly; `down` crouches on the floor, drops through a platform when standing on
+one and falls faster in the air. So every action has a visible effect in most states (not
+left/right against a wall, nor near the top of a jump), which makes actions identifiable
+from frames."""
 NOOP, LEFT, RIGHT, UP, DOWN = range(len(ACTIONS))
 NUM_ACTIONS = len(ACTIONS)
 
@@ -69,6 +71,8 @@ class WorldConfig:
     gravity: float = 0.01
     jump_speed: float = 0.075         # initial upward speed of a jump (~0.28 high)
     fast_fall: float = 0.02           # extra downward acceleration for `down` in the air
+    jump_cut: float = 0.02            # extra gravity while rising without holding `up`
+    glide_speed: float = 0.015        # fall speed cap while holding `up` in the air
     max_fall_speed: float = 0.09      # terminal velocity; below the agent size, so no tunnelling
     ball_radius: float = 0.0625
     ball_speed: tuple[float, float] = (0.02, 0.04)   # uniform range of ball speeds
@@ -99,7 +103,8 @@ class WorldConfig:
         for name in ("agent_size", "agent_speed", "gravity", "jump_speed", "ball_radius",
                      "wall_width", "floor_height", "platform_thickness", "max_fall_speed"):
             check(name, 0 < getattr(self, name) < 0.5, "a float in (0, 0.5)")
-        check("fast_fall", 0 <= self.fast_fall < 0.5, "a float in [0, 0.5)")
+        for name in ("fast_fall", "jump_cut", "glide_speed"):
+            check(name, 0 <= getattr(self, name) < 0.5, "a float in [0, 0.5)")
         check("max_fall_speed", self.max_fall_speed < self.agent_size,
               "less than agent_size (else the agent could pass through a platform)")
         for name in ("ball_speed", "platform_width", "platform_top"):
@@ -107,6 +112,11 @@ class WorldConfig:
             check(name, 0 <= lo <= hi < 1, "a (low, high) pair with 0 <= low <= high < 1")
         check("platform_top", self.platform_top[1] < 1 - self.floor_height,
               "tops above the floor")
+        inner = 1 - 2 * self.wall_width  # width between the walls
+        check("platform_width", self.platform_width[1] <= inner, f"at most {inner} (between walls)")
+        check("agent_size", self.agent_size < inner, f"less than {inner} (between walls)")
+        check("ball_radius", 2 * self.ball_radius < min(inner, 1 - self.floor_height),
+              "a ball that fits between the walls and above the floor")
         check("sticky", 0 <= self.sticky <= 1, "a probability in [0, 1]")
         probs = np.asarray(self.action_probs, dtype=np.float64)
         check("action_probs", probs.shape == (NUM_ACTIONS,) and (probs >= 0).all()
@@ -193,8 +203,7 @@ def sample_initial_state(cfg: WorldConfig, seeds: list[np.random.Generator]) -> 
         st.ball_pos[i, :, 0] = rng.uniform(cfg.wall_width + r, 1 - cfg.wall_width - r, size=k)
         st.ball_pos[i, :, 1] = rng.uniform(r, _floor_top(cfg) - r, size=k)
     st.ball_vel = _DIRECTION_VECTORS[st.ball_direction] * st.ball_speed[..., None]
-    # An agent spawned by a platform edge may hang past it; let physics settle that.
-    st.on_ground = _supported(cfg, st)
+    st.on_ground = _supported(cfg, st)  # it starts standing on the floor or its platform
     return st
 
 
@@ -247,13 +256,21 @@ def step_state(cfg: WorldConfig, st: WorldState, actions: np.ndarray) -> dict[st
                   np.where(actions == RIGHT, cfg.agent_speed, 0.0))
     st.agent_x = np.clip(st.agent_x + vx, cfg.wall_width + half, 1 - cfg.wall_width - half)
 
-    # Vertical: a jump starts only from the ground; `down` drops through a platform or
-    # speeds up a fall. Semi-implicit Euler (velocity first) with a terminal velocity.
-    jumped = was_ground & (actions == UP)
-    dropping = on_platform & (actions == DOWN)
+    # Vertical, semi-implicit Euler (velocity first, so an action shows in the next frame):
+    # a jump starts only from the ground; in the air, rising without `up` adds `jump_cut`
+    # gravity, falling with `up` is capped at `glide_speed`, and `down` adds `fast_fall`;
+    # on a platform `down` drops through it. Falls are capped at a terminal velocity.
+    airborne = ~was_ground
+    up, down = actions == UP, actions == DOWN
+    jumped = was_ground & up
+    dropping = on_platform & down
     vy = np.where(jumped, -cfg.jump_speed, st.agent_vy)
-    vy = vy + cfg.gravity + np.where((actions == DOWN) & ~was_ground, cfg.fast_fall, 0.0)
-    vy = np.minimum(vy, cfg.max_fall_speed)
+    extra = np.where(airborne & down, cfg.fast_fall, 0.0)
+    extra = extra + np.where(airborne & ~up & (st.agent_vy < 0), cfg.jump_cut, 0.0)
+    vy = np.minimum(vy + cfg.gravity + extra, cfg.max_fall_speed)
+    vy = np.where(airborne & up, np.minimum(vy, cfg.glide_speed), vy)
+    # Dropping starts at the platform's thickness per step: visibly below it at once.
+    vy = np.where(dropping, np.maximum(vy, cfg.platform_thickness), vy)
     prev_bottom = st.agent_y + half
     y = st.agent_y + vy
     bottom = y + half
@@ -301,7 +318,9 @@ def render(cfg: WorldConfig, st: WorldState, agent_xy=None, ball_pos=None,
 
     A pixel belongs to a shape when its centre lies inside it. Each object is tested only
     on its bounding box of pixels, for all worlds and frames at once, and stamped into the
-    frames by indexing, so the cost scales with object area rather than frame area.
+    frames by flat indexing, so the cost scales with object area rather than frame area.
+    The work is in numpy: these are many small scattered writes, where threaded kernels
+    only add synchronisation.
     """
     if agent_xy is None:
         agent_xy = np.stack([st.agent_x, st.agent_y], -1)[:, None]
@@ -311,49 +330,47 @@ def render(cfg: WorldConfig, st: WorldState, agent_xy=None, ball_pos=None,
         crouching = st.crouching[:, None]
     b, t = agent_xy.shape[:2]
     s = cfg.size
-    video = torch.empty(b, t, 3, s, s, dtype=torch.uint8)
-    video[:] = torch.from_numpy(_background(cfg, st))[:, None]
+    video = np.empty((b, t, 3, s, s), np.uint8)
+    video[:] = _background(cfg, st)[:, None]
     r = cfg.ball_radius
     for k in range(ball_pos.shape[2]):
-        bp = torch.from_numpy(ball_pos[:, :, k]).float()
-        _stamp(video, bp[..., 0], bp[..., 1], r, r, PALETTE[st.ball_colour[:, k]], disc=True)
-    axy = torch.from_numpy(agent_xy).float()
+        _stamp(video, ball_pos[:, :, k, 0], ball_pos[:, :, k, 1], r, r,
+               PALETTE[st.ball_colour[:, k]], disc=True)
     half = cfg.agent_size / 2
     # A crouching agent keeps its feet in place and is drawn half as tall.
-    low = torch.from_numpy(crouching)
-    half_y = torch.where(low, half / 2, half)
-    centre_y = axy[..., 1] + torch.where(low, half / 2, 0.0)
-    _stamp(video, axy[..., 0], centre_y, torch.full_like(half_y, half), half_y,
-           PALETTE[st.agent_colour], disc=False)
-    return video
+    half_y = np.where(crouching, half / 2, half)
+    centre_y = agent_xy[..., 1] + np.where(crouching, half / 2, 0.0)
+    _stamp(video, agent_xy[..., 0], centre_y, half, half_y, PALETTE[st.agent_colour],
+           disc=False)
+    return torch.from_numpy(video)
 
 
-def _stamp(video: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, half_x, half_y,
+def _stamp(video: np.ndarray, cx: np.ndarray, cy: np.ndarray, half_x, half_y,
            colour: np.ndarray, disc: bool) -> None:
     """Paint an axis-aligned box (or the disc inscribed in it) centred at (cx, cy) (B, T)
     with half sizes half_x, half_y (floats or (B, T)) in `colour` (B, 3) into `video`."""
     b, t, _, s, _ = video.shape
-    hx = torch.as_tensor(half_x, dtype=torch.float32).expand(b, t)
-    hy = torch.as_tensor(half_y, dtype=torch.float32).expand(b, t)
-    span = int(np.ceil(2 * max(float(hx.max()), float(hy.max())) * s)) + 2 if b * t else 0
-    offsets = torch.arange(span)
+    if b * t == 0:
+        return
+    hx = np.broadcast_to(np.asarray(half_x, np.float64), (b, t))
+    hy = np.broadcast_to(np.asarray(half_y, np.float64), (b, t))
+    span = int(np.ceil(2 * max(hx.max(), hy.max()) * s)) + 2
+    offsets = np.arange(span)
     # First pixel whose centre (j + 0.5) / s can be inside: j > (c - h) * s - 0.5.
-    cols = torch.floor((cx - hx) * s - 0.5).long()[..., None] + offsets   # (B, T, span)
-    rows = torch.floor((cy - hy) * s - 0.5).long()[..., None] + offsets
-    dx = (cols.float() + 0.5) / s - cx[..., None]
-    dy = (rows.float() + 0.5) / s - cy[..., None]
+    cols = np.floor((cx - hx) * s - 0.5).astype(np.int64)[..., None] + offsets  # (B, T, span)
+    rows = np.floor((cy - hy) * s - 0.5).astype(np.int64)[..., None] + offsets
+    dx = (cols + 0.5) / s - cx[..., None]
+    dy = (rows + 0.5) / s - cy[..., None]
     if disc:
         inside = dy[..., :, None] ** 2 + dx[..., None, :] ** 2 < (hx ** 2)[..., None, None]
     else:
-        inside = ((dy.abs() < hy[..., None])[..., :, None]
-                  & (dx.abs() < hx[..., None])[..., None, :])
+        inside = ((np.abs(dy) < hy[..., None])[..., :, None]
+                  & (np.abs(dx) < hx[..., None])[..., None, :])
     inside &= ((rows >= 0) & (rows < s))[..., :, None] & ((cols >= 0) & (cols < s))[..., None, :]
-    bi, ti, yi, xi = inside.nonzero(as_tuple=True)
-    # One flat index per painted pixel and channel: 1D scatter is far cheaper than
-    # multi-dimensional advanced indexing.
+    bi, ti, yi, xi = np.nonzero(inside)
     pixel = ((bi * t + ti) * 3 * s + rows[bi, ti, yi]) * s + cols[bi, ti, xi]
-    flat = (pixel[:, None] + torch.arange(3) * (s * s)).reshape(-1)
-    video.view(-1)[flat] = torch.from_numpy(np.ascontiguousarray(colour))[bi].reshape(-1)
+    flat = (pixel[:, None] + np.arange(3) * (s * s)).reshape(-1)
+    video.reshape(-1)[flat] = colour[bi].reshape(-1)
 
 
 def _background(cfg: WorldConfig, st: WorldState) -> np.ndarray:

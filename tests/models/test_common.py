@@ -5,7 +5,7 @@ import importlib.util
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from wmkernels.models.common import (
     TimestepEmbedder,
     TrainConfig,
     Trainer,
+    config_from_dict,
     load_checkpoint,
     load_config,
     make_loader,
@@ -32,6 +33,17 @@ from wmkernels.models.common import (
 )
 from wmkernels.models.common import training as training_module
 from wmkernels.models.common.distributed import DistInfo
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These shapes are tiny: a parallel region costs more than the work, and far more when
+    the cores are shared with other jobs, so run single-threaded."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 # ---------------------------------------------------------------- patching
 
@@ -171,6 +183,18 @@ def test_st_transformer_cached_frames_equal_full_forward():
         STTransformer(16, 1, 2, causal_time=False).make_cache(1, 2, 3)
 
 
+def test_st_transformer_and_patching_compile_without_graph_breaks():
+    model = STTransformer(16, depth=2, heads=2, cond_dim=3)
+    embed = PatchEmbed(4, 3, 16)
+    video, cond = torch.rand(2, 3, 3, 8, 8), torch.randn(2, 3, 3)
+
+    def forward(video, cond):
+        return unpatchify(model(embed(video), cond), 1, 2, 2)
+
+    compiled = torch.compile(forward, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(video, cond), forward(video, cond))
+
+
 # ---------------------------------------------------------------- training loop
 
 
@@ -229,6 +253,23 @@ def test_resume_continues_with_identical_losses(tmp_path):
     assert load_checkpoint(tmp_path / "b" / "checkpoint.safetensors")["step"] == 6
 
 
+def test_configs_roundtrip_through_json(tmp_path):
+    @dataclass
+    class Outer:
+        inner: TinyModelConfig = field(default_factory=TinyModelConfig)
+        name: str = "x"
+
+    cfg = Outer(TinyModelConfig(width=3, sizes=(4, 5)), name="y")
+    save_checkpoint(tmp_path / "c.safetensors", tiny_model(0), configs={"model": cfg})
+    stored = load_checkpoint(tmp_path / "c.safetensors")["configs"]["model"]
+    assert config_from_dict(Outer, stored) == cfg
+    assert config_from_dict(TinyModelConfig, {"width": 5}) == TinyModelConfig(width=5)
+    with pytest.raises(ValueError, match="no fields"):
+        config_from_dict(TinyModelConfig, {"depth": 2})
+    with pytest.raises(TypeError, match="dataclass"):
+        config_from_dict(dict, {})
+
+
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     model = tiny_model(0)
     path = tmp_path / "ckpt.safetensors"
@@ -268,6 +309,39 @@ def test_checkpoint_roundtrip_with_tied_weights_and_errors(tmp_path):
         load_checkpoint(tmp_path / "junk.safetensors", other)
     with pytest.raises(ValueError, match="steps"):
         TrainConfig(steps=-1)
+
+
+def test_trainer_learns_action_conditioned_next_frames_of_the_world(tmp_path):
+    from wmkernels.models.data import NUM_ACTIONS, make_clips
+
+    class NextFrame(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = PatchEmbed(4, 3, 32)
+            self.body = STTransformer(32, depth=1, heads=2, cond_dim=NUM_ACTIONS + 1)
+            self.head = PatchHead(32, 4, 3)
+            self.register_buffer("pos", sincos_3d(3, 4, 4, 32))
+
+        def forward(self, video, actions):
+            cond = torch.nn.functional.one_hot(actions + 1, NUM_ACTIONS + 1).float()
+            tokens = self.embed(video) + self.pos[: video.shape[1]]
+            return self.head(self.body(tokens, cond), 16, 16)
+
+    def batch(step):
+        clips = make_clips(8, 4, 16, seed=0, start=8 * step)
+        return clips["video"], clips["actions"]
+
+    def loss(model, b):
+        video, actions = b
+        return torch.nn.functional.mse_loss(model(video[:, :-1], actions), video[:, 1:])
+
+    torch.manual_seed(0)
+    model = NextFrame()
+    trainer = Trainer(model, torch.optim.AdamW(model.parameters(), lr=3e-3), loss, batch,
+                      TrainConfig(steps=40, log_every=10, progress=False,
+                                  out_dir=str(tmp_path)))
+    history = trainer.fit()
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
 
 
 def test_non_finite_loss_stops_training(tmp_path):
