@@ -58,7 +58,9 @@ def add_sora_parser(subparsers) -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", default=DEFAULT_CKPT)
     e.add_argument("--clips", type=int, default=128, help="held-out prompts to generate")
     e.add_argument("--probe-clips", type=int, default=2048, help="real clips for the probe")
-    e.add_argument("--probe-steps", type=int, default=600)
+    e.add_argument("--probe-steps", type=int, default=1000)
+    e.add_argument("--probe", help="probe file: loaded when it exists, else trained and "
+                   "written there (the probe depends only on the world, not the model)")
     e.add_argument("--guidance", type=float, help="CFG scale (default: the config's)")
     e.add_argument("--steps", type=int, help="Euler steps (default: the config's, 30)")
     e.add_argument("--threads", type=int)
@@ -144,7 +146,13 @@ def _sample(args) -> int:
 
 def _eval(args) -> int:
     import torch
-    from wmkernels.models.sora.evaluate import probe_accuracy, prompt_following, train_probe
+    from wmkernels.models.sora.evaluate import (
+        load_probe,
+        probe_accuracy,
+        prompt_following,
+        save_probe,
+        train_probe,
+    )
     from wmkernels.models.sora.train import to_pixels, vae_psnr, world_clips
 
     _threads(args)
@@ -154,9 +162,15 @@ def _eval(args) -> int:
     held = world_clips(cfg, max(args.clips, cfg.train.eval_clips), split="eval")
     metrics: dict = {"vae_psnr_db": vae_psnr(model, held["video"])}
     print(f"VAE PSNR (held-out, {len(held['caption'])} clips): {metrics['vae_psnr_db']:.2f} dB")
-    real = world_clips(cfg, args.probe_clips, split="train")
-    probe = train_probe(real["video"], real["attributes"], steps=args.probe_steps,
-                        seed=cfg.train.seed)
+    if args.probe and os.path.isfile(args.probe):
+        probe = load_probe(args.probe)
+        print(f"probe: {args.probe}")
+    else:
+        real = world_clips(cfg, args.probe_clips, split="train")
+        probe = train_probe(real["video"], real["attributes"], steps=args.probe_steps,
+                            seed=cfg.train.seed)
+        if args.probe:
+            save_probe(probe, args.probe, cfg.frames, cfg.size)
     metrics["probe_on_real"] = probe_accuracy(probe, to_pixels(held["video"]),
                                               held["attributes"])
     guidance = cfg.train.guidance if args.guidance is None else args.guidance

@@ -15,6 +15,8 @@ import time
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 from wmkernels.models.data import AGENT_MOTIONS, COLOUR_NAMES, DIRECTION_NAMES
 from wmkernels.models.sora.pipeline import Sora
@@ -26,30 +28,39 @@ PROBE_TARGETS = {"ball_colour": len(COLOUR_NAMES), "ball_direction": len(DIRECTI
 
 
 class Probe(nn.Module):
-    """3-D CNN over clips (B, T, 3, H, W) in [-1, 1] -> logits per PROBE_TARGETS entry."""
+    """3-D CNN over clips (B, T, 3, H, W) in [-1, 1] -> logits per PROBE_TARGETS entry.
 
-    def __init__(self, width: int = 32):
+    The last feature map is flattened, not pooled: reading a direction of motion needs to
+    know where the ball is at the start and at the end, which global pooling throws away.
+    """
+
+    def __init__(self, frames: int, size: int, width: int = 32):
         super().__init__()
         w = width
         self.features = nn.Sequential(
-            nn.Conv3d(3, w, (3, 3, 3), padding=1, stride=(1, 2, 2)), nn.GELU(),
-            nn.Conv3d(w, 2 * w, (3, 3, 3), padding=1, stride=(1, 2, 2)), nn.GELU(),
-            nn.Conv3d(2 * w, 2 * w, (3, 3, 3), padding=1, stride=(2, 2, 2)), nn.GELU(),
-            nn.AdaptiveAvgPool3d(1), nn.Flatten())
-        self.heads = nn.ModuleDict({k: nn.Linear(2 * w, n) for k, n in PROBE_TARGETS.items()})
+            nn.Conv3d(3, w, 3, padding=1, stride=(1, 2, 2)), nn.GELU(),
+            nn.Conv3d(w, 2 * w, 3, padding=1, stride=(1, 2, 2)), nn.GELU(),
+            nn.Conv3d(2 * w, 2 * w, 3, padding=1, stride=(2, 1, 1)), nn.GELU(),
+            nn.Conv3d(2 * w, 2 * w, 3, padding=1, stride=(2, 2, 2)), nn.GELU(),
+            nn.Flatten())
+        with torch.no_grad():
+            n = self.features(torch.zeros(1, 3, frames, size, size)).shape[1]
+        self.hidden = nn.Sequential(nn.Linear(n, 256), nn.GELU())
+        self.heads = nn.ModuleDict({k: nn.Linear(256, c) for k, c in PROBE_TARGETS.items()})
 
     def forward(self, video: torch.Tensor) -> dict[str, torch.Tensor]:
-        h = self.features(video.transpose(1, 2))
+        h = self.hidden(self.features(video.transpose(1, 2)))
         return {k: head(h) for k, head in self.heads.items()}
 
 
 def train_probe(video_u8: torch.Tensor, attributes: dict[str, torch.Tensor], *,
-                steps: int = 600, batch: int = 32, seed: int = 0) -> Probe:
+                steps: int = 1000, batch: int = 32, seed: int = 0) -> Probe:
     """Fit a Probe on real uint8 clips (N, T, 3, H, W) and their world attributes. Clips
     with a missing label (-1, e.g. a world without balls) are left out of that head's loss.
     Light Gaussian pixel noise keeps the probe from keying on exact rendered values."""
     gen = torch.Generator().manual_seed(seed)
-    probe = Probe()
+    torch.manual_seed(seed)
+    probe = Probe(video_u8.shape[1], video_u8.shape[-1])
     opt = torch.optim.AdamW(probe.parameters(), lr=2e-3)
     for step in range(steps):
         for g in opt.param_groups:
@@ -63,6 +74,23 @@ def train_probe(video_u8: torch.Tensor, attributes: dict[str, torch.Tensor], *,
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    return probe.eval()
+
+
+def save_probe(probe: Probe, path: str, frames: int, size: int) -> None:
+    """Write the probe's weights and input size to a safetensors file."""
+    save_file({k: v.contiguous() for k, v in probe.state_dict().items()}, path,
+              metadata={"frames": str(frames), "size": str(size)})
+
+
+def load_probe(path: str) -> Probe:
+    """A probe written by `save_probe`."""
+    with safe_open(path, "pt") as f:
+        meta = f.metadata() or {}
+    if "frames" not in meta or "size" not in meta:
+        raise ValueError(f"{path!r} is not a probe file (no frames/size metadata)")
+    probe = Probe(int(meta["frames"]), int(meta["size"]))
+    probe.load_state_dict(load_file(path))
     return probe.eval()
 
 

@@ -275,8 +275,14 @@ def test_unknown_words_become_unk(model):
 def test_train_cli_sample_and_eval_end_to_end(tmp_path, capsys):
     pytest.importorskip("wmkernels.models.data", reason="needs the embedded world")
     from wmkernels.models.sora import cli
-    from wmkernels.models.sora.evaluate import PROBE_TARGETS, prompt_following, train_probe
-    from wmkernels.models.sora.train import train, world_clips
+    from wmkernels.models.sora.evaluate import (
+        PROBE_TARGETS,
+        load_probe,
+        prompt_following,
+        save_probe,
+        train_probe,
+    )
+    from wmkernels.models.sora.train import to_pixels, train, world_clips
 
     cfg = small_config()
     model, metrics = train(cfg, str(tmp_path), progress=False, log=lambda s: None)
@@ -295,6 +301,10 @@ def test_train_cli_sample_and_eval_end_to_end(tmp_path, capsys):
 
     held = world_clips(cfg, 8, split="eval")
     probe = train_probe(held["video"], held["attributes"], steps=2)
+    save_probe(probe, str(tmp_path / "probe.safetensors"), cfg.frames, cfg.size)
+    again = load_probe(str(tmp_path / "probe.safetensors"))
+    x = to_pixels(held["video"][:2])
+    torch.testing.assert_close(again(x)["ball_colour"], probe(x)["ball_colour"])
     res = prompt_following(model, probe, held, n=4, guidance=2.0, steps=2)
     assert set(res["generated"]) == set(PROBE_TARGETS) | {"colour_and_direction"}
     assert all(0 <= v <= 1 for v in res["unconditional"].values())
