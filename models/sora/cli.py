@@ -57,8 +57,8 @@ def add_sora_parser(subparsers) -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="VAE PSNR and prompt following (probe accuracy)")
     e.add_argument("--checkpoint", default=DEFAULT_CKPT)
     e.add_argument("--clips", type=int, default=128, help="held-out prompts to generate")
-    e.add_argument("--probe-clips", type=int, default=2048, help="real clips for the probe")
-    e.add_argument("--probe-steps", type=int, default=1000)
+    e.add_argument("--probe-clips", type=int, default=8192, help="real clips for the probe")
+    e.add_argument("--probe-steps", type=int, default=2500)
     e.add_argument("--probe", help="probe file: loaded when it exists, else trained and "
                    "written there (the probe depends only on the world, not the model)")
     e.add_argument("--guidance", type=float, help="CFG scale (default: the config's)")
