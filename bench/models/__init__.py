@@ -1,3 +1,3 @@
 """One module per model pipeline; each defines `cases(device, quick) -> list[Case | Skip]`."""
 
-MODELS = ("genie", "jepa")
+MODELS = ("genie", "sora", "jepa")

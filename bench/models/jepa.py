@@ -10,12 +10,12 @@ wmkernels functions, so the two rows differ only in which attention implementati
 from __future__ import annotations
 
 import torch
+
+from wmkernels import routing
 from wmkernels.bench.harness import Case, Skip
 from wmkernels.models.jepa.config import EncoderConfig, PredictorConfig, VJEPAConfig
 from wmkernels.models.jepa.vit import set_attention_backend
 from wmkernels.models.jepa.vjepa import VJEPA
-
-from wmkernels import routing
 
 OP = "vjepa_train_step"
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from wmkernels.models.common import sincos_3d
 from wmkernels.models.jepa.vit import (
     Block,

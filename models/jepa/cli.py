@@ -127,6 +127,7 @@ def _probe(args) -> int:
 def _plan(args) -> int:
     import numpy as np
     import torch
+
     from wmkernels.models.data import ACTIONS, World, WorldConfig
     from wmkernels.models.jepa.evaluate import oracle_report, planning_report
     from wmkernels.models.jepa.planner import CEMConfig, CEMPlanner

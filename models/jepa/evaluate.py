@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+
 from wmkernels.models.data import World, make_clips
 from wmkernels.models.data.world import WorldConfig, sample_actions
 from wmkernels.models.jepa.ac import ACWorldModel, FrameEncoder

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from wmkernels.models.jepa.config import IJEPAConfig
 from wmkernels.models.jepa.ema import ema_update_, make_target
 from wmkernels.models.jepa.masks import IJEPAMasks, MultiBlockMasks

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
 from wmkernels.models.common import sincos_3d
 from wmkernels.models.jepa.vit import Block, gather_positions, init_weights
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
 from wmkernels.models.common import (
     TrainConfig,
     Trainer,

@@ -20,9 +20,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from wmkernels.models.common import PatchEmbed, sincos_3d
 
 import wmkernels
+from wmkernels.models.common import PatchEmbed, sincos_3d
 
 ATTENTION_LAYOUTS = ("spatial", "factorized", "joint")
 

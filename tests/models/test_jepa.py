@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import torch
+
 from wmkernels.models.jepa.ema import ema_update_, make_target, momentum_at
 from wmkernels.models.jepa.masks import (
     BlockSpec,

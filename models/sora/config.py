@@ -1,0 +1,124 @@
+"""Sora pipeline configs: `tiny` trains on a laptop CPU in minutes, `base` is a one-GPU size.
+Paper values (Open-Sora 1.x / PixArt-alpha / SD3) are noted beside ours in each dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from wmkernels.models.sora.dit import DiTConfig
+from wmkernels.models.sora.text import TextConfig
+from wmkernels.models.sora.vae import VAEConfig
+
+
+@dataclass
+class TrainConfig:
+    """Training and sampling. Paper-scale: AdamW 2e-5 (PixArt) / 1e-4 (Open-Sora), 10%
+    caption dropout, 30-50 Euler or 100 DDPM steps, guidance ~7."""
+
+    clips: int = 2048            # training clips rendered from the world
+    eval_clips: int = 256        # held-out clips (VAE PSNR, probe)
+    vae_steps: int = 1500
+    vae_batch: int = 16
+    vae_lr: float = 2e-3
+    dit_steps: int = 3000
+    dit_batch: int = 32
+    dit_lr: float = 5e-4
+    text_dropout: float = 0.1    # classifier-free guidance: captions dropped in training
+    sample_steps: int = 30       # Euler steps
+    guidance: float = 4.0        # CFG scale (papers ~7; a tiny model saturates earlier)
+    seed: int = 0
+
+    def validate(self) -> None:
+        for name in ("clips", "eval_clips", "vae_steps", "vae_batch", "dit_steps", "dit_batch",
+                     "sample_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.text_dropout < 1.0:
+            raise ValueError(f"TrainConfig.text_dropout must be in [0, 1), got "
+                             f"{self.text_dropout}")
+        if self.guidance < 0:
+            raise ValueError(f"TrainConfig.guidance must be >= 0, got {self.guidance}")
+
+
+@dataclass
+class SoraConfig:
+    """Whole pipeline. Clips are `frames` frames of `size` x `size` RGB."""
+
+    frames: int = 9
+    size: int = 32
+    # World: one ball, so "the ball" in a caption names one object a probe can read.
+    world_balls: int = 1
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        self.vae.validate()
+        self.dit.validate()
+        self.train.validate()
+        if self.frames < 1 or (self.frames - 1) % self.vae.time_down:
+            raise ValueError(f"frames must be 1 + {self.vae.time_down}*k for the causal VAE, "
+                             f"got {self.frames}")
+        if self.size % (self.vae.space_down * self.dit.patch):
+            raise ValueError(f"size must be a multiple of space_down*patch = "
+                             f"{self.vae.space_down * self.dit.patch}, got {self.size}")
+        if not 0 <= self.world_balls <= 7:
+            raise ValueError(f"world_balls must be in [0, 7], got {self.world_balls}")
+        latent_frames = 1 + (self.frames - 1) // self.vae.time_down
+        if latent_frames > self.dit.max_frames:
+            raise ValueError(f"{latent_frames} latent frames exceed dit.max_frames = "
+                             f"{self.dit.max_frames}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SoraConfig:
+        """Inverse of `to_dict` (unknown keys are an error, so typos do not pass silently)."""
+        parts = {"vae": VAEConfig, "text": TextConfig, "dit": DiTConfig, "train": TrainConfig}
+        kw = {}
+        for f in fields(cls):
+            if f.name not in d:
+                continue
+            v = d[f.name]
+            if f.name in parts:
+                sub = parts[f.name]
+                known = {g.name for g in fields(sub)}
+                extra = set(v) - known
+                if extra:
+                    raise ValueError(f"unknown {f.name} config keys {sorted(extra)}")
+                if "channels" in v:
+                    v = {**v, "channels": tuple(v["channels"])}
+                v = sub(**v)
+            kw[f.name] = v
+        extra = set(d) - {f.name for f in fields(cls)}
+        if extra:
+            raise ValueError(f"unknown config keys {sorted(extra)}")
+        return cls(**kw)
+
+
+def tiny() -> SoraConfig:
+    """CPU config: 9 frames of 32x32 -> latents 3 x 16 x 8 x 8 -> 3 x 16 tokens, 1.6M-param DiT."""
+    return SoraConfig()
+
+
+def base() -> SoraConfig:
+    """One-GPU config: 17 frames of 128x128, VAE 8x space / 4x time, 12-block 384-wide DiT."""
+    return SoraConfig(
+        frames=17, size=128,
+        vae=VAEConfig(channels=(32, 64, 128, 128), time_down_stages=2, latent_channels=8),
+        text=TextConfig(dim=256, layers=4, heads=4),
+        dit=DiTConfig(dim=384, depth=12, heads=6),
+        train=TrainConfig(clips=16384, vae_steps=20000, vae_batch=16, dit_steps=50000,
+                          dit_batch=64, dit_lr=2e-4, guidance=5.0))
+
+
+CONFIGS = {"tiny": tiny, "base": base}
+
+
+def get_config(name: str) -> SoraConfig:
+    """The named preset ("tiny" or "base")."""
+    if name not in CONFIGS:
+        raise ValueError(f"config must be one of {sorted(CONFIGS)}, got {name!r}")
+    return CONFIGS[name]()
