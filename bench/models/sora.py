@@ -15,12 +15,12 @@ from __future__ import annotations
 import copy
 
 import torch
+
+from wmkernels import routing
 from wmkernels.bench.harness import Case, Skip
 from wmkernels.models.sora.config import base, tiny
 from wmkernels.models.sora.dit import DiT, DiTConfig, set_backend
 from wmkernels.models.sora.flow import euler_sample, flow_loss, guided
-
-from wmkernels import routing
 
 LABELS = {"cpu": "wmk-cpu", "triton": "wmk-triton", "cuda": "wmk-cuda"}
 

@@ -146,6 +146,7 @@ def _sample(args) -> int:
 
 def _eval(args) -> int:
     import torch
+
     from wmkernels.models.sora.evaluate import (
         load_probe,
         probe_accuracy,

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from wmkernels.models.common import (
     PatchEmbed,
     PatchHead,
@@ -33,7 +34,6 @@ from wmkernels.models.common import (
     sincos_1d,
     sincos_2d,
 )
-
 from wmkernels.nn import SpatialAttention, TemporalAttention
 
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
+
 from wmkernels.models.data import AGENT_MOTIONS, COLOUR_NAMES, DIRECTION_NAMES
 from wmkernels.models.sora.pipeline import Sora
 from wmkernels.models.sora.train import to_pixels

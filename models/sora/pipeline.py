@@ -13,6 +13,7 @@ from dataclasses import asdict
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
 from wmkernels.models.sora.config import SoraConfig
 from wmkernels.models.sora.dit import DiT, set_backend
 from wmkernels.models.sora.flow import euler_sample, flow_loss, guided

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 import torch
+
 from wmkernels.models.common import TrainConfig as LoopConfig
 from wmkernels.models.common import Trainer
 from wmkernels.models.data import WorldConfig, make_clips

@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+
 from wmkernels.models.sora.config import SoraConfig, TrainConfig, get_config
 from wmkernels.models.sora.dit import DiTConfig
 from wmkernels.models.sora.flow import (
