@@ -9,6 +9,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "attention_checks.h"
+
 #include <algorithm>
 #include <tuple>
 
@@ -33,31 +35,17 @@ wmk_attn_view view_of(const at::Tensor& x) {
   return {x.data_ptr(), x.stride(0), x.stride(1), x.stride(2), x.stride(3)};
 }
 
-void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
-  TORCH_CHECK(q.dim() == 5 && k.dim() == 5 && v.dim() == 5, op,
-              ": q, k, v must be (B, T, S, H, D), got ", q.sizes(), ", ", k.sizes(), ", ",
-              v.sizes());
-  TORCH_CHECK(k.sizes() == v.sizes(), op, ": k and v must have one shape, got ", k.sizes(),
-              " and ", v.sizes());
-  TORCH_CHECK(q.size(0) == k.size(0) && q.size(2) == k.size(2) && q.size(3) == k.size(3) &&
-                  q.size(4) == k.size(4),
-              op, ": q and k must share B, S, H, D, got ", q.sizes(), " and ", k.sizes());
-  TORCH_CHECK(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type(), op,
-              ": q, k, v must share a dtype");
-  TORCH_CHECK(q.device() == k.device() && q.device() == v.device(), op,
-              ": q, k, v must be on one device");
+void check_qkv_cuda(const char* op, const at::Tensor& q, const at::Tensor& k,
+                    const at::Tensor& v) {
+  check_qkv(op, q, k, v);
   TORCH_CHECK(q.size(4) <= WMK_ATTN_MAX_HEAD_DIM, op, ": head dim ", q.size(4), " > ",
               WMK_ATTN_MAX_HEAD_DIM);
-  for (const at::Tensor* t : {&q, &k, &v}) {
-    TORCH_CHECK(t->size(4) <= 1 || t->stride(4) == 1, op,
-                ": q, k, v need a unit stride on the head dim, got strides ", t->strides());
-  }
 }
 
 std::tuple<at::Tensor, at::Tensor> temporal_fwd_cuda(const at::Tensor& q, const at::Tensor& k,
                                                      const at::Tensor& v, bool causal,
                                                      double scale) {
-  check_qkv("temporal_attention_fwd", q, k, v);
+  check_qkv_cuda("temporal_attention_fwd", q, k, v);
   const int64_t B = q.size(0), tq = q.size(1), S = q.size(2), H = q.size(3), D = q.size(4);
   const int64_t tk = k.size(1);
   TORCH_CHECK(tq <= tk, "temporal_attention_fwd: Tq = ", tq, " > Tk = ", tk);
@@ -76,7 +64,7 @@ std::tuple<at::Tensor, at::Tensor> temporal_fwd_cuda(const at::Tensor& q, const 
 
 std::tuple<at::Tensor, at::Tensor> spatial_fwd_cuda(const at::Tensor& q, const at::Tensor& k,
                                                     const at::Tensor& v, double scale) {
-  check_qkv("spatial_attention_fwd", q, k, v);
+  check_qkv_cuda("spatial_attention_fwd", q, k, v);
   TORCH_CHECK(q.sizes() == k.sizes(), "spatial_attention_fwd: q and k must have one shape");
   const int64_t B = q.size(0), T = q.size(1), S = q.size(2), H = q.size(3), D = q.size(4);
   TORCH_CHECK(B * T * H < (int64_t(1) << 31) && S <= int64_t(65535) * 16,
@@ -110,7 +98,7 @@ at::Tensor chunk_bwd(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_bwd_cuda(
     const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     const at::Tensor& out, const at::Tensor& lse, double scale) {
-  check_qkv("spatial_attention_bwd", q, k, v);
+  check_qkv_cuda("spatial_attention_bwd", q, k, v);
   const c10::cuda::CUDAGuard guard(q.device());
   const int64_t B = q.size(0), T = q.size(1), S = q.size(2), H = q.size(3), D = q.size(4);
   if (q.numel() == 0) {
@@ -141,7 +129,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_bwd_cuda(
 std::tuple<at::Tensor, at::Tensor, at::Tensor> temporal_bwd_cuda(
     const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     const at::Tensor& out, const at::Tensor& lse, bool causal, double scale) {
-  check_qkv("temporal_attention_bwd", q, k, v);
+  check_qkv_cuda("temporal_attention_bwd", q, k, v);
   const c10::cuda::CUDAGuard guard(q.device());
   const int64_t B = q.size(0), tq = q.size(1), S = q.size(2), H = q.size(3), D = q.size(4);
   const int64_t tk = k.size(1);
