@@ -38,6 +38,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "maskgit_checks.h"
+
 #include "maskgit_philox.h"
 
 // The selects of the exp polynomial and the NaN/inf policy are if-converted (and the loops
@@ -312,18 +314,10 @@ void for_rows(const at::Tensor& logits, F&& f) {
   });
 }
 
-void check_settings(const char* op, const at::Tensor& logits, double temperature, int64_t top_k) {
-  TORCH_CHECK_VALUE(logits.size(-1) > 0, op, ": logits must have V >= 1");
-  TORCH_CHECK_VALUE(temperature >= 0.0, op, ": temperature must be >= 0, got ", temperature);
-  TORCH_CHECK_VALUE(top_k >= 0 && top_k <= logits.size(-1), op,
-                    ": top_k must be in [0, V] (0 = all), got ", top_k);
-}
-
 std::tuple<at::Tensor, at::Tensor> maskgit_sample_cpu(const at::Tensor& logits,
                                                       double temperature, int64_t top_k,
                                                       const at::Tensor& seed) {
-  TORCH_CHECK(logits.dim() == 2, "maskgit_sample: logits must be (R, V), got ", logits.sizes());
-  check_settings("maskgit_sample", logits, temperature, top_k);
+  check_maskgit_sample(logits, temperature, top_k);
   const int64_t R = logits.size(0), V = logits.size(1);
   at::Tensor tokens = at::empty({R}, logits.options().dtype(at::kLong));
   at::Tensor conf = at::empty({R}, logits.options().dtype(at::kFloat));
@@ -374,17 +368,8 @@ std::tuple<at::Tensor, at::Tensor> maskgit_step_cpu(
     const at::Tensor& logits, const at::Tensor& tokens, const at::Tensor& mask,
     const at::Tensor& num_masked, double temperature, int64_t top_k, double choice_temperature,
     bool random_order, const at::Tensor& seed) {
-  TORCH_CHECK(logits.dim() == 3, "maskgit_step: logits must be (B, N, V), got ", logits.sizes());
+  check_maskgit_step(logits, tokens, mask, num_masked, temperature, top_k, choice_temperature);
   const int64_t B = logits.size(0), N = logits.size(1), V = logits.size(2);
-  TORCH_CHECK(tokens.sizes() == at::IntArrayRef({B, N}) && mask.sizes() == tokens.sizes() &&
-                  num_masked.sizes() == at::IntArrayRef({B}),
-              "maskgit_step: expected tokens and mask (B, N) and num_masked (B,) for logits ",
-              logits.sizes());
-  TORCH_CHECK(tokens.scalar_type() == at::kLong && mask.scalar_type() == at::kBool &&
-                  num_masked.scalar_type() == at::kLong,
-              "maskgit_step: tokens and num_masked must be int64 and mask bool");
-  check_settings("maskgit_step", logits, temperature, top_k);
-  TORCH_CHECK_VALUE(choice_temperature >= 0.0, "maskgit_step: choice_temperature must be >= 0");
   at::Tensor out_tokens = at::empty({B, N}, tokens.options());
   at::Tensor out_mask = at::empty({B, N}, mask.options());
   if (B * N == 0) return {out_tokens, out_mask};

@@ -5,6 +5,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "maskgit_checks.h"
 #include "maskgit_kernel.h"
 
 namespace wmk {
@@ -21,13 +22,8 @@ MaskgitDtype kernel_dtype(const at::Tensor& logits, const char* op) {
                    logits.scalar_type());
 }
 
-void check_common(const char* op, const at::Tensor& logits, double temperature, int64_t top_k,
-                  const at::Tensor& seed) {
+void check_seed(const char* op, const at::Tensor& logits, const at::Tensor& seed) {
   TORCH_CHECK(logits.is_cuda(), op, ": logits must be a CUDA tensor");
-  TORCH_CHECK_VALUE(logits.size(-1) > 0, op, ": logits must have V >= 1");
-  TORCH_CHECK_VALUE(temperature >= 0.0, op, ": temperature must be >= 0, got ", temperature);
-  TORCH_CHECK_VALUE(top_k >= 0 && top_k <= logits.size(-1), op,
-                    ": top_k must be in [0, V] (0 = all), got ", top_k);
   TORCH_CHECK(seed.device() == logits.device() && seed.scalar_type() == at::kLong &&
                   seed.numel() == 1,
               op, ": seed must be a one-element int64 tensor on the logits' device");
@@ -40,8 +36,8 @@ void check_launch(cudaError_t err, const char* op) {
 std::tuple<at::Tensor, at::Tensor> maskgit_sample_cuda(const at::Tensor& logits,
                                                        double temperature, int64_t top_k,
                                                        const at::Tensor& seed) {
-  TORCH_CHECK(logits.dim() == 2, "maskgit_sample: logits must be (R, V), got ", logits.sizes());
-  check_common("maskgit_sample", logits, temperature, top_k, seed);
+  check_maskgit_sample(logits, temperature, top_k);
+  check_seed("maskgit_sample", logits, seed);
   const MaskgitDtype dtype = kernel_dtype(logits, "maskgit_sample");
   const c10::cuda::CUDAGuard guard(logits.device());
   at::Tensor x = logits.stride(1) == 1 ? logits : logits.contiguous();
@@ -62,20 +58,9 @@ std::tuple<at::Tensor, at::Tensor> maskgit_step_cuda(
     const at::Tensor& logits, const at::Tensor& tokens, const at::Tensor& mask,
     const at::Tensor& num_masked, double temperature, int64_t top_k, double choice_temperature,
     bool random_order, const at::Tensor& seed) {
-  TORCH_CHECK(logits.dim() == 3, "maskgit_step: logits must be (B, N, V), got ", logits.sizes());
-  check_common("maskgit_step", logits, temperature, top_k, seed);
+  check_maskgit_step(logits, tokens, mask, num_masked, temperature, top_k, choice_temperature);
+  check_seed("maskgit_step", logits, seed);
   const int64_t B = logits.size(0), N = logits.size(1), V = logits.size(2);
-  TORCH_CHECK(tokens.sizes() == at::IntArrayRef({B, N}) && mask.sizes() == tokens.sizes() &&
-                  num_masked.sizes() == at::IntArrayRef({B}),
-              "maskgit_step: expected tokens and mask (B, N) and num_masked (B,) for logits ",
-              logits.sizes());
-  TORCH_CHECK(tokens.scalar_type() == at::kLong && mask.scalar_type() == at::kBool &&
-                  num_masked.scalar_type() == at::kLong,
-              "maskgit_step: tokens and num_masked must be int64 and mask bool");
-  TORCH_CHECK(tokens.device() == logits.device() && mask.device() == logits.device() &&
-                  num_masked.device() == logits.device(),
-              "maskgit_step: logits, tokens, mask and num_masked must be on the same device");
-  TORCH_CHECK_VALUE(choice_temperature >= 0.0, "maskgit_step: choice_temperature must be >= 0");
   const MaskgitDtype dtype = kernel_dtype(logits, "maskgit_step");
   const c10::cuda::CUDAGuard guard(logits.device());
   at::Tensor out_tokens = at::empty({B, N}, tokens.options());
