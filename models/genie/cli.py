@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -98,6 +99,8 @@ def _cmd_train(args) -> int:
     out = Path(args.out)
     model = train_genie(cfg, out, clips=args.clips, device=device, say=_say,
                         progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun, rank 0 evaluates and reports
     video, actions = held_out(cfg, 32, seed=cfg.train.seed, device=device)
     metrics = {"tokenizer_psnr": tokenizer_psnr(model, video),
                "action_nmi": action_nmi(model, video, actions)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from wmkernels.models.common.distributed import get_rank, get_world_size
 from wmkernels.models.data import make_clips
 from wmkernels.models.genie.config import GenieConfig
 
@@ -14,7 +15,8 @@ class ClipPool:
     than float), served as float batches in [0, 1] with their true actions.
 
     batch(step) draws `batch_size` clips with a generator seeded by (seed, step), so a run
-    is reproducible and a resumed run sees the same batches.
+    is reproducible and a resumed run sees the same batches. Under torchrun each rank takes
+    its own `batch_size` clips of one (seed, step) draw of batch_size x world_size.
     """
 
     def __init__(self, cfg: GenieConfig, n: int, *, seed: int, start: int = 0,
@@ -32,7 +34,9 @@ class ClipPool:
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-        idx = torch.randint(0, len(self), (self.batch_size,), generator=g).to(self.video.device)
+        rank, world = get_rank(), get_world_size()
+        idx = torch.randint(0, len(self), (self.batch_size * world,), generator=g)
+        idx = idx[rank * self.batch_size:(rank + 1) * self.batch_size].to(self.video.device)
         return self.video[idx].float() / 255, self.actions[idx]
 
     def all(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

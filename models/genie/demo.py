@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from wmkernels.models.common.distributed import cleanup, init_distributed
 from wmkernels.models.genie.config import GenieConfig
 from wmkernels.models.genie.data import ClipPool, held_out
 from wmkernels.models.genie.evaluate import evaluate
@@ -22,24 +23,32 @@ from wmkernels.models.genie.train import train_dynamics, train_tokenizer
 def train_genie(cfg: GenieConfig, out: Path, *, clips: int, device: str,
                 say: Callable[[str], None] = print, progress: bool = True) -> Genie:
     """Both training phases on `clips` world clips; writes out/genie.safetensors after each
-    phase (so a tokenizer-only checkpoint exists as soon as phase 1 ends)."""
+    phase (so a tokenizer-only checkpoint exists as soon as phase 1 ends). Phase checkpoints
+    live in out/tokenizer and out/dynamics: rerunning with the same `out` resumes (a
+    finished phase is skipped). Under torchrun every rank trains its share of each batch
+    (DDP) and rank 0 writes the files."""
+    info = init_distributed(device=torch.device(device).type)
+    if not info.is_main:
+        say = lambda line: None  # noqa: E731 - one rank reports
     torch.manual_seed(cfg.train.seed)
-    pool = ClipPool(cfg, clips, seed=cfg.train.seed, device=device)
-    model = Genie(cfg).to(device)
+    pool = ClipPool(cfg, clips, seed=cfg.train.seed, device=info.device)
+    model = Genie(cfg).to(info.device)
     ckpt = out / "genie.safetensors"
 
-    def log(row):
-        keys = [k for k in row if k not in ("phase", "step", "seconds")]
-        say(f"  [{row['phase']}] step {row['step']:5d}  {row['seconds']:6.0f}s  " +
-            "  ".join(f"{k} {row[k]:.4f}" for k in keys))
+    def report(rows):
+        for row in rows:
+            keys = [k for k in row if k != "step"]
+            say(f"  step {row['step']:5d}  " + "  ".join(f"{k} {row[k]:.4f}" for k in keys))
 
     say(f"phase 1: video tokenizer, {cfg.train.tokenizer_steps} steps")
-    train_tokenizer(model, pool.batch, log=log, progress=progress)
-    save_checkpoint(model, ckpt, {"phase": "tokenizer"})
+    report(train_tokenizer(model, pool.batch, out_dir=out / "tokenizer", progress=progress))
+    if info.is_main:
+        save_checkpoint(model, ckpt, {"phase": "tokenizer"})
     say(f"phase 2: latent action model + dynamics, {cfg.train.joint_steps} steps")
-    g = torch.Generator(device=device).manual_seed(cfg.train.seed)
-    train_dynamics(model, pool.batch, log=log, progress=progress, generator=g)
-    save_checkpoint(model, ckpt, {"phase": "done"})
+    report(train_dynamics(model, pool.batch, out_dir=out / "dynamics", progress=progress))
+    if info.is_main:
+        save_checkpoint(model, ckpt, {"phase": "done"})
+    cleanup(info)
     return model.eval()
 
 

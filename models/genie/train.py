@@ -1,17 +1,25 @@
 """Genie's training order (paper §2.2): first the video tokenizer alone; then the latent
 action model and the dynamics model together — the dynamics on the frozen tokenizer's codes,
-conditioned on the LAM's latent actions with a stop-gradient between the two."""
+conditioned on the LAM's latent actions with a stop-gradient between the two.
+
+Both phases run on the shared `Trainer` (models/common): progress bar, atomic safetensors
+checkpoints in `out_dir/tokenizer` and `out_dir/dynamics`, exact resume (rerunning an
+interrupted run continues it; a finished phase is skipped) and DDP under `torchrun`.
+Batches and masks are functions of the step (and rank), which is what makes resume exact.
+"""
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from wmkernels.models.common import TrainConfig as LoopConfig
+from wmkernels.models.common import Trainer
+from wmkernels.models.common.distributed import DistInfo, get_rank, get_world_size, wrap_ddp
 from wmkernels.models.genie.model import Genie
 
 Batch = tuple[torch.Tensor, torch.Tensor]   # video (B, T, 3, H, W) in [0, 1], actions (B, T-1)
@@ -34,68 +42,112 @@ def _optimizer(params: Iterable[nn.Parameter], lr: float, weight_decay: float):
                               {"params": rest, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.99))
 
 
-def _run_phase(name: str, modules: list[nn.Module], steps: int, loss_fn: Callable[[int], dict],
-               model: Genie, log: Callable[[dict], None] | None, progress: bool) -> list[dict]:
-    tcfg = model.cfg.train
-    params = [p for m in modules for p in m.parameters()]
-    opt = _optimizer(params, tcfg.lr, tcfg.weight_decay)
-    history = []
-    bar = tqdm(range(steps), desc=name, disable=not progress, leave=False)
-    t0 = time.perf_counter()
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = tcfg.lr * lr_factor(step, tcfg.warmup, steps)
-        out = loss_fn(step)
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(params, tcfg.grad_clip)
-        opt.step()
-        row = {k: float(v.detach()) for k, v in out.items()
-               if torch.is_tensor(v) and v.numel() == 1}
-        row.update(phase=name, step=step, seconds=time.perf_counter() - t0)
-        history.append(row)
-        bar.set_postfix(loss=f"{row['loss']:.4f}")
-        if log is not None and (step % tcfg.eval_every == 0 or step == steps - 1):
-            log(row)
-    return history
+class TokenizerObjective(nn.Module):
+    """Phase 1 as one module (what DDP wraps and the phase checkpoint holds)."""
 
+    def __init__(self, model: Genie):
+        super().__init__()
+        self.tokenizer = model.tokenizer
 
-def train_tokenizer(model: Genie, batches: Callable[[int], Batch], steps: int | None = None, *,
-                    log: Callable[[dict], None] | None = None,
-                    progress: bool = False) -> list[dict]:
-    """Phase 1: the VQ-VAE on raw clips. `batches(step)` -> (video, true actions); the true
-    actions are never used for training. Returns one metrics dict per step."""
-    steps = model.cfg.train.tokenizer_steps if steps is None else steps
-    model.tokenizer.train()
-
-    def loss_fn(step):
-        out = model.tokenizer(batches(step)[0])
+    def forward(self, video: torch.Tensor, step: int) -> dict:
+        out = self.tokenizer(video)
         return {**{k: out[k] for k in ("loss", "recon_loss", "vq_loss")},
-                "codebook_perplexity": model.tokenizer.vq.perplexity}
-
-    return _run_phase("tokenizer", [model.tokenizer], steps, loss_fn, model, log, progress)
+                "codebook_perplexity": self.tokenizer.vq.perplexity}
 
 
-def train_dynamics(model: Genie, batches: Callable[[int], Batch], steps: int | None = None, *,
-                   log: Callable[[dict], None] | None = None, progress: bool = False,
-                   generator: torch.Generator | None = None) -> list[dict]:
-    """Phase 2: LAM and dynamics together, tokenizer frozen. The dynamics sees the LAM's
-    action indices (integers: no gradient flows from the dynamics into the LAM)."""
-    steps = model.cfg.train.joint_steps if steps is None else steps
-    model.tokenizer.eval()
-    model.lam.train()
-    model.dynamics.train()
+class JointObjective(nn.Module):
+    """Phase 2 as one module: the LAM and the dynamics train, the tokenizer only encodes.
 
-    def loss_fn(step):
-        video = batches(step)[0]
+    The tokenizer is kept out of this module's parameters and state (it is frozen and
+    checkpointed by phase 1). The dynamics sees the LAM's action *indices*: integers, so no
+    gradient flows from the dynamics into the LAM. The MaskGIT mask of each step is drawn
+    from a generator seeded by (seed, step, rank).
+    """
+
+    def __init__(self, model: Genie, seed: int):
+        super().__init__()
+        self.lam, self.dynamics, self.seed = model.lam, model.dynamics, seed
+        self._frozen = (model.tokenizer,)   # a tuple: not registered as a submodule
+
+    def forward(self, video: torch.Tensor, step: int) -> dict:
+        tokenizer = self._frozen[0]
+        tokenizer.eval()
         with torch.no_grad():
-            tokens = model.tokenizer.encode(video)[1]
-        lam = model.lam(video)
-        dyn = model.dynamics.loss(tokens, lam["actions"].detach(), generator=generator)
+            tokens = tokenizer.encode(video)[1]
+        g = torch.Generator(device=video.device)
+        g.manual_seed((self.seed * 1_000_003 + step) * 1024 + get_rank())
+        lam = self.lam(video)
+        dyn = self.dynamics.loss(tokens, lam["actions"].detach(), generator=g)
         return {"loss": lam["loss"] + dyn["loss"], "lam_loss": lam["recon_loss"],
                 "lam_vq_loss": lam["vq_loss"], "dynamics_loss": dyn["loss"],
                 "dynamics_accuracy": torch.as_tensor(dyn["accuracy"]),
-                "action_perplexity": model.lam.vq.perplexity}
+                "action_perplexity": self.lam.vq.perplexity}
 
-    return _run_phase("lam+dynamics", [model.lam, model.dynamics], steps, loss_fn, model, log,
-                      progress)
+
+def _fit(objective: nn.Module, model: Genie, batches: Callable[[int], Batch], steps: int, *,
+         out_dir: str | Path | None, log_every: int | None, progress: bool,
+         device: torch.device) -> list[dict]:
+    tcfg = model.cfg.train
+    opt = _optimizer(objective.parameters(), tcfg.lr, tcfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: lr_factor(step, tcfg.warmup, steps))
+    loop = LoopConfig(steps=steps, log_every=log_every or tcfg.eval_every,
+                      checkpoint_every=max(1, steps // 4), seed=tcfg.seed,
+                      grad_clip=tcfg.grad_clip, progress=progress,
+                      out_dir=None if out_dir is None else str(out_dir))
+    wrapped = wrap_ddp(objective, _dist_info(device))
+    trainer = Trainer(wrapped, opt, lambda m, batch: m(*batch),
+                      lambda step: (batches(step)[0], step), loop, scheduler=sched,
+                      configs={"genie": model.cfg.to_dict()})
+    history = trainer.fit()
+    if get_world_size() > 1:
+        # EMA codebooks and usage statistics update inside forward from each rank's own
+        # batch (the frozen tokenizer's too); DDP re-broadcasts rank 0's buffers before
+        # every step, so after the last one make every buffer of the model agree again
+        for buffer in model.buffers():
+            torch.distributed.broadcast(buffer, src=0)
+    return history
+
+
+def _dist_info(device: torch.device) -> DistInfo:
+    """Where this process stands in the process group the caller joined (see
+    `models.common.init_distributed`); a single process without one."""
+    if get_world_size() == 1:
+        return DistInfo(device=device)
+    return DistInfo(rank=get_rank(), world_size=get_world_size(),
+                    local_rank=device.index or 0, device=device)
+
+
+def train_tokenizer(model: Genie, batches: Callable[[int], Batch], steps: int | None = None, *,
+                    out_dir: str | Path | None = None, log_every: int | None = None,
+                    progress: bool = False) -> list[dict]:
+    """Phase 1: the VQ-VAE on raw clips. `batches(step)` -> (video, true actions); the true
+    actions are never used for training. Returns the Trainer's history (one record of
+    averaged metrics every `log_every` steps, default the config's eval_every)."""
+    steps = model.cfg.train.tokenizer_steps if steps is None else steps
+    model.tokenizer.train()
+    return _fit(TokenizerObjective(model), model, batches, steps, out_dir=out_dir,
+                log_every=log_every, progress=progress, device=_device_of(model))
+
+
+def train_dynamics(model: Genie, batches: Callable[[int], Batch], steps: int | None = None, *,
+                   out_dir: str | Path | None = None, log_every: int | None = None,
+                   progress: bool = False) -> list[dict]:
+    """Phase 2: LAM and dynamics together, tokenizer frozen (see JointObjective)."""
+    steps = model.cfg.train.joint_steps if steps is None else steps
+    model.tokenizer.eval()
+    for p in model.tokenizer.parameters():
+        p.requires_grad_(False)
+    model.lam.train()
+    model.dynamics.train()
+    try:
+        return _fit(JointObjective(model, model.cfg.train.seed), model, batches, steps,
+                    out_dir=out_dir, log_every=log_every, progress=progress,
+                    device=_device_of(model))
+    finally:
+        for p in model.tokenizer.parameters():
+            p.requires_grad_(True)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device

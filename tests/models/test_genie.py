@@ -2,6 +2,10 @@
 config errors and the CLI, all on the seconds-long `micro` config."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,11 +78,60 @@ def test_training_reduces_every_loss(cfg):
     batches = lambda step: (video, None)
     # the masks are random, so compare the mean of the first and last few steps
     mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)
-    tok = train_tokenizer(model, batches, steps=25)
+    tok = train_tokenizer(model, batches, steps=25, log_every=1)
+    assert len(tok) == 25
     assert mean(tok[-5:], "recon_loss") < 0.7 * mean(tok[:5], "recon_loss")
-    joint = train_dynamics(model, batches, steps=40, generator=torch.Generator().manual_seed(0))
+    joint = train_dynamics(model, batches, steps=40, log_every=1)
     assert mean(joint[-5:], "lam_loss") < 0.7 * mean(joint[:5], "lam_loss")
     assert mean(joint[-5:], "dynamics_loss") < 0.85 * mean(joint[:5], "dynamics_loss")
+
+
+def test_interrupted_training_resumes_exactly(cfg, tmp_path):
+    """A run killed mid-phase and started again ends with the weights of an uninterrupted
+    run: batches, masks and RNG state are functions of the step, restored from the phase
+    checkpoint (written every steps/4)."""
+    video = _video(cfg, B=4)
+
+    def run(out, stop_at=None):
+        torch.manual_seed(0)
+        model = Genie(cfg)
+
+        def batches(step):
+            if step == stop_at:
+                raise KeyboardInterrupt
+            return video + 0.01 * step, None
+
+        train_tokenizer(model, batches, steps=4, out_dir=out / "tokenizer")
+        train_dynamics(model, batches, steps=4, out_dir=out / "dynamics")
+        return model
+
+    whole = run(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", stop_at=3)   # phase 1 stops after its step-2 checkpoint
+    resumed = run(tmp_path / "b")
+    for (k, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items(),
+                              strict=True):
+        assert torch.equal(a, b), k
+    assert (tmp_path / "b" / "dynamics" / "checkpoint.safetensors").is_file()
+
+
+def test_ddp_two_gloo_processes_stay_in_sync(tmp_path):
+    worker = Path(__file__).with_name("genie_ddp_worker.py")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(worker), str(tmp_path)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert ranks[0]["world_size"] == 2
+    for name, value in ranks[0]["state"].items():
+        assert torch.equal(value, ranks[1]["state"][name]), name   # replicas in sync
+    loaded, extra = load_checkpoint(tmp_path / "run" / "genie.safetensors")
+    assert extra == {"phase": "done"}
+    for name, value in loaded.state_dict().items():
+        assert torch.equal(value, ranks[0]["state"][name]), name
 
 
 def test_play_cache_equals_recompute_and_is_deterministic(cfg):
