@@ -74,7 +74,7 @@ def _peek(dyn, tokens, mask, action, t: int, cache) -> torch.Tensor:
     dropped (the cache is rewound), because they belong to masked inputs and will be
     recomputed from the final tokens."""
     logits = dyn.frame_logits(tokens, mask, action, t, cache)
-    cache.lengths = [t] * cache.num_layers
+    cache.truncate(t)
     return logits
 
 

@@ -64,6 +64,28 @@ def test_kv_cache_generation_equals_full_causal_forward(backend, rope):
     assert cache.frames == 0 and cache.keys(0).shape[1] == 0
 
 
+def test_kv_cache_truncate_rewinds_a_look_ahead():
+    """Append a frame, truncate it away, append a different one: the cache then serves
+    exactly what a cache that never saw the first one serves."""
+    B, S, heads, dim = 1, 3, 2, 16
+    blk = STBlock(dim, heads).eval()
+    x = torch.randn(B, 3, S, dim)
+    with torch.no_grad():
+        clean = TemporalKVCache(B, 3, S, heads, dim // heads, 1)
+        rewound = TemporalKVCache(B, 3, S, heads, dim // heads, 1)
+        blk(x[:, :1], cache=clean)
+        blk(x[:, :1], cache=rewound)
+        blk(torch.randn(B, 1, S, dim), cache=rewound)   # a look-ahead pass
+        assert rewound.frames == 2
+        rewound.truncate(1)
+        assert rewound.frames == 1 and rewound.keys(0).shape[1] == 1
+        torch.testing.assert_close(blk(x[:, 1:2], cache=rewound), blk(x[:, 1:2], cache=clean),
+                                   rtol=0, atol=0)
+    for bad in (-1, 3, 1.0, True):
+        with pytest.raises(ValueError, match="frames must be an int"):
+            rewound.truncate(bad)
+
+
 def test_kv_cache_errors():
     cache = TemporalKVCache(1, 2, 3, 2, 8, 1)
     blk = STBlock(16, 2)

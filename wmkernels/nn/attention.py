@@ -68,6 +68,18 @@ class TemporalKVCache:
         """Forget every stored frame (buffers are kept, not zeroed)."""
         self.lengths = [0] * self.num_layers
 
+    def truncate(self, frames: int) -> None:
+        """Keep only the first `frames` frames of every layer (buffers are kept). This is
+        how a caller undoes appends it made only to look ahead, e.g. MaskGIT passes over a
+        partly decoded frame whose K/V are recomputed once the frame is final.
+
+        Raises ValueError unless 0 <= frames <= the frames stored in every layer."""
+        if isinstance(frames, bool) or not isinstance(frames, int) or not (
+                0 <= frames <= self.frames):
+            raise ValueError(f"frames must be an int in [0, {self.frames}] (the frames stored "
+                             f"in every layer), got {frames!r}")
+        self.lengths = [frames] * self.num_layers
+
     def _check_layer(self, layer) -> None:
         if isinstance(layer, bool) or not isinstance(layer, int) or not (
                 0 <= layer < self.num_layers):
