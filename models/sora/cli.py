@@ -35,6 +35,8 @@ def add_sora_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--vae-steps", type=int, help="override the preset's VAE steps")
     t.add_argument("--dit-steps", type=int, help="override the preset's DiT steps")
     t.add_argument("--clips", type=int, help="override the number of training clips")
+    t.add_argument("--dit-lr", type=float, help="override the preset's DiT learning rate")
+    t.add_argument("--dit-batch", type=int, help="override the preset's DiT batch size")
     t.add_argument("--vae-checkpoint", help="reuse the VAE of this Sora checkpoint")
     t.add_argument("--threads", type=int, help="torch CPU threads")
     t.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -84,7 +86,7 @@ def _train(args) -> int:
 
     _threads(args)
     cfg = get_config(args.config)
-    for name in ("vae_steps", "dit_steps", "clips"):
+    for name in ("vae_steps", "dit_steps", "clips", "dit_lr", "dit_batch"):
         if getattr(args, name) is not None:
             setattr(cfg.train, name, getattr(args, name))
     _, metrics = train(cfg, args.out, vae_checkpoint=args.vae_checkpoint, device=args.device)
