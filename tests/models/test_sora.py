@@ -341,6 +341,16 @@ def test_train_cli_sample_and_eval_end_to_end(tmp_path, capsys):
     assert set(res["generated"]) == set(PROBE_TARGETS) | {"colour_and_direction"}
     assert all(0 <= v <= 1 for v in res["unconditional"].values())
 
+    # The eval command with a guidance sweep: the first scale is the headline.
+    metrics_path = tmp_path / "eval.json"
+    assert cli.main(["sora", "eval", "--checkpoint", str(ckpt), "--clips", "4",
+                     "--probe-clips", "8", "--probe-steps", "2", "--steps", "2",
+                     "--guidance", "2", "1", "--out", str(metrics_path)]) == 0
+    got = json.loads(metrics_path.read_text())
+    assert got["guidance"] == 2.0 and list(got["guidance_sweep"]) == ["2.0", "1.0"]
+    assert got["guidance_sweep"]["2.0"] == got["generated"]
+    assert "generated@1" in capsys.readouterr().out
+
 
 def test_bench_cases_run_quick():
     from wmkernels.bench.harness import Case, Skip
