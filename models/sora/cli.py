@@ -35,6 +35,8 @@ def add_sora_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--vae-steps", type=int, help="override the preset's VAE steps")
     t.add_argument("--dit-steps", type=int, help="override the preset's DiT steps")
     t.add_argument("--clips", type=int, help="override the number of training clips")
+    t.add_argument("--dit-lr", type=float, help="override the preset's DiT learning rate")
+    t.add_argument("--dit-batch", type=int, help="override the preset's DiT batch size")
     t.add_argument("--vae-checkpoint", help="reuse the VAE of this Sora checkpoint")
     t.add_argument("--threads", type=int, help="torch CPU threads")
     t.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -58,10 +60,11 @@ def add_sora_parser(subparsers) -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", default=DEFAULT_CKPT)
     e.add_argument("--clips", type=int, default=128, help="held-out prompts to generate")
     e.add_argument("--probe-clips", type=int, default=8192, help="real clips for the probe")
-    e.add_argument("--probe-steps", type=int, default=2500)
+    e.add_argument("--probe-steps", type=int, default=2000)
     e.add_argument("--probe", help="probe file: loaded when it exists, else trained and "
                    "written there (the probe depends only on the world, not the model)")
-    e.add_argument("--guidance", type=float, help="CFG scale (default: the config's)")
+    e.add_argument("--guidance", type=float, nargs="+", help="CFG scale(s) (default: the "
+                   "config's); with several, each is scored and the first is the headline")
     e.add_argument("--steps", type=int, help="Euler steps (default: the config's, 30)")
     e.add_argument("--threads", type=int)
     e.add_argument("--device", default="cpu", help="cpu or cuda (the probe runs on CPU)")
@@ -83,7 +86,7 @@ def _train(args) -> int:
 
     _threads(args)
     cfg = get_config(args.config)
-    for name in ("vae_steps", "dit_steps", "clips"):
+    for name in ("vae_steps", "dit_steps", "clips", "dit_lr", "dit_batch"):
         if getattr(args, name) is not None:
             setattr(cfg.train, name, getattr(args, name))
     _, metrics = train(cfg, args.out, vae_checkpoint=args.vae_checkpoint, device=args.device)
@@ -174,15 +177,25 @@ def _eval(args) -> int:
             save_probe(probe, args.probe, cfg.frames, cfg.size)
     metrics["probe_on_real"] = probe_accuracy(probe, to_pixels(held["video"]),
                                               held["attributes"])
-    guidance = cfg.train.guidance if args.guidance is None else args.guidance
+    scales = [cfg.train.guidance] if args.guidance is None else args.guidance
     steps = cfg.train.sample_steps if args.steps is None else args.steps
     with torch.no_grad():
-        metrics.update(prompt_following(model, probe, held, n=args.clips, guidance=guidance,
+        metrics.update(prompt_following(model, probe, held, n=args.clips, guidance=scales[0],
                                         steps=steps))
+        if len(scales) > 1:
+            sweep = {str(scales[0]): metrics["generated"]}
+            for g in scales[1:]:
+                sweep[str(g)] = prompt_following(model, probe, held, n=args.clips, guidance=g,
+                                                 steps=steps, unconditional=False)["generated"]
+            metrics["guidance_sweep"] = sweep
     metrics["eval_time_s"] = time.time() - t0
-    for name in ("probe_on_real", "generated", "unconditional"):
-        acc = metrics.get(name, {})
-        print(f"{name:>14}: " + "  ".join(f"{k} {v:.1%}" for k, v in acc.items()))
+    rows = [(name, metrics.get(name, {})) for name in ("probe_on_real", "generated",
+                                                        "unconditional")]
+    rows[1] = (f"generated@{scales[0]:g}", rows[1][1])
+    rows += [(f"generated@{float(g):g}", acc)
+             for g, acc in list(metrics.get("guidance_sweep", {}).items())[1:]]
+    for name, acc in rows:
+        print(f"{name:>16}: " + "  ".join(f"{k} {v:.1%}" for k, v in acc.items()))
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)),
                                    "eval_metrics.json")
     with open(out, "w") as f:

@@ -48,6 +48,11 @@ class DiTConfig:
     mlp_ratio: float = 4.0
     patch: int = 2
     max_frames: int = 16       # temporal positions available (latent frames)
+    # Also feed the mean of the text tokens into the adaLN-single conditioning (added to
+    # the timestep embedding), as SD3 does with its pooled text vector. Open-Sora/PixArt
+    # read text through cross-attention only; at our scale the global path makes the
+    # caption steer every block's modulation from the first steps. False = papers.
+    pooled_text: bool = False
 
     def validate(self) -> None:
         if self.dim < 1 or self.heads < 1 or self.dim % self.heads:
@@ -137,6 +142,8 @@ class DiT(nn.Module):
         self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(d, 9 * d))
         self.text_proj = nn.Sequential(nn.Linear(text_dim, d), nn.GELU(approximate="tanh"),
                                        nn.Linear(d, d))
+        self.pooled_proj = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d)) \
+            if cfg.pooled_text else None
         # PixArt's learned "null caption" for classifier-free guidance.
         self.null_text = nn.Parameter(torch.randn(text_tokens, text_dim) / text_dim ** 0.5)
         self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.depth))
@@ -184,9 +191,12 @@ class DiT(nn.Module):
             + sincos_1d(T, d).to(tokens)[None, :, None]
         tokens = tokens + pos
         c = self.t_embed(t).to(tokens.dtype)
-        mod = self.t_block(c).view(B, 9, d)
         y, mask = self._text(text, text_mask, drop, B, tokens.dtype, x.device)
         y = self.text_proj(y)
+        if self.pooled_proj is not None:
+            m = mask[..., None].to(y.dtype)
+            c = c + self.pooled_proj((y * m).sum(1) / m.sum(1).clamp(min=1.0))
+        mod = self.t_block(c).view(B, 9, d)
         for blk in self.blocks:
             tokens = blk(tokens, mod, y, mask)
         shift, scale = (self.final_mod(c).view(B, 2, d) + self.final_table).unbind(1)

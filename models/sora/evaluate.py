@@ -1,12 +1,13 @@
 """Measuring the pipeline: VAE reconstruction PSNR, and whether generated clips follow their
 prompts, read by a probe classifier trained on real clips.
 
-The probe is a small 3-D CNN that predicts, from pixels alone, what the world's captions
-say: the ball's colour and (initial) direction of motion, the agent's colour and its net
-horizontal motion. It is trained on real rendered clips only. We then prompt the model with
-the captions of held-out clips and score how often the probe reads the prompted attributes
-back from the generated clips. The same probe on the held-out real clips gives the ceiling,
-and on unconditional samples (guidance 0, no text) the chance level.
+The probe is a small CNN over frames and frame differences that predicts, from pixels
+alone, what the world's captions say: the ball's colour and (initial) direction of motion,
+the agent's colour and its net horizontal motion. It is trained on real rendered clips
+only. We then prompt the model with the captions of held-out clips and score how often the
+probe reads the prompted attributes back from the generated clips. The same probe on the
+held-out real clips gives the ceiling, and on unconditional samples (no text) the chance
+level.
 """
 
 from __future__ import annotations
@@ -29,47 +30,66 @@ PROBE_TARGETS = {"ball_colour": len(COLOUR_NAMES), "ball_direction": len(DIRECTI
 
 
 class Probe(nn.Module):
-    """3-D CNN over clips (B, T, 3, H, W) in [-1, 1] -> logits per PROBE_TARGETS entry.
+    """Early-fusion CNN over clips (B, T, 3, H, W) in [-1, 1] -> logits per PROBE_TARGETS entry.
 
-    The last feature map is flattened, not pooled: reading a direction of motion needs to
-    know where the ball is at the start and at the end, which global pooling throws away.
+    Every frame and every frame difference (x[t+1] - x[t]) is a 3-channel input plane of one
+    2-D CNN whose first two layers keep the full resolution. Motion in the embedded world
+    is about one pixel per frame at 32x32: a first layer that strides in space or time (as
+    a plain 3-D CNN does) blurs it away, and such a probe reads the ball's direction from
+    real clips barely better than half the time, while the ball's centroid in frames 0..2
+    gives it ~93% of the time. The last feature map is flattened, not pooled: a direction
+    is read from where the ball is in each frame, which global pooling throws away.
     """
 
-    def __init__(self, frames: int, size: int, width: int = 32):
+    def __init__(self, frames: int, size: int, width: int = 48):
         super().__init__()
         w = width
+        planes = 3 * frames + 3 * (frames - 1)
         self.features = nn.Sequential(
-            nn.Conv3d(3, w, 3, padding=1, stride=(1, 2, 2)), nn.GELU(),
-            nn.Conv3d(w, 2 * w, 3, padding=1, stride=(1, 2, 2)), nn.GELU(),
-            nn.Conv3d(2 * w, 2 * w, 3, padding=1, stride=(2, 1, 1)), nn.GELU(),
-            nn.Conv3d(2 * w, 2 * w, 3, padding=1, stride=(2, 2, 2)), nn.GELU(),
+            nn.Conv2d(planes, w, 3, padding=1), nn.GELU(),
+            nn.Conv2d(w, w, 3, padding=1), nn.GELU(),
+            nn.Conv2d(w, 2 * w, 3, padding=1, stride=2), nn.GELU(),
+            nn.Conv2d(2 * w, 2 * w, 3, padding=1, stride=2), nn.GELU(),
+            nn.Conv2d(2 * w, 2 * w, 3, padding=1, stride=2), nn.GELU(),
             nn.Flatten())
         with torch.no_grad():
-            n = self.features(torch.zeros(1, 3, frames, size, size)).shape[1]
+            n = self.features(torch.zeros(1, planes, size, size)).shape[1]
         self.hidden = nn.Sequential(nn.Linear(n, 256), nn.GELU())
         self.heads = nn.ModuleDict({k: nn.Linear(256, c) for k, c in PROBE_TARGETS.items()})
 
     def forward(self, video: torch.Tensor) -> dict[str, torch.Tensor]:
-        h = self.hidden(self.features(video.transpose(1, 2)))
-        return {k: head(h) for k, head in self.heads.items()}
+        planes = torch.cat([video, video[:, 1:] - video[:, :-1]], dim=1)
+        feats = self.hidden(self.features(planes.flatten(1, 2)))
+        return {k: head(feats) for k, head in self.heads.items()}
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Pixel noise and a random amount of 3x3 blur per clip, so the probe does not key on
+    the exact rendered values and edges that a generated (decoded) clip never has."""
+    b, t, c, h, w = x.shape
+    blur = F.avg_pool2d(x.reshape(b * t, c, h, w), 3, stride=1, padding=1,
+                        count_include_pad=False).view_as(x)
+    a = torch.rand(b, 1, 1, 1, 1, generator=gen) * (torch.rand(b, 1, 1, 1, 1, generator=gen)
+                                                    < 0.5)
+    x = (1 - a) * x + a * blur
+    return x + 0.05 * torch.randn(x.shape, generator=gen)
 
 
 def train_probe(video_u8: torch.Tensor, attributes: dict[str, torch.Tensor], *,
-                steps: int = 1000, batch: int = 32, seed: int = 0) -> Probe:
+                steps: int = 1500, batch: int = 32, seed: int = 0) -> Probe:
     """Fit a Probe on real uint8 clips (N, T, 3, H, W) and their world attributes. Clips
     with a missing label (-1, e.g. a world without balls) are left out of that head's loss.
-    Light Gaussian pixel noise keeps the probe from keying on exact rendered values."""
+    Training clips are augmented (`_augment`: noise, blur)."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     probe = Probe(video_u8.shape[1], video_u8.shape[-1])
-    opt = torch.optim.AdamW(probe.parameters(), lr=2e-3)
+    opt = torch.optim.AdamW(probe.parameters(), lr=1e-3, weight_decay=0.01)
+    warmup = max(1, steps // 20)
     for step in range(steps):
-        for g in opt.param_groups:
-            g["lr"] = 2e-3 * min(1.0, 2 * (1 - step / steps))
+        for g in opt.param_groups:  # warm-up, then linear decay to zero
+            g["lr"] = 1e-3 * min((step + 1) / warmup, 1 - step / steps)
         idx = torch.randint(0, video_u8.shape[0], (batch,), generator=gen)
-        x = to_pixels(video_u8[idx])
-        x = x + 0.05 * torch.randn(x.shape, generator=gen)
-        logits = probe(x)
+        logits = probe(_augment(to_pixels(video_u8[idx]), gen))
         loss = sum(F.cross_entropy(logits[k], attributes[k][idx], ignore_index=-1)
                    for k in PROBE_TARGETS)
         opt.zero_grad(set_to_none=True)

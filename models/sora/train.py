@@ -17,7 +17,7 @@ import torch
 
 from wmkernels.models.common import TrainConfig as LoopConfig
 from wmkernels.models.common import Trainer
-from wmkernels.models.data import WorldConfig, make_clips
+from wmkernels.models.data import make_clips
 from wmkernels.models.sora.config import SoraConfig
 from wmkernels.models.sora.pipeline import Sora
 from wmkernels.models.sora.text import Tokenizer
@@ -32,7 +32,7 @@ def world_clips(cfg: SoraConfig, n: int, *, split: str) -> dict:
         raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
     start = 0 if split == "train" else 1_000_000
     return make_clips(n, frames=cfg.frames, size=cfg.size, seed=cfg.train.seed,
-                      config=WorldConfig(num_balls=cfg.world_balls), start=start,
+                      config=cfg.world_config(), start=start,
                       dtype=torch.uint8)
 
 

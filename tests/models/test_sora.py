@@ -27,10 +27,10 @@ CAPTIONS = ["red ball moves left, blue agent stays in place",
 
 
 def small_config(**train) -> SoraConfig:
-    return SoraConfig(frames=5, size=16, world_balls=1,
+    return SoraConfig(frames=5, size=16, world_balls=1, world={"num_platforms": 0},
                       vae=VAEConfig(channels=(8, 16, 16), latent_channels=4),
                       text=TextConfig(dim=32, layers=1, heads=2, max_tokens=24),
-                      dit=DiTConfig(dim=64, depth=2, heads=2, max_frames=4),
+                      dit=DiTConfig(dim=64, depth=2, heads=2, max_frames=4, pooled_text=True),
                       train=TrainConfig(**{"clips": 16, "eval_clips": 8, "vae_steps": 2,
                                            "dit_steps": 2, "vae_batch": 4, "dit_batch": 4,
                                            "sample_steps": 3, **train}))
@@ -241,6 +241,37 @@ def test_configs_validate():
         SoraConfig(train=TrainConfig(text_dropout=1.0)).validate()
 
 
+def test_world_overrides():
+    tiny = get_config("tiny")
+    world = tiny.world_config()
+    assert (world.size, world.num_balls, world.num_platforms) == (32, 1, 0)
+    # Through JSON (checkpoint metadata) tuples become lists; the world must not change.
+    again = SoraConfig.from_dict(json.loads(json.dumps(tiny.to_dict())))
+    assert again.world_config() == world
+    with pytest.raises(ValueError, match="unknown WorldConfig fields \\['gravty'\\]"):
+        SoraConfig(world={"gravty": 0.1}).validate()
+    with pytest.raises(ValueError, match="must not set \\['size'\\]"):
+        SoraConfig(world={"size": 8}).validate()
+    with pytest.raises(ValueError, match="world: WorldConfig.ball_radius"):
+        SoraConfig(world={"ball_radius": 0.7}).validate()
+    with pytest.raises(ValueError, match="world must be a dict"):
+        SoraConfig(world=[("num_platforms", 0)]).validate()
+
+
+def test_pooled_text_reaches_the_modulation(model):
+    # With cross-attention switched off, the caption can only act through adaLN.
+    x = torch.randn(2, *model.latent_shape())
+    t = torch.full((2,), 0.5)
+    text, mask = model.encode_text(CAPTIONS[:2])
+    with torch.no_grad():
+        for blk in model.dit.blocks:
+            blk.cross.proj.weight.zero_()
+            blk.cross.proj.bias.zero_()
+    assert not torch.allclose(model.dit(x, t, text, mask), model.dit(x, t))
+    model.dit.pooled_proj = None
+    torch.testing.assert_close(model.dit(x, t, text, mask), model.dit(x, t))
+
+
 # ---- prompts -----------------------------------------------------------------------------
 def test_bad_prompts_are_handled_clearly(model):
     tok = model.tokenizer
@@ -309,6 +340,16 @@ def test_train_cli_sample_and_eval_end_to_end(tmp_path, capsys):
     res = prompt_following(model, probe, held, n=4, guidance=2.0, steps=2)
     assert set(res["generated"]) == set(PROBE_TARGETS) | {"colour_and_direction"}
     assert all(0 <= v <= 1 for v in res["unconditional"].values())
+
+    # The eval command with a guidance sweep: the first scale is the headline.
+    metrics_path = tmp_path / "eval.json"
+    assert cli.main(["sora", "eval", "--checkpoint", str(ckpt), "--clips", "4",
+                     "--probe-clips", "8", "--probe-steps", "2", "--steps", "2",
+                     "--guidance", "2", "1", "--out", str(metrics_path)]) == 0
+    got = json.loads(metrics_path.read_text())
+    assert got["guidance"] == 2.0 and list(got["guidance_sweep"]) == ["2.0", "1.0"]
+    assert got["guidance_sweep"]["2.0"] == got["generated"]
+    assert "generated@1" in capsys.readouterr().out
 
 
 def test_bench_cases_run_quick():
