@@ -53,7 +53,8 @@ def add_jepa_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="an ijepa/vjepa run or checkpoint")
     p.add_argument("--n-train", type=int, default=1000)
     p.add_argument("--n-test", type=int, default=500)
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="probe training epochs (default: linear 100, attentive 40)")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--json", default=None, help="write the report here")
     p.set_defaults(func=_probe)

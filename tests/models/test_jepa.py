@@ -150,7 +150,11 @@ from wmkernels.models.jepa.ijepa import IJEPA  # noqa: E402
 from wmkernels.models.jepa.planner import CEMConfig, CEMPlanner  # noqa: E402
 from wmkernels.models.jepa.probe import train_probe  # noqa: E402
 from wmkernels.models.jepa.train import clip_pool, load_model, train_jepa  # noqa: E402
-from wmkernels.models.jepa.vit import set_attention_backend  # noqa: E402
+from wmkernels.models.jepa.vit import (  # noqa: E402
+    feature_std,
+    image_feature_std,
+    set_attention_backend,
+)
 from wmkernels.models.jepa.vjepa import VJEPA  # noqa: E402
 
 TINY_ENC = dict(image_size=32, patch=4, dim=32, depth=1, heads=1)
@@ -204,6 +208,16 @@ def test_vjepa_loss_decreases(attention, masking):
     assert all(p.grad is None for p in model.target_encoder.parameters())
     losses = fit(tiny_vjepa(attention, masking), x)
     assert losses[-1] < 0.9 * losses[0]
+
+
+def test_collapse_monitors():
+    # Features that depend on the token position only (an encoder ignoring its input):
+    # spread over tokens, but no spread over images.
+    positional = torch.randn(1, 1, 16, 8).expand(6, 1, 16, 8)
+    assert feature_std(positional) > 0.5 and image_feature_std(positional) == 0.0
+    z = torch.randn(6, 1, 16, 8)
+    assert image_feature_std(z) == pytest.approx(float(z.std(dim=0).mean()))
+    assert image_feature_std(z) > 0.5
 
 
 def test_reference_backend_matches_default():
