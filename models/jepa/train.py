@@ -164,8 +164,8 @@ def action_clips(n: int, frames: int, size: int, seed: int, repeat: int,
 
 
 def _step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
-    # Rank 0 keeps the single-process stream, so a one-process run is unchanged; other ranks
-    # draw disjoint streams (different clips and masks) from the same (seed, step).
+    # Rank 0 keeps the single-process stream, so a one-process run is unchanged; every other
+    # rank seeds its own generator (its own clips and masks) from the same (seed, step).
     return torch.Generator().manual_seed(seed * 1_000_003 + step + rank * 1_000_000_007)
 
 
