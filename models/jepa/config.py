@@ -36,7 +36,8 @@ class IJEPAConfig:
     models/jepa/RESULTS.md, and they do not yet beat the baselines clearly (linear mean
     0.453 vs random 0.410 and pixels 0.452; attentive 0.597 vs 0.613 and 0.563). Longer
     runs at the paper's momentum and learning rate, a deeper predictor, 2000 steps at this
-    momentum and patch 4 all probed worse (numbers there)."""
+    momentum and smaller target blocks all probed worse, and patch 4 was still in a
+    near-collapse at step 1200 (numbers there)."""
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     num_targets: int = 4                                  # 4
