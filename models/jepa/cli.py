@@ -2,6 +2,9 @@
 
     wmk jepa train --variant ijepa|vjepa|ac --config tiny [--steps N] [--out RUN_DIR]
                    [--encoder JEPA_RUN]                 (ac: the frozen encoder's run)
+    torchrun --nproc_per_node=N -m wmkernels.cli jepa train --variant ijepa|vjepa ...
+                   data-parallel I-JEPA / V-JEPA (gloo on CPU, nccl with --device cuda;
+                   --batch-size is the global batch)
     wmk jepa probe --checkpoint PATH [--n-train N] [--n-test N] [--json PATH]
     wmk jepa plan  --checkpoint AC_PATH --start SEED --goal A,A,...   one start/goal pair
     wmk jepa plan  --checkpoint AC_PATH --episodes N [--horizon H]     success rate vs random
@@ -42,13 +45,16 @@ def add_jepa_parser(subparsers) -> argparse.ArgumentParser:
                    help="vjepa only: encoder attention layout")
     t.add_argument("--masking", choices=("multiblock", "tube"), default=None,
                    help="vjepa only: mask family")
+    t.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="ijepa/vjepa: where to train (cuda: one GPU per torchrun process)")
     t.set_defaults(func=_train)
 
     p = sub.add_parser("probe", help="linear + attentive probes vs random encoder and pixels")
     p.add_argument("--checkpoint", required=True, help="an ijepa/vjepa run or checkpoint")
     p.add_argument("--n-train", type=int, default=1000)
     p.add_argument("--n-test", type=int, default=500)
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="probe training epochs (default: linear 100, attentive 40)")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--json", default=None, help="write the report here")
     p.set_defaults(func=_probe)
@@ -96,6 +102,8 @@ def _train(args) -> int:
     elif args.attention or args.masking:
         raise SystemExit("--attention and --masking apply to --variant vjepa only")
     out = args.out or DEFAULT_OUT[args.variant]
+    if args.variant == "ac" and args.device != "cpu":
+        raise SystemExit("--variant ac trains on the CPU (--device cpu)")
     if args.variant == "ac":
         if not args.encoder:
             raise SystemExit("--variant ac needs --encoder PATH (an ijepa/vjepa checkpoint)")
@@ -103,11 +111,19 @@ def _train(args) -> int:
                               clips=args.clips, out=out, progress=True)
         print(f"final loss {trainer.history[-1]['loss']:.4f}; wrote {out}")
     else:
-        _, trainer = train_jepa(args.variant, cfg, steps=args.steps, seed=args.seed,
-                                clips=args.clips, out=out, progress=True)
-        first, last = trainer.history[0], trainer.history[-1]
-        print(f"loss {first['loss']:.4f} -> {last['loss']:.4f}; target feature std "
-              f"{first['target_std']:.4f} -> {last['target_std']:.4f}; wrote {out}")
+        from wmkernels.models.common import cleanup, init_distributed
+
+        # One process without torchrun; under torchrun every rank joins the process group.
+        dist = init_distributed(device=args.device)
+        try:
+            _, trainer = train_jepa(args.variant, cfg, steps=args.steps, seed=args.seed,
+                                    clips=args.clips, out=out, progress=True, dist=dist)
+        finally:
+            cleanup(dist)
+        if dist.is_main:
+            first, last = trainer.history[0], trainer.history[-1]
+            print(f"loss {first['loss']:.4f} -> {last['loss']:.4f}; target feature std "
+                  f"{first['target_std']:.4f} -> {last['target_std']:.4f}; wrote {out}")
     return 0
 
 

@@ -21,6 +21,7 @@ from wmkernels.models.jepa.vit import (
     build_encoder,
     feature_std,
     gather_positions,
+    image_feature_std,
     layer_norm_targets,
 )
 
@@ -30,7 +31,8 @@ class IJEPA(nn.Module):
 
     images: float (B, C, H, W) or (B, 1, C, H, W) in roughly unit range.
     masks: `IJEPAMasks` from `self.mask_collator(B, generator)`.
-    stats: {"loss", "target_std", "context_std"} as floats (std = collapse monitor).
+    stats: {"loss", "target_std", "target_image_std", "context_std"} as floats (the stds
+    are the collapse monitors, see vit.feature_std / vit.image_feature_std).
     """
 
     def __init__(self, cfg: IJEPAConfig):
@@ -67,6 +69,7 @@ class IJEPA(nn.Module):
                               target_idx)
         loss = F.smooth_l1_loss(pred, target)
         stats = {"loss": float(loss.detach()), "target_std": feature_std(h),
+                 "target_image_std": image_feature_std(h),
                  "context_std": feature_std(z)}
         return loss, stats
 

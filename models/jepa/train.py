@@ -15,6 +15,7 @@ pool of world clips generated once (`make_clips`, uint8 to keep it small).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -24,11 +25,13 @@ import torch
 from torch import nn
 
 from wmkernels.models.common import (
+    DistInfo,
     TrainConfig,
     Trainer,
     config_from_dict,
     load_checkpoint,
     seed_everything,
+    wrap_ddp,
 )
 from wmkernels.models.data import World, make_clips
 from wmkernels.models.data.world import WorldConfig, sample_actions
@@ -160,8 +163,19 @@ def action_clips(n: int, frames: int, size: int, seed: int, repeat: int,
     return {"video": video, "actions": torch.from_numpy(actions.astype(np.int64))}
 
 
-def _step_generator(seed: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+def _step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    # Rank 0 keeps the single-process stream, so a one-process run is unchanged; every other
+    # rank seeds its own generator (its own clips and masks) from the same (seed, step).
+    return torch.Generator().manual_seed(seed * 1_000_003 + step + rank * 1_000_000_007)
+
+
+def _masks_to(masks, device: torch.device):
+    """A batch's masks (an IJEPAMasks or a list of VideoMasks) with tensors on `device`."""
+    if isinstance(masks, list):
+        return [_masks_to(m, device) for m in masks]
+    return dataclasses.replace(masks, **{f.name: getattr(masks, f.name).to(device)
+                                         for f in dataclasses.fields(masks)
+                                         if isinstance(getattr(masks, f.name), torch.Tensor)})
 
 
 def _trainer(model, params, cfg, loss_fn, batch_fn, *, steps, seed, out, on_step, variant,
@@ -177,7 +191,8 @@ def _trainer(model, params, cfg, loss_fn, batch_fn, *, steps, seed, out, on_step
 def train_jepa(variant: str, cfg: IJEPAConfig | VJEPAConfig, *, steps: int | None = None,
                seed: int = 0, clips: int | None = None, pool: dict | None = None,
                out: str | Path | None = None, log_every: int = 50,
-               progress: bool = False) -> tuple[nn.Module, Trainer]:
+               progress: bool = False,
+               dist: DistInfo | None = None) -> tuple[nn.Module, Trainer]:
     """Train I-JEPA ("ijepa", on random single frames) or V-JEPA ("vjepa", on clips).
 
     Args:
@@ -187,15 +202,24 @@ def train_jepa(variant: str, cfg: IJEPAConfig | VJEPAConfig, *, steps: int | Non
             2000); pool: a ready pool (`clip_pool`) instead.
         out: run directory (checkpoint.safetensors + config.json; an existing checkpoint
             there is resumed).
+        dist: the process group from `init_distributed()` (models/common) when running
+            under torchrun: the model is DDP-wrapped on dist.device, cfg.batch_size is the
+            global batch, split evenly over the ranks, each rank drawing its own clips and
+            masks; rank 0 writes the checkpoint. None (or one process): plain training.
 
     Returns:
-        (model, trainer); `trainer.history` holds the logged means (loss, target_std, ...)
-        and `trainer.losses` every step's loss.
+        (model, trainer); the model is the unwrapped module. `trainer.history` holds the
+        logged means over ranks (loss, target_std, ...) and `trainer.losses` every step's
+        loss on this rank.
     """
     if variant not in ("ijepa", "vjepa"):
         raise ValueError(f"variant must be 'ijepa' or 'vjepa', got {variant!r}")
+    dist = dist or DistInfo()
+    if cfg.batch_size % dist.world_size:
+        raise ValueError(f"batch_size ({cfg.batch_size}) must be divisible by the number of "
+                         f"processes ({dist.world_size})")
     seed_everything(seed)
-    model = build_model(variant, cfg)
+    model = build_model(variant, cfg).to(dist.device)
     enc = cfg.encoder
     if pool is None:
         pool = clip_pool(clips or 2000, max(8, enc.frames), enc.image_size, seed)
@@ -204,21 +228,25 @@ def train_jepa(variant: str, cfg: IJEPAConfig | VJEPAConfig, *, steps: int | Non
         raise ValueError(f"pool video {tuple(video.shape)} must have >= {enc.frames} frames "
                          f"of {enc.image_size} px")
     steps = steps or cfg.steps
-    b = cfg.batch_size
+    b = cfg.batch_size // dist.world_size
 
     def batch_fn(step: int):
-        gen = _step_generator(seed, step)
+        gen = _step_generator(seed, step, dist.rank)
         idx = torch.randint(video.shape[0], (b,), generator=gen)
         t0 = torch.randint(video.shape[1] - enc.frames + 1, (b,), generator=gen)
         frames = torch.stack([video[i, t:t + enc.frames]
                               for i, t in zip(idx.tolist(), t0.tolist(), strict=True)])
-        return to_input(frames), model.mask_collator(b, gen)
+        return (to_input(frames).to(dist.device),
+                _masks_to(model.mask_collator(b, gen), dist.device))
 
     def loss_fn(m, batch):
         loss, stats = m(*batch)
         return {**stats, "loss": loss}
 
-    trainer = _trainer(model, [p for p in model.parameters() if p.requires_grad], cfg,
+    # Every rank applies the same EMA update to identical weights (DDP keeps the context
+    # encoders equal), so the target encoders stay in sync without communication.
+    params = [p for p in model.parameters() if p.requires_grad]
+    trainer = _trainer(wrap_ddp(model, dist), params, cfg,
                        loss_fn, batch_fn, steps=steps, seed=seed, out=out,
                        on_step=lambda s: model.update_target(momentum_at(s, steps, *cfg.ema)),
                        variant=variant, log_every=log_every, progress=progress)

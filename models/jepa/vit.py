@@ -178,3 +178,15 @@ def feature_std(z: torch.Tensor) -> float:
     """
     flat = z.detach().reshape(-1, z.shape[-1]).float()
     return float(flat.std(dim=0).mean()) if flat.shape[0] > 1 else math.nan
+
+
+def image_feature_std(z: torch.Tensor) -> float:
+    """Content collapse monitor: the std across the batch at each token position and
+    channel, averaged. z (B, ...).
+
+    `feature_std` also counts how tokens differ by position, which an encoder that ignores
+    its input keeps (positional embeddings); this one is ~0 as soon as the features stop
+    depending on the image (NaN for a batch of one).
+    """
+    z = z.detach().float()
+    return float(z.std(dim=0).mean()) if z.shape[0] > 1 else math.nan

@@ -24,6 +24,7 @@ from wmkernels.models.jepa.vit import (
     build_encoder,
     feature_std,
     gather_positions,
+    image_feature_std,
     layer_norm_targets,
 )
 
@@ -44,7 +45,7 @@ class VJEPA(nn.Module):
 
     clips: float (B, frames, C, H, W). masks: list of `VideoMasks` from
     `self.mask_collator(B, generator)`; the loss is their mean.
-    stats: {"loss", "target_std", "context_std"} as floats.
+    stats: {"loss", "target_std", "target_image_std", "context_std"} as floats.
     """
 
     def __init__(self, cfg: VJEPAConfig):
@@ -72,6 +73,7 @@ class VJEPA(nn.Module):
             ctx_std.append(feature_std(z))
         loss = torch.stack(losses).mean()
         stats = {"loss": float(loss.detach()), "target_std": feature_std(h),
+                 "target_image_std": image_feature_std(h),
                  "context_std": sum(ctx_std) / len(ctx_std)}
         return loss, stats
 

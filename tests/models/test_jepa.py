@@ -150,7 +150,11 @@ from wmkernels.models.jepa.ijepa import IJEPA  # noqa: E402
 from wmkernels.models.jepa.planner import CEMConfig, CEMPlanner  # noqa: E402
 from wmkernels.models.jepa.probe import train_probe  # noqa: E402
 from wmkernels.models.jepa.train import clip_pool, load_model, train_jepa  # noqa: E402
-from wmkernels.models.jepa.vit import set_attention_backend  # noqa: E402
+from wmkernels.models.jepa.vit import (  # noqa: E402
+    feature_std,
+    image_feature_std,
+    set_attention_backend,
+)
 from wmkernels.models.jepa.vjepa import VJEPA  # noqa: E402
 
 TINY_ENC = dict(image_size=32, patch=4, dim=32, depth=1, heads=1)
@@ -204,6 +208,16 @@ def test_vjepa_loss_decreases(attention, masking):
     assert all(p.grad is None for p in model.target_encoder.parameters())
     losses = fit(tiny_vjepa(attention, masking), x)
     assert losses[-1] < 0.9 * losses[0]
+
+
+def test_collapse_monitors():
+    # Features that depend on the token position only (an encoder ignoring its input):
+    # spread over tokens, but no spread over images.
+    positional = torch.randn(1, 1, 16, 8).expand(6, 1, 16, 8)
+    assert feature_std(positional) > 0.5 and image_feature_std(positional) == 0.0
+    z = torch.randn(6, 1, 16, 8)
+    assert image_feature_std(z) == pytest.approx(float(z.std(dim=0).mean()))
+    assert image_feature_std(z) > 0.5
 
 
 def test_reference_backend_matches_default():
@@ -355,3 +369,34 @@ def test_cli_train_probe_plan(tmp_path, capsys):
     assert "planned actions" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["jepa", "plan", "--checkpoint", str(ac), "--start", "3", "--goal", "9"])
+
+
+def test_ddp_two_gloo_processes_train_in_sync(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    worker = Path(__file__).with_name("jepa_ddp_worker.py")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(worker), str(tmp_path)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert ranks[0]["world_size"] == 2 and len(ranks[0]["losses"]) == 3
+    # Each rank trains on its own half of the batch (different clips and masks) ...
+    assert ranks[0]["losses"] != ranks[1]["losses"]
+    # ... while the replicas, the EMA target encoders included, stay identical.
+    for name, value in ranks[0]["final"].items():
+        assert torch.equal(value, ranks[1]["final"][name]), name
+    assert any(k.startswith("target_encoder.") for k in ranks[0]["final"])
+    # One log record (steps < log_every): the mean over the steps, then over the ranks.
+    logged = ranks[0]["history"][-1]["loss"]
+    assert logged == pytest.approx(sum(ranks[0]["losses"] + ranks[1]["losses"]) / 6, rel=1e-5)
+    again, meta = load_model(tmp_path / "run")
+    assert meta["step"] == 3
+    for name, value in again.state_dict().items():
+        assert torch.equal(value, ranks[0]["final"][name]), name
