@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,16 @@ def assert_close(out, ref64, low, *, dtype=None, name="output"):
 def opcheck(op, args, kwargs=None):
     """torch.library.opcheck, failing the test on any of its checks."""
     torch.library.opcheck(op, args, kwargs or {}, raise_exception=True)
+
+
+def run_two_gloo_processes(worker: Path, out: Path, timeout: int = 300) -> None:
+    """Run `worker out` under `torchrun --standalone --nproc_per_node=2` on the CPU (gloo),
+    one thread per process, with any torchrun variables of the calling shell removed; fail
+    the test with the workers' output if they do not exit cleanly."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(worker), str(out)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -3,13 +3,12 @@ training loop with checkpoints and resume, DDP."""
 
 import importlib.util
 import os
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import torch
+from checks import run_two_gloo_processes
 from torch.utils.data import DistributedSampler
 
 from wmkernels.models.common import (
@@ -377,13 +376,7 @@ def _load_worker():
 
 def test_ddp_two_gloo_processes_stay_in_sync(tmp_path):
     worker = _load_worker()
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           worker.__file__, str(tmp_path)]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_two_gloo_processes(Path(worker.__file__), tmp_path)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     assert ranks[0]["world_size"] == 2
     assert not torch.equal(ranks[0]["initial"]["0.weight"], ranks[1]["initial"]["0.weight"])

@@ -2,14 +2,12 @@
 config errors and the CLI, all on the seconds-long `micro` config."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from checks import run_two_gloo_processes
 
 from wmkernels.models.genie.config import GenieConfig, get_config
 from wmkernels.models.genie.dynamics import random_token_mask
@@ -116,14 +114,7 @@ def test_interrupted_training_resumes_exactly(cfg, tmp_path):
 
 
 def test_ddp_two_gloo_processes_stay_in_sync(tmp_path):
-    worker = Path(__file__).with_name("genie_ddp_worker.py")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(worker), str(tmp_path)]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_two_gloo_processes(Path(__file__).with_name("genie_ddp_worker.py"), tmp_path)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     assert ranks[0]["world_size"] == 2
     for name, value in ranks[0]["state"].items():

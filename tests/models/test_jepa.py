@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
+from checks import run_two_gloo_processes
 
 from wmkernels.models.jepa.ema import ema_update_, make_target, momentum_at
 from wmkernels.models.jepa.masks import (
@@ -372,19 +374,7 @@ def test_cli_train_probe_plan(tmp_path, capsys):
 
 
 def test_ddp_two_gloo_processes_train_in_sync(tmp_path):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    worker = Path(__file__).with_name("jepa_ddp_worker.py")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(worker), str(tmp_path)]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_two_gloo_processes(Path(__file__).with_name("jepa_ddp_worker.py"), tmp_path)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     assert ranks[0]["world_size"] == 2 and len(ranks[0]["losses"]) == 3
     # Each rank trains on its own half of the batch (different clips and masks) ...
