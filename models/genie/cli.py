@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -90,6 +89,7 @@ def _say(line: str) -> None:
 
 @_user_errors
 def _cmd_train(args) -> int:
+    from wmkernels.models.common import cleanup, init_distributed
     from wmkernels.models.genie.data import held_out
     from wmkernels.models.genie.demo import train_genie
     from wmkernels.models.genie.evaluate import action_nmi, tokenizer_psnr
@@ -97,10 +97,15 @@ def _cmd_train(args) -> int:
     cfg = _config(args)
     device = _device(args.device)
     out = Path(args.out)
-    model = train_genie(cfg, out, clips=args.clips, device=device, say=_say,
-                        progress=not args.quiet)
-    if int(os.environ.get("RANK", "0")) != 0:
-        return 0  # under torchrun, rank 0 evaluates and reports
+    # One process without torchrun; under torchrun every rank joins the process group.
+    dist = init_distributed(device=torch.device(device).type)
+    try:
+        model = train_genie(cfg, out, clips=args.clips, device=device, say=_say,
+                            progress=not args.quiet, dist=dist)
+    finally:
+        cleanup(dist)
+    if not dist.is_main:
+        return 0  # rank 0 evaluates and reports
     video, actions = held_out(cfg, 32, seed=cfg.train.seed, device=device)
     metrics = {"tokenizer_psnr": tokenizer_psnr(model, video),
                "action_nmi": action_nmi(model, video, actions)}

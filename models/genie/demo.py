@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from wmkernels.models.common.distributed import cleanup, init_distributed
+from wmkernels.models.common.distributed import DistInfo
 from wmkernels.models.genie.config import GenieConfig
 from wmkernels.models.genie.data import ClipPool, held_out
 from wmkernels.models.genie.evaluate import evaluate
@@ -21,18 +21,20 @@ from wmkernels.models.genie.train import train_dynamics, train_tokenizer
 
 
 def train_genie(cfg: GenieConfig, out: Path, *, clips: int, device: str,
-                say: Callable[[str], None] = print, progress: bool = True) -> Genie:
+                say: Callable[[str], None] = print, progress: bool = True,
+                dist: DistInfo | None = None) -> Genie:
     """Both training phases on `clips` world clips; writes out/genie.safetensors after each
     phase (so a tokenizer-only checkpoint exists as soon as phase 1 ends). Phase checkpoints
     live in out/tokenizer and out/dynamics: rerunning with the same `out` resumes (a
-    finished phase is skipped). Under torchrun every rank trains its share of each batch
-    (DDP) and rank 0 writes the files."""
-    info = init_distributed(device=torch.device(device).type)
-    if not info.is_main:
+    finished phase is skipped). With `dist` (from `models.common.init_distributed` under
+    torchrun) every rank trains its share of each batch (DDP) on dist.device, and rank 0
+    reports and writes the files."""
+    dist = dist or DistInfo(device=torch.device(device))
+    if not dist.is_main:
         say = lambda line: None  # noqa: E731 - one rank reports
     torch.manual_seed(cfg.train.seed)
-    pool = ClipPool(cfg, clips, seed=cfg.train.seed, device=info.device)
-    model = Genie(cfg).to(info.device)
+    pool = ClipPool(cfg, clips, seed=cfg.train.seed, device=dist.device)
+    model = Genie(cfg).to(dist.device)
     ckpt = out / "genie.safetensors"
 
     def report(rows):
@@ -41,14 +43,15 @@ def train_genie(cfg: GenieConfig, out: Path, *, clips: int, device: str,
             say(f"  step {row['step']:5d}  " + "  ".join(f"{k} {row[k]:.4f}" for k in keys))
 
     say(f"phase 1: video tokenizer, {cfg.train.tokenizer_steps} steps")
-    report(train_tokenizer(model, pool.batch, out_dir=out / "tokenizer", progress=progress))
-    if info.is_main:
+    report(train_tokenizer(model, pool.batch, out_dir=out / "tokenizer", progress=progress,
+                           dist=dist))
+    if dist.is_main:
         save_checkpoint(model, ckpt, {"phase": "tokenizer"})
     say(f"phase 2: latent action model + dynamics, {cfg.train.joint_steps} steps")
-    report(train_dynamics(model, pool.batch, out_dir=out / "dynamics", progress=progress))
-    if info.is_main:
+    report(train_dynamics(model, pool.batch, out_dir=out / "dynamics", progress=progress,
+                          dist=dist))
+    if dist.is_main:
         save_checkpoint(model, ckpt, {"phase": "done"})
-    cleanup(info)
     return model.eval()
 
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from wmkernels.models.common import TrainConfig as LoopConfig
 from wmkernels.models.common import Trainer
-from wmkernels.models.common.distributed import DistInfo, get_rank, get_world_size, wrap_ddp
+from wmkernels.models.common.distributed import DistInfo, get_rank, wrap_ddp
 from wmkernels.models.genie.model import Genie
 
 Batch = tuple[torch.Tensor, torch.Tensor]   # video (B, T, 3, H, W) in [0, 1], actions (B, T-1)
@@ -86,7 +86,7 @@ class JointObjective(nn.Module):
 
 def _fit(objective: nn.Module, model: Genie, batches: Callable[[int], Batch], steps: int, *,
          out_dir: str | Path | None, log_every: int | None, progress: bool,
-         device: torch.device) -> list[dict]:
+         dist: DistInfo | None) -> list[dict]:
     tcfg = model.cfg.train
     opt = _optimizer(objective.parameters(), tcfg.lr, tcfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -95,12 +95,13 @@ def _fit(objective: nn.Module, model: Genie, batches: Callable[[int], Batch], st
                       checkpoint_every=max(1, steps // 4), seed=tcfg.seed,
                       grad_clip=tcfg.grad_clip, progress=progress,
                       out_dir=None if out_dir is None else str(out_dir))
-    wrapped = wrap_ddp(objective, _dist_info(device))
+    dist = dist or DistInfo()
+    wrapped = wrap_ddp(objective, dist)
     trainer = Trainer(wrapped, opt, lambda m, batch: m(*batch),
                       lambda step: (batches(step)[0], step), loop, scheduler=sched,
                       configs={"genie": model.cfg.to_dict()})
     history = trainer.fit()
-    if get_world_size() > 1:
+    if dist.distributed:
         # EMA codebooks and usage statistics update inside forward from each rank's own
         # batch (the frozen tokenizer's too); DDP re-broadcasts rank 0's buffers before
         # every step, so after the last one make every buffer of the model agree again
@@ -109,31 +110,25 @@ def _fit(objective: nn.Module, model: Genie, batches: Callable[[int], Batch], st
     return history
 
 
-def _dist_info(device: torch.device) -> DistInfo:
-    """Where this process stands in the process group the caller joined (see
-    `models.common.init_distributed`); a single process without one."""
-    if get_world_size() == 1:
-        return DistInfo(device=device)
-    return DistInfo(rank=get_rank(), world_size=get_world_size(),
-                    local_rank=device.index or 0, device=device)
-
-
 def train_tokenizer(model: Genie, batches: Callable[[int], Batch], steps: int | None = None, *,
                     out_dir: str | Path | None = None, log_every: int | None = None,
-                    progress: bool = False) -> list[dict]:
+                    progress: bool = False, dist: DistInfo | None = None) -> list[dict]:
     """Phase 1: the VQ-VAE on raw clips. `batches(step)` -> (video, true actions); the true
-    actions are never used for training. Returns the Trainer's history (one record of
-    averaged metrics every `log_every` steps, default the config's eval_every)."""
+    actions are never used for training. `dist`: the process group from
+    `models.common.init_distributed` when running under torchrun (DDP). Returns the
+    Trainer's history (one record of averaged metrics every `log_every` steps, default the
+    config's eval_every)."""
     steps = model.cfg.train.tokenizer_steps if steps is None else steps
     model.tokenizer.train()
     return _fit(TokenizerObjective(model), model, batches, steps, out_dir=out_dir,
-                log_every=log_every, progress=progress, device=_device_of(model))
+                log_every=log_every, progress=progress, dist=dist)
 
 
 def train_dynamics(model: Genie, batches: Callable[[int], Batch], steps: int | None = None, *,
                    out_dir: str | Path | None = None, log_every: int | None = None,
-                   progress: bool = False) -> list[dict]:
-    """Phase 2: LAM and dynamics together, tokenizer frozen (see JointObjective)."""
+                   progress: bool = False, dist: DistInfo | None = None) -> list[dict]:
+    """Phase 2: LAM and dynamics together, tokenizer frozen (see JointObjective); `dist` as
+    for train_tokenizer."""
     steps = model.cfg.train.joint_steps if steps is None else steps
     model.tokenizer.eval()
     for p in model.tokenizer.parameters():
@@ -142,12 +137,7 @@ def train_dynamics(model: Genie, batches: Callable[[int], Batch], steps: int | N
     model.dynamics.train()
     try:
         return _fit(JointObjective(model, model.cfg.train.seed), model, batches, steps,
-                    out_dir=out_dir, log_every=log_every, progress=progress,
-                    device=_device_of(model))
+                    out_dir=out_dir, log_every=log_every, progress=progress, dist=dist)
     finally:
         for p in model.tokenizer.parameters():
             p.requires_grad_(True)
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device

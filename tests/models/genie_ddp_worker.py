@@ -4,12 +4,12 @@ Trains the micro Genie through `train_genie` (the function behind `wmk genie tra
 saves this rank's final state to OUT/rank<r>.pt for the test to compare.
 """
 
-import os
 import sys
 from pathlib import Path
 
 import torch
 
+from wmkernels.models.common import cleanup, init_distributed
 from wmkernels.models.genie.config import get_config
 from wmkernels.models.genie.demo import train_genie
 
@@ -18,9 +18,11 @@ def main(out: Path) -> None:
     torch.set_num_threads(1)
     cfg = get_config("micro")
     cfg.train.tokenizer_steps, cfg.train.joint_steps = 2, 2
-    model = train_genie(cfg, out / "run", clips=8, device="cpu", progress=False)
-    torch.save({"state": model.state_dict(), "world_size": int(os.environ["WORLD_SIZE"])},
-               out / f"rank{os.environ['RANK']}.pt")
+    dist = init_distributed(device="cpu")
+    model = train_genie(cfg, out / "run", clips=8, device="cpu", progress=False, dist=dist)
+    torch.save({"state": model.state_dict(), "world_size": dist.world_size},
+               out / f"rank{dist.rank}.pt")
+    cleanup(dist)
 
 
 if __name__ == "__main__":
