@@ -69,6 +69,14 @@ class JointObjective(nn.Module):
         self.lam, self.dynamics, self.seed = model.lam, model.dynamics, seed
         self._frozen = (model.tokenizer,)   # a tuple: not registered as a submodule
 
+    def clip_groups(self) -> list[list[nn.Parameter]]:
+        """The LAM and the dynamics clip their gradients each on its own: they share no
+        gradient, and clipped together the dynamics' cross-entropy gradients (large early
+        on) shrink the LAM's steps. Measured on the tiny config (800 joint steps, trained
+        tokenizer, 64 held-out clips): latent/true action NMI 0.36 clipped together, 0.51
+        apart; 0.53-0.56 for the LAM trained alone."""
+        return [list(self.lam.parameters()), list(self.dynamics.parameters())]
+
     def forward(self, video: torch.Tensor, step: int) -> dict:
         tokenizer = self._frozen[0]
         tokenizer.eval()
@@ -86,7 +94,7 @@ class JointObjective(nn.Module):
 
 def _fit(objective: nn.Module, model: Genie, batches: Callable[[int], Batch], steps: int, *,
          out_dir: str | Path | None, log_every: int | None, progress: bool,
-         dist: DistInfo | None) -> list[dict]:
+         dist: DistInfo | None, clip_groups=None) -> list[dict]:
     tcfg = model.cfg.train
     opt = _optimizer(objective.parameters(), tcfg.lr, tcfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -99,7 +107,8 @@ def _fit(objective: nn.Module, model: Genie, batches: Callable[[int], Batch], st
     wrapped = wrap_ddp(objective, dist)
     trainer = Trainer(wrapped, opt, lambda m, batch: m(*batch),
                       lambda step: (batches(step)[0], step), loop, scheduler=sched,
-                      configs={"genie": model.cfg.to_dict()})
+                      configs={"genie": model.cfg.to_dict()},
+                      clip_groups=clip_groups)
     history = trainer.fit()
     if dist.distributed:
         # EMA codebooks and usage statistics update inside forward from each rank's own
@@ -136,8 +145,9 @@ def train_dynamics(model: Genie, batches: Callable[[int], Batch], steps: int | N
     model.lam.train()
     model.dynamics.train()
     try:
-        return _fit(JointObjective(model, model.cfg.train.seed), model, batches, steps,
-                    out_dir=out_dir, log_every=log_every, progress=progress, dist=dist)
+        objective = JointObjective(model, model.cfg.train.seed)
+        return _fit(objective, model, batches, steps, out_dir=out_dir, log_every=log_every,
+                    progress=progress, dist=dist, clip_groups=objective.clip_groups())
     finally:
         for p in model.tokenizer.parameters():
             p.requires_grad_(True)
