@@ -109,7 +109,8 @@ class TrainConfig:
 
     batch_size: int = 16
     # held-out PSNR of the tiny tokenizer in a 1200-step run: 27.1 dB at step 600, 28.0 at
-    # 800, 28.3 at 1000; 1000 steps cost about 5 of the demo's minutes on one CPU core
+    # 800, 28.3 at 1000 (world of 0.0625 agent speed, sticky 0.8); 1000 steps on the
+    # current world: 28.13 dB in `make demo`. They cost about 5.5 of its minutes on one core
     tokenizer_steps: int = 1000
     joint_steps: int = 800        # LAM + dynamics, trained together (paper's order)
     # tiny tokenizer, 600 steps: 26.4 dB held-out PSNR at 2e-3, 26.0 dB at 1e-3
