@@ -94,7 +94,8 @@ class JointObjective(nn.Module):
 
 def _fit(objective: nn.Module, model: Genie, batches: Callable[[int], Batch], steps: int, *,
          out_dir: str | Path | None, log_every: int | None, progress: bool,
-         dist: DistInfo | None, clip_groups=None) -> list[dict]:
+         dist: DistInfo | None,
+         clip_groups: list[list[nn.Parameter]] | None = None) -> list[dict]:
     tcfg = model.cfg.train
     opt = _optimizer(objective.parameters(), tcfg.lr, tcfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
