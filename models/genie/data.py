@@ -17,6 +17,9 @@ class ClipPool:
     batch(step) draws `batch_size` clips with a generator seeded by (seed, step), so a run
     is reproducible and a resumed run sees the same batches. Under torchrun each rank takes
     its own `batch_size` clips of one (seed, step) draw of batch_size x world_size.
+
+    After `encode(tokenizer)` a batch also carries the clips' codes: the joint phase trains
+    on a frozen tokenizer, so each clip is encoded once rather than every time it is drawn.
     """
 
     def __init__(self, cfg: GenieConfig, n: int, *, seed: int, start: int = 0,
@@ -28,16 +31,26 @@ class ClipPool:
         self.video = clips["video"].to(device)
         self.actions = clips["actions"].to(device)
         self.batch_size, self.seed = cfg.train.batch_size, seed
+        self.codes: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def encode(self, tokenizer, chunk: int = 64) -> None:
+        """Store every clip's codes (N, T, h, w) under `tokenizer` (in eval mode, so its EMA
+        codebook is untouched); later batches return them as a third element."""
+        tokenizer.eval()
+        self.codes = torch.cat([tokenizer.encode(self.video[i:i + chunk].float() / 255)[1]
+                                for i in range(0, len(self), chunk)])
 
     def __len__(self) -> int:
         return self.video.shape[0]
 
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, step: int) -> tuple[torch.Tensor, ...]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         rank, world = get_rank(), get_world_size()
         idx = torch.randint(0, len(self), (self.batch_size * world,), generator=g)
         idx = idx[rank * self.batch_size:(rank + 1) * self.batch_size].to(self.video.device)
-        return self.video[idx].float() / 255, self.actions[idx]
+        batch = (self.video[idx].float() / 255, self.actions[idx])
+        return batch if self.codes is None else (*batch, self.codes[idx])
 
     def all(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The first `n` clips (all by default) as float video and actions."""

@@ -48,6 +48,7 @@ def train_genie(cfg: GenieConfig, out: Path, *, clips: int, device: str,
     if dist.is_main:
         save_checkpoint(model, ckpt, {"phase": "tokenizer"})
     say(f"phase 2: latent action model + dynamics, {cfg.train.joint_steps} steps")
+    pool.encode(model.tokenizer)
     report(train_dynamics(model, pool.batch, out_dir=out / "dynamics", progress=progress,
                           dist=dist))
     if dist.is_main:

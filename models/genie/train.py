@@ -22,7 +22,8 @@ from wmkernels.models.common import Trainer
 from wmkernels.models.common.distributed import DistInfo, get_rank, wrap_ddp
 from wmkernels.models.genie.model import Genie
 
-Batch = tuple[torch.Tensor, torch.Tensor]   # video (B, T, 3, H, W) in [0, 1], actions (B, T-1)
+# video (B, T, 3, H, W) in [0, 1], actions (B, T-1)[, the clips' tokenizer codes (B, T, h, w)]
+Batch = tuple[torch.Tensor, ...]
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
@@ -77,11 +78,13 @@ class JointObjective(nn.Module):
         apart; 0.53-0.56 for the LAM trained alone."""
         return [list(self.lam.parameters()), list(self.dynamics.parameters())]
 
-    def forward(self, video: torch.Tensor, step: int) -> dict:
-        tokenizer = self._frozen[0]
-        tokenizer.eval()
-        with torch.no_grad():
-            tokens = tokenizer.encode(video)[1]
+    def forward(self, video: torch.Tensor, step: int,
+                tokens: torch.Tensor | None = None) -> dict:
+        if tokens is None:   # the batch did not bring its codes (ClipPool.encode)
+            tokenizer = self._frozen[0]
+            tokenizer.eval()
+            with torch.no_grad():
+                tokens = tokenizer.encode(video)[1]
         g = torch.Generator(device=video.device)
         g.manual_seed((self.seed * 1_000_003 + step) * 1024 + get_rank())
         lam = self.lam(video)
@@ -106,8 +109,12 @@ def _fit(objective: nn.Module, model: Genie, batches: Callable[[int], Batch], st
                       out_dir=None if out_dir is None else str(out_dir))
     dist = dist or DistInfo()
     wrapped = wrap_ddp(objective, dist)
-    trainer = Trainer(wrapped, opt, lambda m, batch: m(*batch),
-                      lambda step: (batches(step)[0], step), loop, scheduler=sched,
+
+    def inputs(step):   # the objective's arguments: video, step[, codes]
+        video, _, *codes = batches(step)
+        return (video, step, *codes)
+
+    trainer = Trainer(wrapped, opt, lambda m, batch: m(*batch), inputs, loop, scheduler=sched,
                       configs={"genie": model.cfg.to_dict()},
                       clip_groups=clip_groups)
     history = trainer.fit()
@@ -130,7 +137,8 @@ def train_tokenizer(model: Genie, batches: Callable[[int], Batch], steps: int | 
     config's eval_every)."""
     steps = model.cfg.train.tokenizer_steps if steps is None else steps
     model.tokenizer.train()
-    return _fit(TokenizerObjective(model), model, batches, steps, out_dir=out_dir,
+    video_only = lambda step: batches(step)[:2]  # noqa: E731 - codes, if any, are not for it
+    return _fit(TokenizerObjective(model), model, video_only, steps, out_dir=out_dir,
                 log_every=log_every, progress=progress, dist=dist)
 
 
@@ -138,7 +146,8 @@ def train_dynamics(model: Genie, batches: Callable[[int], Batch], steps: int | N
                    out_dir: str | Path | None = None, log_every: int | None = None,
                    progress: bool = False, dist: DistInfo | None = None) -> list[dict]:
     """Phase 2: LAM and dynamics together, tokenizer frozen (see JointObjective); `dist` as
-    for train_tokenizer."""
+    for train_tokenizer. A batch may bring its clips' codes as a third element
+    (ClipPool.encode); otherwise each batch is encoded here."""
     steps = model.cfg.train.joint_steps if steps is None else steps
     model.tokenizer.eval()
     for p in model.tokenizer.parameters():

@@ -10,6 +10,7 @@ import torch
 from checks import run_two_gloo_processes
 
 from wmkernels.models.genie.config import GenieConfig, get_config
+from wmkernels.models.genie.data import ClipPool
 from wmkernels.models.genie.dynamics import random_token_mask
 from wmkernels.models.genie.metrics import delta_psnr, psnr
 from wmkernels.models.genie.model import Genie, load_checkpoint, save_checkpoint
@@ -82,6 +83,44 @@ def test_training_reduces_every_loss(cfg):
     joint = train_dynamics(model, batches, steps=40, log_every=1)
     assert mean(joint[-5:], "lam_loss") < 0.7 * mean(joint[:5], "lam_loss")
     assert mean(joint[-5:], "dynamics_loss") < 0.85 * mean(joint[:5], "dynamics_loss")
+
+
+def test_dynamics_loss_is_cross_entropy_on_the_masked_tokens(cfg):
+    """The loss applies the head to the masked tokens only; it must equal the cross-entropy
+    of the full logits at those tokens."""
+    torch.manual_seed(0)
+    dyn = Genie(cfg).dynamics.double()
+    B, T, S = 3, cfg.frames, cfg.tokens_per_frame
+    tokens = torch.randint(0, cfg.tokenizer.codebook_size, (B, T, S))
+    actions = torch.randint(0, cfg.lam.num_actions, (B, T - 1))
+    out = dyn.loss(tokens, actions, generator=torch.Generator().manual_seed(5))
+    mask = random_token_mask((B, T, S), dyn.cfg.mask_min, dyn.cfg.mask_max,
+                             generator=torch.Generator().manual_seed(5))
+    logits = dyn(tokens, actions, mask)[mask]
+    torch.testing.assert_close(out["loss"], torch.nn.functional.cross_entropy(logits, tokens[mask]))
+    assert float(out["accuracy"]) == pytest.approx(
+        float((logits.argmax(-1) == tokens[mask]).double().mean()))
+    with pytest.raises(ValueError, match="actions"):
+        dyn.loss(tokens, actions[:, 1:])
+
+
+def test_encoded_pool_trains_like_encoding_every_batch(cfg):
+    """ClipPool.encode stores each clip's codes once; the joint phase on those codes gives
+    the weights it gives when every batch is encoded as it is drawn."""
+    pool = ClipPool(cfg, 6, seed=0)
+    torch.manual_seed(0)
+    model = Genie(cfg)
+    train_tokenizer(model, pool.batch, steps=3)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    train_dynamics(model, pool.batch, steps=3)
+    per_batch = model.state_dict()
+    model.load_state_dict(state)
+    pool.encode(model.tokenizer)
+    video, actions, codes = pool.batch(7)
+    assert torch.equal(codes, model.tokenizer.encode(video)[1])
+    train_dynamics(model, pool.batch, steps=3)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, per_batch[k], msg=k)
 
 
 def test_interrupted_training_resumes_exactly(cfg, tmp_path):
