@@ -128,12 +128,14 @@ def _train(args) -> int:
 
 
 def _probe(args) -> int:
+    from wmkernels.models.jepa.config import world_of
     from wmkernels.models.jepa.evaluate import encoder_from_checkpoint, probe_report
     from wmkernels.models.jepa.train import load_model
 
     model, meta = load_model(args.checkpoint)
     report = probe_report(encoder_from_checkpoint(model), n_train=args.n_train,
-                          n_test=args.n_test, seed=args.seed, epochs=args.epochs)
+                          n_test=args.n_test, seed=args.seed, epochs=args.epochs,
+                          world=world_of(meta["config"]))
     report["checkpoint"] = {"path": args.checkpoint, "variant": meta["variant"],
                             "step": meta["step"]}
     _write_json(args.json, report)
@@ -144,7 +146,8 @@ def _plan(args) -> int:
     import numpy as np
     import torch
 
-    from wmkernels.models.data import ACTIONS, World, WorldConfig
+    from wmkernels.models.data import ACTIONS, World
+    from wmkernels.models.jepa.config import world_of
     from wmkernels.models.jepa.evaluate import oracle_report, planning_report
     from wmkernels.models.jepa.planner import CEMConfig, CEMPlanner
     from wmkernels.models.jepa.train import load_model
@@ -176,7 +179,7 @@ def _plan(args) -> int:
                          ) from None
     if not goal_actions or not all(0 <= a < len(ACTIONS) for a in goal_actions):
         raise SystemExit(f"--goal action ids must be in [0, {len(ACTIONS)}), got {args.goal!r}")
-    sim = World(WorldConfig(num_balls=model.cfg.world_balls), size=model.cfg.encoder.image_size)
+    sim = World(world_of(model.cfg), size=model.cfg.encoder.image_size)
     start_frame = sim.reset(seed=args.start)
     start = sim.get_state()
     repeat = model.cfg.action_repeat

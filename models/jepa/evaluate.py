@@ -17,6 +17,7 @@ import torch
 from wmkernels.models.data import World, make_clips
 from wmkernels.models.data.world import WorldConfig, sample_actions
 from wmkernels.models.jepa.ac import ACWorldModel, FrameEncoder
+from wmkernels.models.jepa.config import world_of
 from wmkernels.models.jepa.planner import CEMConfig, CEMPlanner
 from wmkernels.models.jepa.probe import PROBES, extract_features, pixel_tokens, train_probe
 from wmkernels.models.jepa.vit import VisionTransformer
@@ -53,14 +54,17 @@ def probe_report(encoder: VisionTransformer, *, n_train: int = 1000, n_test: int
                  seed: int = 1234, probes: tuple[str, ...] = ("linear", "attentive"),
                  epochs: int | dict[str, int] | None = None,
                  attributes: tuple[str, ...] | None = None,
+                 world: WorldConfig | None = None,
                  log: Callable[[str], None] | None = print) -> dict:
     """Probe scores (test accuracy per attribute) for a trained encoder, a random-init
-    encoder of the same architecture, and raw pixels, on fresh clips of the world.
+    encoder of the same architecture, and raw pixels, on fresh clips of the world the
+    encoder was trained in (`world`, default WorldConfig(); see `config.world_of`).
 
     epochs: passes over the probe's training set, one number for every probe or a dict
     probe -> number; default PROBE_EPOCHS.
 
-    Returns {"attributes": [...], "<feature>/<probe>": {attr: acc, "mean": mean acc}}.
+    Returns {"attributes": [...], "constant_attributes": [...] (left out: one value in
+    every clip), "<feature>/<probe>": {attr: acc, "mean": mean acc}}.
     """
     bad = [k for k in probes if k not in PROBES]
     if bad:
@@ -71,9 +75,15 @@ def probe_report(encoder: VisionTransformer, *, n_train: int = 1000, n_test: int
         epochs = dict.fromkeys(probes, epochs)
     frames = encoder.frames
     data = make_clips(n_train + n_test, frames=max(frames, 2), size=encoder.image_size,
-                      seed=seed, dtype=torch.uint8)
+                      seed=seed, config=world, dtype=torch.uint8)
     names = attributes or (FRAME_ATTRIBUTES if frames == 1 else
                            tuple(data["attributes"]))
+    # An attribute with one value in this world (e.g. agent_motion when no clip moves the
+    # agent by half its width) scores 1.0 for any features: leave it out, and say so.
+    constant = [k for k in names if data["attributes"][k].unique().numel() < 2]
+    names = tuple(k for k in names if k not in constant)
+    if log and constant:
+        log(f"left out (one value in every clip): {', '.join(constant)}")
     attrs = {k: data["attributes"][k] for k in names}
     torch.manual_seed(seed)
     random_encoder = VisionTransformer(
@@ -84,7 +94,8 @@ def probe_report(encoder: VisionTransformer, *, n_train: int = 1000, n_test: int
     feats = {"jepa": _encoder_features(encoder, data["video"]),
              "random": _encoder_features(random_encoder, data["video"]),
              "pixels": _pixel_features(data["video"], frames, encoder.patch)}
-    report: dict = {"attributes": list(names), "n_train": n_train, "n_test": n_test}
+    report: dict = {"attributes": list(names), "constant_attributes": constant,
+                    "n_train": n_train, "n_test": n_test}
     for fname, z in feats.items():
         for kind in probes:
             scores = train_probe(kind, z[:n_train], {k: v[:n_train] for k, v in attrs.items()},
@@ -118,14 +129,14 @@ def planning_report(model: ACWorldModel, *, episodes: int = 50, horizon: int = 4
       - a random baseline executes `horizon` actions drawn from the same policy.
     Success: the agent's final centre lies within `tolerance` (default: half the agent's
     size) of its position in the goal frame. `world` defaults to the world the predictor was
-    trained in (WorldConfig with the config's `world_balls`).
+    trained in (`config.world_of(model.cfg)`).
 
     Returns {"cem_success", "random_success", "cem_distance", "random_distance", ...}.
     """
     cem = cem or CEMConfig(horizon=horizon)
     if cem.horizon != horizon:
         raise ValueError(f"cem.horizon ({cem.horizon}) must equal horizon ({horizon})")
-    wcfg = world or WorldConfig(num_balls=model.cfg.world_balls)
+    wcfg = world or world_of(model.cfg)
     sim = World(wcfg, size=model.cfg.encoder.image_size)
     tol = tolerance if tolerance is not None else wcfg.agent_size / 2
     rng = np.random.default_rng(seed)
@@ -187,7 +198,7 @@ def oracle_report(model: ACWorldModel, *, episodes: int = 12, horizon: int = 4,
     mean correlation, over episodes, between that energy and the agent's distance to the
     goal position.
     """
-    wcfg = world or WorldConfig(num_balls=model.cfg.world_balls)
+    wcfg = world or world_of(model.cfg)
     sim = World(wcfg, size=model.cfg.encoder.image_size)
     tol = tolerance if tolerance is not None else wcfg.agent_size / 2
     repeat = model.cfg.action_repeat

@@ -36,7 +36,13 @@ from wmkernels.models.common import (
 from wmkernels.models.data import World, make_clips
 from wmkernels.models.data.world import WorldConfig, sample_actions
 from wmkernels.models.jepa.ac import ACWorldModel
-from wmkernels.models.jepa.config import ACConfig, EncoderConfig, IJEPAConfig, VJEPAConfig
+from wmkernels.models.jepa.config import (
+    ACConfig,
+    EncoderConfig,
+    IJEPAConfig,
+    VJEPAConfig,
+    world_of,
+)
 from wmkernels.models.jepa.ema import momentum_at
 from wmkernels.models.jepa.ijepa import IJEPA
 from wmkernels.models.jepa.vjepa import VJEPA
@@ -132,10 +138,11 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict]:
                           "extra": info["extra"]}
 
 
-def clip_pool(n: int, frames: int, size: int, seed: int) -> dict:
-    """`n` clips of the embedded world as uint8 video (n, frames, 3, size, size) + actions
-    (n, frames - 1) + attributes, generated once."""
-    return make_clips(n, frames=frames, size=size, seed=seed, dtype=torch.uint8)
+def clip_pool(n: int, frames: int, size: int, seed: int,
+              world: WorldConfig | None = None) -> dict:
+    """`n` clips of the embedded world (`world`, default WorldConfig()) as uint8 video
+    (n, frames, 3, size, size) + actions (n, frames - 1) + attributes, generated once."""
+    return make_clips(n, frames=frames, size=size, seed=seed, config=world, dtype=torch.uint8)
 
 
 def action_clips(n: int, frames: int, size: int, seed: int, repeat: int,
@@ -222,7 +229,8 @@ def train_jepa(variant: str, cfg: IJEPAConfig | VJEPAConfig, *, steps: int | Non
     model = build_model(variant, cfg).to(dist.device)
     enc = cfg.encoder
     if pool is None:
-        pool = clip_pool(clips or 2000, max(8, enc.frames), enc.image_size, seed)
+        pool = clip_pool(clips or 2000, max(8, enc.frames), enc.image_size, seed,
+                         world_of(cfg))
     video = pool["video"]
     if video.shape[1] < enc.frames or video.shape[-1] != enc.image_size:
         raise ValueError(f"pool video {tuple(video.shape)} must have >= {enc.frames} frames "
@@ -271,12 +279,13 @@ def train_ac(jepa_checkpoint: str | Path, cfg: ACConfig, *, steps: int | None = 
         raise ValueError(f"jepa_checkpoint must hold an ijepa or vjepa model, got "
                          f"{meta['variant']!r}")
     cfg.encoder, cfg.source = meta["config"].encoder, meta["variant"]
+    cfg.world = meta["config"].world
     seed_everything(seed)
     model = ACWorldModel(cfg)
     model.frame_encoder.encoder.load_state_dict(jepa.target_encoder.state_dict())
     if pool is None:
         pool = action_clips(clips or 800, cfg.frames, cfg.encoder.image_size, seed + 1,
-                            cfg.action_repeat, WorldConfig(num_balls=cfg.world_balls))
+                            cfg.action_repeat, world_of(cfg))
     if pool["video"].shape[1] < cfg.frames:
         raise ValueError(f"pool clips must have >= {cfg.frames} frames, got "
                          f"{pool['video'].shape[1]}")

@@ -255,6 +255,31 @@ def test_train_checkpoint_round_trip_and_resume(tmp_path):
         load_model(tmp_path / "missing.safetensors")
 
 
+def test_world_flows_from_the_jepa_config_to_training_probes_and_planning(tmp_path):
+    """The JEPA config's world is the one its clips, its probes and an AC model built on it
+    (training clips, planning simulator, success tolerance) use."""
+    from wmkernels.models.jepa.config import world_of
+    from wmkernels.models.jepa.evaluate import planning_report
+    from wmkernels.models.jepa.train import train_ac
+
+    assert world_of(IJEPAConfig()).agent_size == 0.25 == world_of(VJEPAConfig()).agent_size
+    assert world_of(ACConfig(world={"agent_size": 0.3}, world_balls=1)).num_balls == 1
+    with pytest.raises(ValueError, match="agnt_size"):
+        world_of(IJEPAConfig(world={"agnt_size": 0.3}))
+    model = tiny_vjepa()
+    model.cfg.world = {"agent_size": 0.3, "num_balls": 1}
+    train_jepa("vjepa", model.cfg, steps=1, clips=2, out=tmp_path / "v")
+    cfg = ACConfig(dim=32, depth=1, heads=1, batch_size=2)
+    ac, _ = train_ac(tmp_path / "v", cfg, steps=1, clips=2, out=tmp_path / "ac")
+    assert ac.cfg.world == {"agent_size": 0.3, "num_balls": 1}
+    loaded, _ = load_model(tmp_path / "ac")
+    world = world_of(loaded.cfg)
+    assert world.agent_size == 0.3 and world.num_balls == cfg.world_balls
+    r = planning_report(loaded, episodes=2, horizon=1, log=None,
+                        cem=CEMConfig(horizon=1, samples=4, elites=1, iterations=1))
+    assert r["tolerance"] == pytest.approx(0.15)
+
+
 def test_action_clips_hold_each_action():
     from wmkernels.models.data import World
     from wmkernels.models.jepa.train import action_clips
@@ -354,6 +379,20 @@ def test_probe_and_planner_end_to_end(tmp_path):
     assert r["episodes"] == 3
     o = oracle_report(ac, episodes=2, horizon=1)
     assert 0.0 <= o["oracle_success"] <= 1.0 and -1.0 <= o["energy_distance_corr"] <= 1.0
+
+
+def test_probe_leaves_out_attributes_with_one_value():
+    """A 16 px agent never moves half its width in 4 frames: agent_motion is constant in
+    that world, which any features would 'read' perfectly, so the report leaves it out."""
+    from wmkernels.models.data import WorldConfig
+    from wmkernels.models.jepa.evaluate import probe_report
+
+    model = tiny_vjepa()
+    report = probe_report(model.target_encoder, n_train=16, n_test=8, epochs=1, log=None,
+                          probes=("linear",), world=WorldConfig(agent_size=0.25))
+    assert report["constant_attributes"] == ["agent_motion"]
+    assert "agent_motion" not in report["attributes"]
+    assert set(report["jepa/linear"]) == {*report["attributes"], "mean"}
 
 
 def test_cli_train_probe_plan(tmp_path, capsys):
