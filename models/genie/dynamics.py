@@ -96,8 +96,9 @@ class DynamicsModel(nn.Module):
         h = self._hidden(tokens, actions, mask)
         if not mask.any():
             return {"loss": self.head(h).sum() * 0, "accuracy": 0}
-        # the head (dim -> vocab) runs on the masked tokens only: the full (B, T, S, vocab)
-        # logits and their boolean-index backward were ~1/4 of a tiny-config joint step
+        # the head (dim -> vocab) runs on the masked tokens only: building the full
+        # (B, T, S, vocab) logits, indexing them and the index's backward cost ~0.05 s of a
+        # 0.66 s tiny-config joint step on one core
         logits, target = self.head(h[mask]), tokens[mask]
         loss = F.cross_entropy(logits, target)
         with torch.no_grad():
