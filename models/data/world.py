@@ -127,6 +127,23 @@ class WorldConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def from_overrides(cls, overrides: dict, **fixed) -> WorldConfig:
+        """The config a model config's `world` dict describes: `overrides` (possibly read
+        back from JSON, so lists stand for tuples), then `fixed`, the fields the model
+        config owns (e.g. `size`). Raises ValueError, prefixed "world", when `overrides` is
+        not a dict, names an unknown field or holds an out-of-range value."""
+        if not isinstance(overrides, dict):
+            raise ValueError(f"world must be a dict of WorldConfig fields, got {overrides!r}")
+        extra = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if extra:
+            raise ValueError(f"world: unknown WorldConfig fields {sorted(extra)}")
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+        try:
+            return cls(**{**kw, **fixed})
+        except ValueError as exc:
+            raise ValueError(f"world: {exc}") from None
+
 
 @dataclass
 class WorldState:

@@ -171,12 +171,7 @@ class GenieConfig:
         """The embedded world's `WorldConfig` with this config's overrides and image size."""
         from wmkernels.models.data import WorldConfig
 
-        if not isinstance(self.world, dict):
-            raise ValueError(f"world must be a dict of WorldConfig fields, got {self.world!r}")
-        try:
-            return WorldConfig(**{**self.world, "size": self.image_size})
-        except TypeError as exc:
-            raise ValueError(f"world: {exc}") from None
+        return WorldConfig.from_overrides(self.world, size=self.image_size)
 
     @property
     def tokens_per_frame(self) -> int:

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 from wmkernels.models.data import WorldConfig
 
@@ -25,13 +25,8 @@ def tiny_world() -> dict:
 def world_of(cfg) -> WorldConfig:
     """The WorldConfig of a JEPA config: its `world` overrides; an AC config plans in that
     world with `world_balls` balls."""
-    world = dict(getattr(cfg, "world", None) or {})
-    if hasattr(cfg, "world_balls"):
-        world["num_balls"] = cfg.world_balls
-    unknown = sorted(set(world) - {f.name for f in fields(WorldConfig)})
-    if unknown:
-        raise ValueError(f"world: {unknown} are not WorldConfig fields")
-    return WorldConfig(**world)
+    fixed = {"num_balls": cfg.world_balls} if hasattr(cfg, "world_balls") else {}
+    return WorldConfig.from_overrides(getattr(cfg, "world", None) or {}, **fixed)
 
 
 @dataclass

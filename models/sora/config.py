@@ -89,16 +89,8 @@ class SoraConfig:
         if clash:
             raise ValueError(f"world must not set {sorted(clash)}: use SoraConfig.size and "
                              f"world_balls")
-        known = {f.name for f in fields(WorldConfig)}
-        extra = set(self.world) - known
-        if extra:
-            raise ValueError(f"world: unknown WorldConfig fields {sorted(extra)}")
-        # JSON (checkpoint metadata) turns tuples into lists; WorldConfig wants tuples.
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in self.world.items()}
-        try:
-            return WorldConfig(size=self.size, num_balls=self.world_balls, **kw)
-        except ValueError as exc:
-            raise ValueError(f"world: {exc}") from None
+        return WorldConfig.from_overrides(self.world, size=self.size,
+                                          num_balls=self.world_balls)
 
     def to_dict(self) -> dict:
         return asdict(self)

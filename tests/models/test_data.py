@@ -514,3 +514,18 @@ def test_unreadable_or_short_videos_raise(tmp_path):
         VideoDataset(short, frames=8)
     with pytest.raises(ValueError, match="frames"):
         VideoDataset(short, frames=0)
+
+
+def test_world_config_from_overrides():
+    """A model config's `world` dict, as read back from JSON: lists become tuples, the
+    caller's own fields win, bad input is named."""
+    from wmkernels.models.data import WorldConfig
+
+    cfg = WorldConfig.from_overrides({"ball_speed": [0.05, 0.06], "size": 8}, size=32)
+    assert cfg.ball_speed == (0.05, 0.06) and cfg.size == 32
+    with pytest.raises(ValueError, match="unknown WorldConfig fields"):
+        WorldConfig.from_overrides({"agnt_size": 0.3})
+    with pytest.raises(ValueError, match="world: WorldConfig.agent_size"):
+        WorldConfig.from_overrides({"agent_size": -1.0})
+    with pytest.raises(ValueError, match="world must be a dict"):
+        WorldConfig.from_overrides([("agent_size", 0.3)])
