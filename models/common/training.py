@@ -15,7 +15,7 @@ import dataclasses
 import json
 import os
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -288,10 +288,6 @@ class Trainer:
         scheduler: LR scheduler stepped after every optimizer step.
         configs: extra config dataclasses (e.g. {"model": ModelConfig(...)}) saved beside
             the checkpoint in config.json and inside it.
-        clip_groups: parameter groups whose gradients are clipped to `config.grad_clip`
-            each on its own, for models trained side by side that share no gradient (so
-            one model's large gradients do not shrink the other's steps); by default all
-            parameters are clipped together. "grad_norm" logs the norm of all of them.
 
     `fit()` returns the history: one dict per log/eval event. `losses` holds every step's
     loss (this rank's). Only rank 0 writes files; every rank resumes from them.
@@ -300,16 +296,13 @@ class Trainer:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                  loss_fn: Callable, batch_fn: Callable[[int], Any], config: TrainConfig, *,
                  eval_fn: Callable | None = None, scheduler=None,
-                 configs: dict[str, Any] | None = None,
-                 clip_groups: Iterable[Iterable[nn.Parameter]] | None = None) -> None:
+                 configs: dict[str, Any] | None = None) -> None:
         if not isinstance(config, TrainConfig):
             raise TypeError(f"Trainer: config must be a TrainConfig, got {type(config).__name__}")
         self.model, self.optimizer = model, optimizer
         self.loss_fn, self.batch_fn = loss_fn, batch_fn
         self.config, self.eval_fn, self.scheduler = config, eval_fn, scheduler
         self.configs = {"train": config, **(configs or {})}
-        self.clip_groups = ([list(model.parameters())] if clip_groups is None
-                            else [list(group) for group in clip_groups])
         self.step = 0
         self.losses: list[float] = []
         self.history: list[dict] = []
@@ -347,9 +340,8 @@ class Trainer:
             raise FloatingPointError(f"loss is {float(loss)} at step {self.step}")
         loss.backward()
         if self.config.grad_clip is not None:
-            norms = torch.stack([torch.nn.utils.clip_grad_norm_(group, self.config.grad_clip)
-                                 for group in self.clip_groups])
-            metrics["grad_norm"] = norms.square().sum().sqrt()
+            metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                                  self.config.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.scheduler is not None:

@@ -42,8 +42,10 @@ def _config(args) -> object:
     cfg = get_config(args.config)
     if args.tokenizer_steps is not None:
         cfg.train.tokenizer_steps = args.tokenizer_steps
-    if args.joint_steps is not None:
-        cfg.train.joint_steps = args.joint_steps
+    if args.lam_steps is not None:
+        cfg.train.lam_steps = args.lam_steps
+    if args.dynamics_steps is not None:
+        cfg.train.dynamics_steps = args.dynamics_steps
     if args.seed is not None:
         cfg.train.seed = args.seed
     return cfg.validate()
@@ -175,8 +177,9 @@ def _train_options(p: argparse.ArgumentParser, out: str) -> None:
                    help="model/training preset (default: tiny, minutes on a CPU)")
     p.add_argument("--out", default=out, help=f"output folder (default: {out})")
     p.add_argument("--clips", type=int, default=2048, help="training clips rendered")
-    p.add_argument("--tokenizer-steps", type=int, help="override phase-1 steps")
-    p.add_argument("--joint-steps", type=int, help="override phase-2 steps")
+    p.add_argument("--tokenizer-steps", type=int, help="override the tokenizer's steps")
+    p.add_argument("--lam-steps", type=int, help="override the latent action model's steps")
+    p.add_argument("--dynamics-steps", type=int, help="override the dynamics' steps")
     p.add_argument("--seed", type=int, help="training seed (default: the config's)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default 1: these "
@@ -189,7 +192,7 @@ def add_genie_parser(subparsers) -> argparse.ArgumentParser:
     genie = subparsers.add_parser("genie", help="Genie world model: train, play, evaluate")
     sub = genie.add_subparsers(dest="genie_command", required=True)
 
-    p = sub.add_parser("train", help="train tokenizer, then LAM + dynamics, on the world")
+    p = sub.add_parser("train", help="train tokenizer and LAM, then dynamics, on the world")
     _train_options(p, "runs/genie")
     p.set_defaults(func=_cmd_train)
 
@@ -207,7 +210,7 @@ def add_genie_parser(subparsers) -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="PSNR, controllability, action NMI, frames/s")
     p.add_argument("--checkpoint", required=True, help="a genie.safetensors file")
-    p.add_argument("--clips", type=int, default=32, help="held-out clips")
+    p.add_argument("--clips", type=int, default=128, help="held-out clips")
     p.add_argument("--seeds", type=int, default=3, help="generation seeds for Δ4PSNR")
     p.add_argument("--no-speed", action="store_true", help="skip the frames/s measurement")
     p.add_argument("--json", help="also write the metrics to this file")
@@ -221,7 +224,7 @@ def add_demo_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("demo", help="train, evaluate and play Genie on the embedded "
                                            "world (tiny: < 15 min on a CPU)")
     _train_options(p, "runs/demo")
-    p.add_argument("--eval-clips", type=int, default=32, help="held-out clips")
+    p.add_argument("--eval-clips", type=int, default=128, help="held-out clips")
     p.set_defaults(func=_cmd_demo)
     return p
 

@@ -18,8 +18,9 @@ class ClipPool:
     is reproducible and a resumed run sees the same batches. Under torchrun each rank takes
     its own `batch_size` clips of one (seed, step) draw of batch_size x world_size.
 
-    After `encode(tokenizer)` a batch also carries the clips' codes: the joint phase trains
-    on a frozen tokenizer, so each clip is encoded once rather than every time it is drawn.
+    After `encode(tokenizer, lam)` a batch also carries the clips' codes and latent actions:
+    the dynamics trains on a frozen tokenizer and LAM, so each clip is encoded once rather
+    than every time it is drawn.
     """
 
     def __init__(self, cfg: GenieConfig, n: int, *, seed: int, start: int = 0,
@@ -31,15 +32,21 @@ class ClipPool:
         self.video = clips["video"].to(device)
         self.actions = clips["actions"].to(device)
         self.batch_size, self.seed = cfg.train.batch_size, seed
-        self.codes: torch.Tensor | None = None
+        self.encoded: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @torch.no_grad()
-    def encode(self, tokenizer, chunk: int = 64) -> None:
-        """Store every clip's codes (N, T, h, w) under `tokenizer` (in eval mode, so its EMA
-        codebook is untouched); later batches return them as a third element."""
+    def encode(self, tokenizer, lam, chunk: int = 64) -> None:
+        """Store every clip's codes (N, T, h, w) under `tokenizer` and latent actions (N, T-1)
+        under `lam` (both in eval mode, so their EMA codebooks are untouched); later batches
+        return them as third and fourth elements."""
         tokenizer.eval()
-        self.codes = torch.cat([tokenizer.encode(self.video[i:i + chunk].float() / 255)[1]
-                                for i in range(0, len(self), chunk)])
+        lam.eval()
+        codes, actions = [], []
+        for i in range(0, len(self), chunk):
+            video = self.video[i:i + chunk].float() / 255
+            codes.append(tokenizer.encode(video)[1])
+            actions.append(lam.infer_actions(video))
+        self.encoded = torch.cat(codes), torch.cat(actions)
 
     def __len__(self) -> int:
         return self.video.shape[0]
@@ -50,7 +57,9 @@ class ClipPool:
         idx = torch.randint(0, len(self), (self.batch_size * world,), generator=g)
         idx = idx[rank * self.batch_size:(rank + 1) * self.batch_size].to(self.video.device)
         batch = (self.video[idx].float() / 255, self.actions[idx])
-        return batch if self.codes is None else (*batch, self.codes[idx])
+        if self.encoded is None:
+            return batch
+        return (*batch, *(t[idx] for t in self.encoded))
 
     def all(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The first `n` clips (all by default) as float video and actions."""

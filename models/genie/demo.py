@@ -1,11 +1,14 @@
-"""The end-to-end Genie demo on the embedded world: train (tokenizer, then LAM + dynamics),
+"""The end-to-end Genie demo on the embedded world: train (tokenizer and LAM, then dynamics),
 evaluate, play, and leave a checkpoint, a GIF, a PNG strip and a metrics JSON."""
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -17,21 +20,48 @@ from wmkernels.models.genie.evaluate import evaluate
 from wmkernels.models.genie.media import save_gif, save_strip
 from wmkernels.models.genie.model import Genie, save_checkpoint
 from wmkernels.models.genie.play import play
-from wmkernels.models.genie.train import train_dynamics, train_tokenizer
+from wmkernels.models.genie.train import train_dynamics, train_lam, train_tokenizer
+
+
+def cores_available() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:   # not Linux
+        return os.cpu_count() or 1
+
+
+def _lam_process(cfg_dict: dict, clips: int, out_dir: str, threads: int) -> list[dict]:
+    """Phase 1b in its own process: the same pool, initial weights and batches as the parent
+    would use; the weights come back through out_dir's phase checkpoint."""
+    torch.set_num_threads(threads)
+    cfg = GenieConfig.from_dict(cfg_dict)
+    torch.manual_seed(cfg.train.seed)
+    pool = ClipPool(cfg, clips, seed=cfg.train.seed)
+    return train_lam(Genie(cfg), pool.batch, out_dir=out_dir)
 
 
 def train_genie(cfg: GenieConfig, out: Path, *, clips: int, device: str,
                 say: Callable[[str], None] = print, progress: bool = True,
-                dist: DistInfo | None = None) -> Genie:
-    """Both training phases on `clips` world clips; writes out/genie.safetensors after each
-    phase (so a tokenizer-only checkpoint exists as soon as phase 1 ends). Phase checkpoints
-    live in out/tokenizer and out/dynamics: rerunning with the same `out` resumes (a
-    finished phase is skipped). With `dist` (from `models.common.init_distributed` under
-    torchrun) every rank trains its share of each batch (DDP) on dist.device, and rank 0
-    reports and writes the files."""
+                dist: DistInfo | None = None, parallel: bool | None = None) -> Genie:
+    """All training phases on `clips` world clips; writes out/genie.safetensors after phase
+    1 (tokenizer and LAM) and at the end. Phase checkpoints live in out/tokenizer, out/lam
+    and out/dynamics: rerunning with the same `out` resumes (a finished phase is skipped).
+
+    parallel: train the LAM in a second process while this one trains the tokenizer (they
+    share nothing). Default: on a CPU outside torchrun with cores for both processes'
+    threads. Same weights either way. With `dist` (from `models.common.init_distributed`
+    under torchrun) every rank trains its share of each batch (DDP) on dist.device, the
+    phases run one after the other, and rank 0 reports and writes the files."""
     dist = dist or DistInfo(device=torch.device(device))
     if not dist.is_main:
         say = lambda line: None  # noqa: E731 - one rank reports
+    if parallel is None:
+        parallel = (dist.device.type == "cpu" and not dist.distributed
+                    and cores_available() >= 2 * torch.get_num_threads())
+    if parallel and (dist.device.type != "cpu" or dist.distributed):
+        raise ValueError("parallel=True trains the LAM in a second CPU process: it needs "
+                         "device='cpu' and no torchrun")
     torch.manual_seed(cfg.train.seed)
     pool = ClipPool(cfg, clips, seed=cfg.train.seed, device=dist.device)
     model = Genie(cfg).to(dist.device)
@@ -42,13 +72,32 @@ def train_genie(cfg: GenieConfig, out: Path, *, clips: int, device: str,
             keys = [k for k in row if k != "step"]
             say(f"  step {row['step']:5d}  " + "  ".join(f"{k} {row[k]:.4f}" for k in keys))
 
-    say(f"phase 1: video tokenizer, {cfg.train.tokenizer_steps} steps")
-    report(train_tokenizer(model, pool.batch, out_dir=out / "tokenizer", progress=progress,
-                           dist=dist))
+    t = cfg.train
+    how = "side by side, two processes" if parallel else "one after the other"
+    say(f"phase 1: video tokenizer ({t.tokenizer_steps} steps) and latent action model "
+        f"({t.lam_steps} steps), {how}")
+    if parallel:
+        spawn = multiprocessing.get_context("spawn")   # a fork would copy this torch's state
+        with ProcessPoolExecutor(1, mp_context=spawn) as pool_exe:
+            lam_run = pool_exe.submit(_lam_process, cfg.to_dict(), clips, str(out / "lam"),
+                                      torch.get_num_threads())
+            tok_rows = train_tokenizer(model, pool.batch, out_dir=out / "tokenizer",
+                                       progress=progress)
+            lam_rows = lam_run.result()
+        train_lam(model, pool.batch, out_dir=out / "lam")   # loads the finished phase
+    else:
+        tok_rows = train_tokenizer(model, pool.batch, out_dir=out / "tokenizer",
+                                   progress=progress, dist=dist)
+        lam_rows = train_lam(model, pool.batch, out_dir=out / "lam", progress=progress,
+                             dist=dist)
+    say("  tokenizer")
+    report(tok_rows)
+    say("  latent action model")
+    report(lam_rows)
     if dist.is_main:
-        save_checkpoint(model, ckpt, {"phase": "tokenizer"})
-    say(f"phase 2: latent action model + dynamics, {cfg.train.joint_steps} steps")
-    pool.encode(model.tokenizer)
+        save_checkpoint(model, ckpt, {"phase": "tokenizer+lam"})
+    say(f"phase 2: dynamics on the frozen tokenizer and LAM, {t.dynamics_steps} steps")
+    pool.encode(model.tokenizer, model.lam)
     report(train_dynamics(model, pool.batch, out_dir=out / "dynamics", progress=progress,
                           dist=dist))
     if dist.is_main:
@@ -68,10 +117,13 @@ def write_play(model: Genie, prompt: torch.Tensor, actions: torch.Tensor, out: P
     return gif, save_strip(rows, out / f"{name}.png")
 
 
-def run_demo(cfg: GenieConfig, out: str | Path, *, clips: int = 2048, eval_clips: int = 32,
+def run_demo(cfg: GenieConfig, out: str | Path, *, clips: int = 2048, eval_clips: int = 128,
              device: str = "cpu", say: Callable[[str], None] = print,
              progress: bool = True) -> dict:
-    """Train, evaluate and play; returns the metrics (also written to out/metrics.json)."""
+    """Train, evaluate and play; returns the metrics (also written to out/metrics.json).
+
+    128 held-out clips (~30 s of evaluation on one core for the tiny config): on 32, one
+    checkpoint's action NMI read 0.538 where 128 clips give 0.452."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -97,8 +97,8 @@ class DynamicsModel(nn.Module):
         if not mask.any():
             return {"loss": self.head(h).sum() * 0, "accuracy": 0}
         # the head (dim -> vocab) runs on the masked tokens only: building the full
-        # (B, T, S, vocab) logits, indexing them and the index's backward cost ~0.05 s of a
-        # 0.66 s tiny-config joint step on one core
+        # (B, T, S, vocab) logits, indexing them and the index's backward cost ~0.05 s per
+        # tiny-config training step on one core
         logits, target = self.head(h[mask]), tokens[mask]
         loss = F.cross_entropy(logits, target)
         with torch.no_grad():

@@ -1,10 +1,17 @@
-"""Genie's training order (paper §2.2): first the video tokenizer alone; then the latent
-action model and the dynamics model together — the dynamics on the frozen tokenizer's codes,
-conditioned on the LAM's latent actions with a stop-gradient between the two.
+"""Genie's training (paper §2.2): the video tokenizer and the latent action model each learn
+from pixels alone; then the dynamics learns on the frozen tokenizer's codes, conditioned on
+the frozen LAM's latent actions.
 
-Both phases run on the shared `Trainer` (models/common): progress bar, atomic safetensors
-checkpoints in `out_dir/tokenizer` and `out_dir/dynamics`, exact resume (rerunning an
-interrupted run continues it; a finished phase is skipped) and DDP under `torchrun`.
+The paper co-trains the LAM with the dynamics. No gradient passes between them (the dynamics
+sees action indices), so that is a schedule, not a model choice; ours trains the LAM beside
+the tokenizer instead, which lets the two pixel models use two CPU cores at once and gives
+the dynamics fixed action labels from its first step. Measured on the tiny config (one core
+per process, 2-core machine): see TrainConfig.lam_steps.
+
+Every phase runs on the shared `Trainer` (models/common): progress bar, atomic safetensors
+checkpoints in `out_dir/tokenizer`, `out_dir/lam` and `out_dir/dynamics`, exact resume
+(rerunning an interrupted run continues it; a finished phase is skipped) and DDP under
+`torchrun`.
 Batches and masks are functions of the step (and rank), which is what makes resume exact.
 """
 
@@ -56,49 +63,49 @@ class TokenizerObjective(nn.Module):
                 "codebook_perplexity": self.tokenizer.vq.perplexity}
 
 
-class JointObjective(nn.Module):
-    """Phase 2 as one module: the LAM and the dynamics train, the tokenizer only encodes.
+class LAMObjective(nn.Module):
+    """The latent action model alone, from pixels (the tokenizer plays no part in it)."""
 
-    The tokenizer is kept out of this module's parameters and state (it is frozen and
-    checkpointed by phase 1). The dynamics sees the LAM's action *indices*: integers, so no
-    gradient flows from the dynamics into the LAM. The MaskGIT mask of each step is drawn
-    from a generator seeded by (seed, step, rank).
-    """
+    def __init__(self, model: Genie):
+        super().__init__()
+        self.lam = model.lam
+
+    def forward(self, video: torch.Tensor, step: int) -> dict:
+        out = self.lam(video)
+        return {"loss": out["loss"], "lam_loss": out["recon_loss"], "lam_vq_loss": out["vq_loss"],
+                "action_perplexity": self.lam.vq.perplexity}
+
+
+class DynamicsObjective(nn.Module):
+    """The dynamics on the frozen tokenizer's codes, conditioned on the frozen LAM's action
+    indices. Both frozen models stay out of this module's parameters and state (their own
+    phases checkpoint them). The MaskGIT mask of each step is drawn from a generator seeded
+    by (seed, step, rank)."""
 
     def __init__(self, model: Genie, seed: int):
         super().__init__()
-        self.lam, self.dynamics, self.seed = model.lam, model.dynamics, seed
-        self._frozen = (model.tokenizer,)   # a tuple: not registered as a submodule
+        self.dynamics, self.seed = model.dynamics, seed
+        self._frozen = (model.tokenizer, model.lam)   # a tuple: not registered as submodules
 
-    def clip_groups(self) -> list[list[nn.Parameter]]:
-        """The LAM and the dynamics clip their gradients each on its own: they share no
-        gradient, and clipped together the dynamics' cross-entropy gradients (large early
-        on) shrink the LAM's steps. Measured on the tiny config (800 joint steps, trained
-        tokenizer, 64 held-out clips): latent/true action NMI 0.36 clipped together, 0.51
-        apart; 0.53-0.56 for the LAM trained alone."""
-        return [list(self.lam.parameters()), list(self.dynamics.parameters())]
-
-    def forward(self, video: torch.Tensor, step: int,
-                tokens: torch.Tensor | None = None) -> dict:
-        if tokens is None:   # the batch did not bring its codes (ClipPool.encode)
-            tokenizer = self._frozen[0]
-            tokenizer.eval()
-            with torch.no_grad():
+    def forward(self, video: torch.Tensor, step: int, tokens: torch.Tensor | None = None,
+                actions: torch.Tensor | None = None) -> dict:
+        tokenizer, lam = self._frozen
+        with torch.no_grad():   # a batch that did not bring them (ClipPool.encode)
+            if tokens is None:
+                tokenizer.eval()
                 tokens = tokenizer.encode(video)[1]
+            if actions is None:
+                lam.eval()
+                actions = lam.infer_actions(video)
         g = torch.Generator(device=video.device)
         g.manual_seed((self.seed * 1_000_003 + step) * 1024 + get_rank())
-        lam = self.lam(video)
-        dyn = self.dynamics.loss(tokens, lam["actions"].detach(), generator=g)
-        return {"loss": lam["loss"] + dyn["loss"], "lam_loss": lam["recon_loss"],
-                "lam_vq_loss": lam["vq_loss"], "dynamics_loss": dyn["loss"],
-                "dynamics_accuracy": torch.as_tensor(dyn["accuracy"]),
-                "action_perplexity": self.lam.vq.perplexity}
+        dyn = self.dynamics.loss(tokens, actions, generator=g)
+        return {"loss": dyn["loss"], "dynamics_accuracy": torch.as_tensor(dyn["accuracy"])}
 
 
 def _fit(objective: nn.Module, model: Genie, batches: Callable[[int], Batch], steps: int, *,
          out_dir: str | Path | None, log_every: int | None, progress: bool,
-         dist: DistInfo | None,
-         clip_groups: list[list[nn.Parameter]] | None = None) -> list[dict]:
+         dist: DistInfo | None) -> list[dict]:
     tcfg = model.cfg.train
     opt = _optimizer(objective.parameters(), tcfg.lr, tcfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -110,13 +117,12 @@ def _fit(objective: nn.Module, model: Genie, batches: Callable[[int], Batch], st
     dist = dist or DistInfo()
     wrapped = wrap_ddp(objective, dist)
 
-    def inputs(step):   # the objective's arguments: video, step[, codes]
-        video, _, *codes = batches(step)
-        return (video, step, *codes)
+    def inputs(step):   # the objective's arguments: video, step[, codes, latent actions]
+        video, _, *encoded = batches(step)
+        return (video, step, *encoded)
 
     trainer = Trainer(wrapped, opt, lambda m, batch: m(*batch), inputs, loop, scheduler=sched,
-                      configs={"genie": model.cfg.to_dict()},
-                      clip_groups=clip_groups)
+                      configs={"genie": model.cfg.to_dict()})
     history = trainer.fit()
     if dist.distributed:
         # EMA codebooks and usage statistics update inside forward from each rank's own
@@ -130,8 +136,8 @@ def _fit(objective: nn.Module, model: Genie, batches: Callable[[int], Batch], st
 def train_tokenizer(model: Genie, batches: Callable[[int], Batch], steps: int | None = None, *,
                     out_dir: str | Path | None = None, log_every: int | None = None,
                     progress: bool = False, dist: DistInfo | None = None) -> list[dict]:
-    """Phase 1: the VQ-VAE on raw clips. `batches(step)` -> (video, true actions); the true
-    actions are never used for training. `dist`: the process group from
+    """Phase 1a: the VQ-VAE on raw clips. `batches(step)` -> (video, true actions, ...); the
+    true actions are never used for training. `dist`: the process group from
     `models.common.init_distributed` when running under torchrun (DDP). Returns the
     Trainer's history (one record of averaged metrics every `log_every` steps, default the
     config's eval_every)."""
@@ -142,22 +148,33 @@ def train_tokenizer(model: Genie, batches: Callable[[int], Batch], steps: int | 
                 log_every=log_every, progress=progress, dist=dist)
 
 
+def train_lam(model: Genie, batches: Callable[[int], Batch], steps: int | None = None, *,
+              out_dir: str | Path | None = None, log_every: int | None = None,
+              progress: bool = False, dist: DistInfo | None = None) -> list[dict]:
+    """Phase 1b: the latent action model on raw clips (no labels used); arguments as for
+    train_tokenizer. It shares nothing with the tokenizer, so the two may train at the same
+    time (models/genie/demo.py runs them in two processes on a CPU)."""
+    steps = model.cfg.train.lam_steps if steps is None else steps
+    model.lam.train()
+    video_only = lambda step: batches(step)[:2]  # noqa: E731
+    return _fit(LAMObjective(model), model, video_only, steps, out_dir=out_dir,
+                log_every=log_every, progress=progress, dist=dist)
+
+
 def train_dynamics(model: Genie, batches: Callable[[int], Batch], steps: int | None = None, *,
                    out_dir: str | Path | None = None, log_every: int | None = None,
                    progress: bool = False, dist: DistInfo | None = None) -> list[dict]:
-    """Phase 2: LAM and dynamics together, tokenizer frozen (see JointObjective); `dist` as
-    for train_tokenizer. A batch may bring its clips' codes as a third element
-    (ClipPool.encode); otherwise each batch is encoded here."""
-    steps = model.cfg.train.joint_steps if steps is None else steps
-    model.tokenizer.eval()
-    for p in model.tokenizer.parameters():
+    """Phase 2: the dynamics, tokenizer and LAM frozen (see DynamicsObjective); arguments as
+    for train_tokenizer. A batch may bring its clips' codes and latent actions as third and
+    fourth elements (ClipPool.encode); otherwise each batch is encoded here."""
+    steps = model.cfg.train.dynamics_steps if steps is None else steps
+    frozen = [*model.tokenizer.parameters(), *model.lam.parameters()]
+    for p in frozen:
         p.requires_grad_(False)
-    model.lam.train()
     model.dynamics.train()
     try:
-        objective = JointObjective(model, model.cfg.train.seed)
-        return _fit(objective, model, batches, steps, out_dir=out_dir, log_every=log_every,
-                    progress=progress, dist=dist, clip_groups=objective.clip_groups())
+        return _fit(DynamicsObjective(model, model.cfg.train.seed), model, batches, steps,
+                    out_dir=out_dir, log_every=log_every, progress=progress, dist=dist)
     finally:
-        for p in model.tokenizer.parameters():
+        for p in frozen:
             p.requires_grad_(True)

@@ -17,7 +17,7 @@ from wmkernels.models.genie.demo import train_genie
 def main(out: Path) -> None:
     torch.set_num_threads(1)
     cfg = get_config("micro")
-    cfg.train.tokenizer_steps, cfg.train.joint_steps = 2, 2
+    cfg.train.tokenizer_steps = cfg.train.lam_steps = cfg.train.dynamics_steps = 2
     dist = init_distributed(device="cpu")
     model = train_genie(cfg, out / "run", clips=8, device="cpu", progress=False, dist=dist)
     torch.save({"state": model.state_dict(), "world_size": dist.world_size},

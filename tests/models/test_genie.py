@@ -15,7 +15,7 @@ from wmkernels.models.genie.dynamics import random_token_mask
 from wmkernels.models.genie.metrics import delta_psnr, psnr
 from wmkernels.models.genie.model import Genie, load_checkpoint, save_checkpoint
 from wmkernels.models.genie.play import backend, play, play_tokens
-from wmkernels.models.genie.train import train_dynamics, train_tokenizer
+from wmkernels.models.genie.train import train_dynamics, train_lam, train_tokenizer
 
 
 @pytest.fixture(autouse=True)
@@ -80,9 +80,10 @@ def test_training_reduces_every_loss(cfg):
     tok = train_tokenizer(model, batches, steps=25, log_every=1)
     assert len(tok) == 25
     assert mean(tok[-5:], "recon_loss") < 0.7 * mean(tok[:5], "recon_loss")
-    joint = train_dynamics(model, batches, steps=40, log_every=1)
-    assert mean(joint[-5:], "lam_loss") < 0.7 * mean(joint[:5], "lam_loss")
-    assert mean(joint[-5:], "dynamics_loss") < 0.85 * mean(joint[:5], "dynamics_loss")
+    lam = train_lam(model, batches, steps=40, log_every=1)
+    assert mean(lam[-5:], "lam_loss") < 0.7 * mean(lam[:5], "lam_loss")
+    dyn = train_dynamics(model, batches, steps=40, log_every=1)
+    assert mean(dyn[-5:], "loss") < 0.85 * mean(dyn[:5], "loss")
 
 
 def test_dynamics_loss_is_cross_entropy_on_the_masked_tokens(cfg):
@@ -105,19 +106,21 @@ def test_dynamics_loss_is_cross_entropy_on_the_masked_tokens(cfg):
 
 
 def test_encoded_pool_trains_like_encoding_every_batch(cfg):
-    """ClipPool.encode stores each clip's codes once; the joint phase on those codes gives
-    the weights it gives when every batch is encoded as it is drawn."""
+    """ClipPool.encode stores each clip's codes and latent actions once; the dynamics phase
+    on them gives the weights it gives when every batch is encoded as it is drawn."""
     pool = ClipPool(cfg, 6, seed=0)
     torch.manual_seed(0)
     model = Genie(cfg)
     train_tokenizer(model, pool.batch, steps=3)
+    train_lam(model, pool.batch, steps=3)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     train_dynamics(model, pool.batch, steps=3)
     per_batch = model.state_dict()
     model.load_state_dict(state)
-    pool.encode(model.tokenizer)
-    video, actions, codes = pool.batch(7)
+    pool.encode(model.tokenizer, model.lam)
+    video, actions, codes, latent = pool.batch(7)
     assert torch.equal(codes, model.tokenizer.encode(video)[1])
+    assert torch.equal(latent, model.lam.infer_actions(video))
     train_dynamics(model, pool.batch, steps=3)
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, per_batch[k], msg=k)
@@ -139,6 +142,7 @@ def test_interrupted_training_resumes_exactly(cfg, tmp_path):
             return video + 0.01 * step, None
 
         train_tokenizer(model, batches, steps=4, out_dir=out / "tokenizer")
+        train_lam(model, batches, steps=4, out_dir=out / "lam")
         train_dynamics(model, batches, steps=4, out_dir=out / "dynamics")
         return model
 
@@ -150,6 +154,24 @@ def test_interrupted_training_resumes_exactly(cfg, tmp_path):
                               strict=True):
         assert torch.equal(a, b), k
     assert (tmp_path / "b" / "dynamics" / "checkpoint.safetensors").is_file()
+
+
+def test_lam_in_a_second_process_gives_the_weights_of_one_process(cfg, tmp_path):
+    """train_genie(parallel=True) trains the LAM in a spawned process beside the tokenizer;
+    every weight and buffer must equal the one-process run's."""
+    from wmkernels.models.genie.demo import train_genie
+
+    models = {}
+    for parallel in (False, True):
+        models[parallel] = train_genie(cfg, tmp_path / str(parallel), clips=8, device="cpu",
+                                       say=lambda line: None, progress=False,
+                                       parallel=parallel)
+    assert (tmp_path / "True" / "lam" / "checkpoint.safetensors").is_file()
+    for (k, a), (_, b) in zip(models[False].state_dict().items(),
+                              models[True].state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    with pytest.raises(ValueError, match="parallel"):
+        train_genie(cfg, tmp_path / "x", clips=8, device="meta", parallel=True)
 
 
 def test_ddp_two_gloo_processes_stay_in_sync(tmp_path):
