@@ -105,15 +105,16 @@ class DynamicsConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation for both phases (paper: AdamW, warmup, cosine decay; 16 frames)."""
+    """Optimisation for every phase (paper: AdamW, warmup, cosine decay; 16 frames)."""
 
     batch_size: int = 16
     # held-out PSNR of the tiny tokenizer in a 1200-step run: 27.1 dB at step 600, 28.0 at
     # 800, 28.3 at 1000 (world of 0.0625 agent speed, sticky 0.8); 1000 steps on the
-    # current world: 28.13 dB in `make demo`. They cost about 5.5 of its minutes on one core
+    # current world: 28.26 dB in `make demo` (128 held-out clips), about 6 of its minutes
     tokenizer_steps: int = 1000
     # The LAM trains beside the tokenizer (train.py). Held-out NMI of the LAM alone, 256
-    # clips, training seeds 1 / 2: 0.468 / 0.463 after 800 steps, 0.504 / 0.494 after 1200
+    # clips, training seeds 1 / 2: 0.468 / 0.463 after 800 steps, 0.504 / 0.494 after 1200,
+    # 0.520 / 0.487 after 1600. 1200 steps take as long as the tokenizer's 1000
     lam_steps: int = 1200
     dynamics_steps: int = 1000    # on the frozen tokenizer's codes and LAM's actions
     # tiny tokenizer, 600 steps: 26.4 dB held-out PSNR at 2e-3, 26.0 dB at 1e-3
