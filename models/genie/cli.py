@@ -103,7 +103,7 @@ def _cmd_train(args) -> int:
     dist = init_distributed(device=torch.device(device).type)
     try:
         model = train_genie(cfg, out, clips=args.clips, device=device, say=_say,
-                            progress=not args.quiet, dist=dist)
+                            progress=not args.quiet, dist=dist, parallel=None)
     finally:
         cleanup(dist)
     if not dist.is_main:

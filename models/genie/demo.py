@@ -8,7 +8,6 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
@@ -31,28 +30,58 @@ def cores_available() -> int:
         return os.cpu_count() or 1
 
 
-def _lam_process(cfg_dict: dict, clips: int, out_dir: str, threads: int) -> list[dict]:
+def _lam_process(cfg_dict: dict, clips: int, out_dir: str, threads: int) -> None:
     """Phase 1b in its own process: the same pool, initial weights and batches as the parent
-    would use; the weights come back through out_dir's phase checkpoint."""
+    would use. The weights go back through out_dir's phase checkpoint, the logged rows
+    through out_dir/history.json."""
     torch.set_num_threads(threads)
     cfg = GenieConfig.from_dict(cfg_dict)
     torch.manual_seed(cfg.train.seed)
     pool = ClipPool(cfg, clips, seed=cfg.train.seed)
-    return train_lam(Genie(cfg), pool.batch, out_dir=out_dir)
+    rows = train_lam(Genie(cfg), pool.batch, out_dir=out_dir)
+    (Path(out_dir) / "history.json").write_text(json.dumps(rows))
+
+
+def _tokenizer_beside_lam(model: Genie, pool: ClipPool, out: Path, progress: bool):
+    """Phase 1 on two CPU processes: the LAM in a spawned child, the tokenizer here.
+    Returns both phases' logged rows; the model ends with both trained."""
+    lam_dir = out / "lam"
+    # spawn: a fork would copy this process's torch threads and state
+    child = multiprocessing.get_context("spawn").Process(
+        target=_lam_process, name="genie-lam",
+        args=(model.cfg.to_dict(), len(pool), str(lam_dir), torch.get_num_threads()))
+    child.start()
+    try:
+        tok_rows = train_tokenizer(model, pool.batch, out_dir=out / "tokenizer",
+                                   progress=progress)
+        child.join()
+    finally:   # an error here must not leave the child training on
+        if child.is_alive():
+            child.terminate()
+            child.join()
+    if child.exitcode != 0:
+        raise RuntimeError(f"the latent action model's process failed (exit code "
+                           f"{child.exitcode}, its traceback is above); rerun to resume, "
+                           f"or train with parallel=False")
+    train_lam(model, pool.batch, out_dir=lam_dir)   # loads the finished phase
+    return tok_rows, json.loads((lam_dir / "history.json").read_text())
 
 
 def train_genie(cfg: GenieConfig, out: Path, *, clips: int, device: str,
                 say: Callable[[str], None] = print, progress: bool = True,
-                dist: DistInfo | None = None, parallel: bool | None = None) -> Genie:
+                dist: DistInfo | None = None, parallel: bool | None = False) -> Genie:
     """All training phases on `clips` world clips; writes out/genie.safetensors after phase
     1 (tokenizer and LAM) and at the end. Phase checkpoints live in out/tokenizer, out/lam
     and out/dynamics: rerunning with the same `out` resumes (a finished phase is skipped).
 
-    parallel: train the LAM in a second process while this one trains the tokenizer (they
-    share nothing). Default: on a CPU outside torchrun with cores for both processes'
-    threads. Same weights either way. With `dist` (from `models.common.init_distributed`
-    under torchrun) every rank trains its share of each batch (DDP) on dist.device, the
-    phases run one after the other, and rank 0 reports and writes the files."""
+    parallel: True trains the LAM in a spawned second process while this one trains the
+    tokenizer (they share nothing); the weights are the same either way. None chooses it
+    on a CPU outside torchrun with cores for both processes' threads (what `wmk demo` and
+    `wmk genie train` do). A script that passes True or None must guard its entry point
+    with `if __name__ == "__main__":`, as every spawned process re-imports it. With `dist`
+    (from `models.common.init_distributed` under torchrun) every rank trains its share of
+    each batch (DDP) on dist.device, the phases run one after the other, and rank 0
+    reports and writes the files."""
     dist = dist or DistInfo(device=torch.device(device))
     if not dist.is_main:
         say = lambda line: None  # noqa: E731 - one rank reports
@@ -77,14 +106,7 @@ def train_genie(cfg: GenieConfig, out: Path, *, clips: int, device: str,
     say(f"phase 1: video tokenizer ({t.tokenizer_steps} steps) and latent action model "
         f"({t.lam_steps} steps), {how}")
     if parallel:
-        spawn = multiprocessing.get_context("spawn")   # a fork would copy this torch's state
-        with ProcessPoolExecutor(1, mp_context=spawn) as pool_exe:
-            lam_run = pool_exe.submit(_lam_process, cfg.to_dict(), clips, str(out / "lam"),
-                                      torch.get_num_threads())
-            tok_rows = train_tokenizer(model, pool.batch, out_dir=out / "tokenizer",
-                                       progress=progress)
-            lam_rows = lam_run.result()
-        train_lam(model, pool.batch, out_dir=out / "lam")   # loads the finished phase
+        tok_rows, lam_rows = _tokenizer_beside_lam(model, pool, out, progress)
     else:
         tok_rows = train_tokenizer(model, pool.batch, out_dir=out / "tokenizer",
                                    progress=progress, dist=dist)
@@ -127,7 +149,8 @@ def run_demo(cfg: GenieConfig, out: str | Path, *, clips: int = 2048, eval_clips
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    model = train_genie(cfg, out, clips=clips, device=device, say=say, progress=progress)
+    model = train_genie(cfg, out, clips=clips, device=device, say=say, progress=progress,
+                        parallel=None)
     train_seconds = time.perf_counter() - start
     video, actions = held_out(cfg, eval_clips, seed=cfg.train.seed, device=device)
     say("evaluating on held-out clips")

@@ -172,6 +172,12 @@ def test_lam_in_a_second_process_gives_the_weights_of_one_process(cfg, tmp_path)
         assert torch.equal(a, b), k
     with pytest.raises(ValueError, match="parallel"):
         train_genie(cfg, tmp_path / "x", clips=8, device="meta", parallel=True)
+    # the child's failure is an error of the run, not a hang or a half-trained model
+    (tmp_path / "y").mkdir()
+    (tmp_path / "y" / "lam").write_text("a file where the LAM's folder should be")
+    with pytest.raises(RuntimeError, match="latent action model's process failed"):
+        train_genie(cfg, tmp_path / "y", clips=8, device="cpu", say=lambda line: None,
+                    progress=False, parallel=True)
 
 
 def test_ddp_two_gloo_processes_stay_in_sync(tmp_path):
