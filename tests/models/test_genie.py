@@ -157,19 +157,25 @@ def test_interrupted_training_resumes_exactly(cfg, tmp_path):
 
 
 def test_lam_in_a_second_process_gives_the_weights_of_one_process(cfg, tmp_path):
-    """train_genie(parallel=True) trains the LAM in a spawned process beside the tokenizer;
-    every weight and buffer must equal the one-process run's."""
+    """train_genie(parallel=True) trains the LAM in a spawned process beside the tokenizer:
+    the tokenizer's and the LAM's weights and buffers must equal the one-process run's. The
+    dynamics then trains on twice the threads, so its sums may round differently."""
     from wmkernels.models.genie.demo import train_genie
 
     models = {}
+    threads = torch.get_num_threads()
     for parallel in (False, True):
         models[parallel] = train_genie(cfg, tmp_path / str(parallel), clips=8, device="cpu",
                                        say=lambda line: None, progress=False,
                                        parallel=parallel)
+        assert torch.get_num_threads() == threads
     assert (tmp_path / "True" / "lam" / "checkpoint.safetensors").is_file()
     for (k, a), (_, b) in zip(models[False].state_dict().items(),
                               models[True].state_dict().items(), strict=True):
-        assert torch.equal(a, b), k
+        if k.startswith(("tokenizer.", "lam.")):
+            assert torch.equal(a, b), k
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=k)
     with pytest.raises(ValueError, match="parallel"):
         train_genie(cfg, tmp_path / "x", clips=8, device="meta", parallel=True)
     # the child's failure is an error of the run, not a hang or a half-trained model
