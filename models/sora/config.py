@@ -3,6 +3,7 @@ Paper values (Open-Sora 1.x / PixArt-alpha / SD3) are noted beside ours in each 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 from wmkernels.models.data import WorldConfig
@@ -25,6 +26,10 @@ class TrainConfig:
     dit_batch: int = 32
     dit_lr: float = 5e-4
     text_dropout: float = 0.1    # classifier-free guidance: captions dropped in training
+    # Training timesteps: t = sigmoid(timestep_mean + timestep_std * N(0, 1)), t = 1 is
+    # noise. SD3's default is (0, 1); its resolution shift by s is timestep_mean = ln s.
+    timestep_mean: float = 0.0
+    timestep_std: float = 1.0
     sample_steps: int = 30       # Euler steps
     guidance: float = 4.0        # CFG scale (papers ~7; a tiny model saturates earlier)
     seed: int = 0
@@ -39,6 +44,8 @@ class TrainConfig:
                              f"{self.text_dropout}")
         if self.guidance < 0:
             raise ValueError(f"TrainConfig.guidance must be >= 0, got {self.guidance}")
+        if not self.timestep_std > 0:
+            raise ValueError(f"TrainConfig.timestep_std must be > 0, got {self.timestep_std}")
 
 
 @dataclass
@@ -129,26 +136,17 @@ def tiny() -> SoraConfig:
     and a bigger (radius 0.09 -> ~3 px at 32x32, one 4x4 latent cell) and faster
     (1-1.4 px per frame) ball, so its colour and motion survive the 4x VAE.
 
-    Measured (one CPU thread, `OMP_NUM_THREADS=1`, on a 2-core machine shared with other
-    jobs, load average ~5; wall times):
-        wmk sora train --config tiny --threads 1      # VAE 12.1 min, DiT 30.3 min
-        wmk sora eval --threads 1 --guidance 2 1 4    # 128 held-out prompts, 30 Euler steps
-    VAE held-out PSNR 28.02 dB (256 clips). Probe on real held-out clips: ball colour 100%,
-    direction 95.7%. Generated at guidance 2: ball colour 91.4%, direction 19.5% (guidance
-    1: 82.8% / 18.8%, 4: 88.3% / 18.8%); unconditional: 8.6% / 12.5% (chance). The DiT
-    stage was run with `--vae-checkpoint` of the first stage (same seeds, same result);
-    two DiT trainings shared the CPU, so alone it takes about half as long.
+    The DiT trains with its timesteps shifted toward noise (`timestep_mean` = ln 8), for
+    6000 steps: the prompted direction only pays off in the loss at high noise, and the
+    paper default (logit-normal(0, 1), 2400 steps here before) left the direction ignored
+    (19.5% of generated clips followed it). Runs and diagnostics: models/sora/RESULTS.md.
 
-    Why direction fails: this DiT ignores the direction words. On 256 held-out clips
-    (4 noise draws each), the flow loss with each caption's direction replaced by its
-    opposite is 0.4% above the loss with the true caption (0.0851 vs 0.0848); with the
-    colour swapped it is 3.8x. The ball moves about half a DiT token per latent frame, so
-    the direction changes little of what the loss sees. With a faster ball (0.0625-0.075
-    per frame, one token per latent frame), the same recipe (VAE of this preset reused,
-    26.3 dB on that world; DiT 2400 steps) ignores direction less (opposite direction:
-    +14% loss) and generated clips follow it more often: 28.9% at guidance 2, 33.6% at 4
-    (probe on real clips of that world: 98%). Still far from 80%; not adopted, as the VAE
-    would need retraining for that world and the PSNR target has no margin.
+    Measured (2-core AMD EPYC, both cores, machine otherwise idle):
+        wmk sora train --config tiny                  # 17.4 min wall: VAE 2.7, DiT 14.5
+        wmk sora eval --guidance 2 3 4 --clips 256    # 30 Euler steps
+    VAE held-out PSNR 28.09 dB. Generated from 256 held-out prompts at guidance 2: ball
+    colour 89.5%, direction 85.5% (3: 80.9% / 85.2%; 4: 75.8% / 85.5%); unconditional
+    10.2% / 12.5% (chance). The probe reads 100% / 95.7% on the real clips.
     """
     return SoraConfig(
         world={"num_platforms": 0,          # default world: 2
@@ -159,13 +157,14 @@ def tiny() -> SoraConfig:
         train=TrainConfig(
             vae_steps=1200,
             vae_batch=8,      # Open-Sora's VAE: batch 1-4 per GPU of 17x256x256 clips
-            dit_steps=2400,
+            dit_steps=6000,
             # Papers: 1e-4 (Open-Sora) / 2e-5 (PixArt) for 10^5+ steps; a 1.6M-parameter
-            # DiT trained for 2400 steps learns the prompted colour fastest at 2e-3 (at
-            # 1e-3: 84% colour, 24% direction; at 2e-3: 91% / 20%; batch 16 for 4800
-            # steps at 2e-3: 84% / 12%).
+            # DiT trained for minutes learns the prompted colour fastest at 2e-3.
             dit_lr=2e-3,
-            guidance=2.0))    # papers ~7; sweep over 1, 2, 4 (7 was worst at 1200 steps)
+            # SD3's shift s = 8 (its 1024^2 images use 3): most training steps at high
+            # noise, where the prompted direction decides where the ball goes.
+            timestep_mean=math.log(8.0),
+            guidance=2.0))    # papers ~7; sweep in models/sora/RESULTS.md
 
 
 def base() -> SoraConfig:

@@ -67,14 +67,16 @@ class Sora(nn.Module):
              generator: torch.Generator | None = None) -> torch.Tensor:
         """Rectified-flow loss on scaled latents (B, T', C, H', W') (already multiplied by
         `latent_scale`) and their captions; each caption is dropped (replaced by the null
-        caption) with probability cfg.train.text_dropout, for classifier-free guidance."""
+        caption) with probability cfg.train.text_dropout, for classifier-free guidance.
+        Timesteps are logit-normal(cfg.train.timestep_mean, cfg.train.timestep_std)."""
         if len(prompts) != latents.shape[0]:
             raise ValueError(f"got {len(prompts)} prompts for {latents.shape[0]} latents")
         text, mask = self.encode_text(prompts, truncate=True)
         drop = torch.rand(latents.shape[0], generator=generator,
                           device=latents.device) < self.cfg.train.text_dropout
         return flow_loss(lambda x, t: self.dit(x, t, text, mask, drop), latents,
-                         generator=generator)
+                         generator=generator, mean=self.cfg.train.timestep_mean,
+                         std=self.cfg.train.timestep_std)
 
     # ---- sampling -----------------------------------------------------------------------
     @torch.no_grad()

@@ -197,6 +197,32 @@ def test_training_steps_reduce_the_loss():
         m.loss(latents, CAPTIONS[:2])
 
 
+def test_loss_draws_timesteps_from_the_configured_logit_normal():
+    # Sora.loss is flow_loss with the config's timestep law: the same generator stream
+    # (caption-drop draw first, then timesteps and noise) gives the same number.
+    torch.manual_seed(0)
+    m = Sora(small_config(text_dropout=0.0, timestep_mean=2.0, timestep_std=0.5),
+             Tokenizer.from_captions(CAPTIONS))
+    with torch.no_grad():
+        for p in m.dit.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    latents = torch.randn(3, *m.latent_shape())
+    text, mask = m.encode_text(CAPTIONS)
+    velocity = lambda x, t: m.dit(x, t, text, mask, torch.zeros(3, dtype=torch.bool))
+    g = torch.Generator().manual_seed(4)
+    torch.rand(3, generator=g)
+    want = flow_loss(velocity, latents, generator=g, mean=2.0, std=0.5)
+    got = m.loss(latents, CAPTIONS, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(got, want)
+    g = torch.Generator().manual_seed(4)
+    torch.rand(3, generator=g)
+    assert not torch.allclose(flow_loss(velocity, latents, generator=g), want)
+    # The shifted law puts its median at sigmoid(mean).
+    t = logit_normal_timesteps(20000, mean=2.0, std=0.5,
+                               generator=torch.Generator().manual_seed(0))
+    assert abs(t.median().item() - torch.sigmoid(torch.tensor(2.0)).item()) < 0.01
+
+
 def test_flow_loss_rejects_empty_batch():
     with pytest.raises(ValueError, match="non-empty"):
         flow_loss(lambda x, t: x, torch.zeros(0, 3))
@@ -239,6 +265,8 @@ def test_configs_validate():
         SoraConfig(frames=8).validate()
     with pytest.raises(ValueError, match="text_dropout"):
         SoraConfig(train=TrainConfig(text_dropout=1.0)).validate()
+    with pytest.raises(ValueError, match="timestep_std"):
+        SoraConfig(train=TrainConfig(timestep_std=0.0)).validate()
 
 
 def test_world_overrides():
