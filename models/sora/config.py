@@ -146,7 +146,8 @@ def tiny() -> SoraConfig:
         wmk sora eval --guidance 2 3 4 --clips 256    # 30 Euler steps
     VAE held-out PSNR 28.09 dB. Generated from 256 held-out prompts at guidance 2: ball
     colour 89.5%, direction 85.5% (3: 80.9% / 85.2%; 4: 75.8% / 85.5%); unconditional
-    10.2% / 12.5% (chance). The probe reads 100% / 95.7% on the real clips.
+    10.2% / 12.5% (chance). The probe reads 100% / 95.7% on the real clips. Training
+    seed 1: 28.18 dB, 90.6% / 85.5%.
     """
     return SoraConfig(
         world={"num_platforms": 0,          # default world: 2
