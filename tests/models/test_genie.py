@@ -298,6 +298,22 @@ def test_action_nmi_matches_true_actions_when_latents_are_a_relabelling(cfg, mon
     assert action_nmi(model, video, true) == pytest.approx(0.0)
 
 
+def test_evaluate_reads_actions_on_every_clip_and_pixels_on_the_first(cfg):
+    from wmkernels.models.data import action_identifiability
+    from wmkernels.models.genie.data import held_out
+    from wmkernels.models.genie.evaluate import action_nmi, evaluate, tokenizer_psnr
+
+    model = Genie(cfg).eval()
+    video, actions = held_out(cfg, 6, seed=cfg.train.seed)
+    m = evaluate(model, video, actions, seeds=(0, 1), speed=False, image_clips=2)
+    assert (m["action_clips"], m["image_clips"]) == (6, 2)
+    assert m["action_nmi"] == pytest.approx(action_nmi(model, video, actions))
+    assert m["tokenizer_psnr"] == pytest.approx(tokenizer_psnr(model, video[:2]))
+    # the ceiling is measured on the very clips held_out returned
+    assert m["action_nmi_ceiling"] == pytest.approx(action_identifiability(
+        6, cfg.frames, seed=cfg.train.seed + 1, config=cfg.world_config())["oracle_nmi"])
+
+
 def test_cli_train_play_eval_smoke(tmp_path, capsys):
     from wmkernels.cli import main
 
