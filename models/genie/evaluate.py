@@ -25,7 +25,10 @@ def tokenizer_psnr(model: Genie, video: torch.Tensor) -> float:
 @torch.no_grad()
 def action_nmi(model: Genie, video: torch.Tensor, true_actions: torch.Tensor) -> float:
     """NMI between the LAM's latent actions and the world's true actions, (B, T-1) each."""
-    latent = model.lam.infer_actions(video)
+    return _nmi(model.lam.infer_actions(video), true_actions)
+
+
+def _nmi(latent: torch.Tensor, true_actions: torch.Tensor) -> float:
     return normalized_mutual_info(latent.reshape(-1).cpu().numpy(),
                                   true_actions.reshape(-1).cpu().numpy())
 
@@ -97,8 +100,7 @@ def evaluate(model: Genie, video: torch.Tensor, true_actions: torch.Tensor, *, t
     latent = model.lam.infer_actions(video)
     images = video[:image_clips]
     out = {"tokenizer_psnr": tokenizer_psnr(model, images),
-           "action_nmi": normalized_mutual_info(latent.reshape(-1).cpu().numpy(),
-                                                true_actions.reshape(-1).cpu().numpy()),
+           "action_nmi": _nmi(latent, true_actions),
            # ΔtPSNR draws uniformly random actions: codes the LAM never emits were never
            # trained in the dynamics, so read it next to how many codes are in use
            "action_codes_used": int(latent.unique().numel()),
