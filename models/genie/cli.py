@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from wmkernels.models.genie.config import PRESETS, get_config
+from wmkernels.models.genie.config import EVAL_CLIPS, IMAGE_CLIPS, PRESETS, get_config
 
 
 def _user_errors(fn):
@@ -110,8 +110,8 @@ def _cmd_train(args) -> int:
         cleanup(dist)
     if not dist.is_main:
         return 0  # rank 0 evaluates and reports
-    video, actions = held_out(cfg, 1024, seed=cfg.train.seed, device=device)
-    metrics = {"tokenizer_psnr": tokenizer_psnr(model, video[:128]),
+    video, actions = held_out(cfg, EVAL_CLIPS, seed=cfg.train.seed, device=device)
+    metrics = {"tokenizer_psnr": tokenizer_psnr(model, video[:IMAGE_CLIPS]),
                "action_nmi": action_nmi(model, video, actions)}
     print(format_metrics(metrics))
     print(f"checkpoint: {out / 'genie.safetensors'}")
@@ -212,8 +212,8 @@ def add_genie_parser(subparsers) -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="PSNR, controllability, action NMI, frames/s")
     p.add_argument("--checkpoint", required=True, help="a genie.safetensors file")
-    p.add_argument("--clips", type=int, default=1024,
-                   help="held-out clips (PSNR and Δ4PSNR on the first 128)")
+    p.add_argument("--clips", type=int, default=EVAL_CLIPS,
+                   help=f"held-out clips (PSNR and Δ4PSNR on the first {IMAGE_CLIPS})")
     p.add_argument("--seeds", type=int, default=3, help="generation seeds for Δ4PSNR")
     p.add_argument("--no-speed", action="store_true", help="skip the frames/s measurement")
     p.add_argument("--json", help="also write the metrics to this file")
@@ -227,8 +227,8 @@ def add_demo_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("demo", help="train, evaluate and play Genie on the embedded "
                                            "world (tiny: < 15 min on a CPU)")
     _train_options(p, "runs/demo")
-    p.add_argument("--eval-clips", type=int, default=1024,
-                   help="held-out clips (PSNR and Δ4PSNR on the first 128)")
+    p.add_argument("--eval-clips", type=int, default=EVAL_CLIPS,
+                   help=f"held-out clips (PSNR and Δ4PSNR on the first {IMAGE_CLIPS})")
     p.set_defaults(func=_cmd_demo)
     return p
 

@@ -10,6 +10,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+# Held-out clips the CLI and the demo evaluate on: the action metrics read all of them (one
+# LAM pass; NMI on 128 clips is too noisy to compare runs by), tokenizer PSNR and ΔtPSNR,
+# which decode pixels and generate, the first IMAGE_CLIPS (evaluate.py).
+EVAL_CLIPS = 1024
+IMAGE_CLIPS = 128
+
 
 def _positive(name: str, value, kind=int) -> None:
     if not isinstance(value, kind) or isinstance(value, bool) or value <= 0:

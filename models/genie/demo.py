@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from wmkernels.models.common.distributed import DistInfo
-from wmkernels.models.genie.config import GenieConfig
+from wmkernels.models.genie.config import EVAL_CLIPS, GenieConfig
 from wmkernels.models.genie.data import ClipPool, held_out
 from wmkernels.models.genie.evaluate import evaluate
 from wmkernels.models.genie.media import save_gif, save_strip
@@ -148,13 +148,13 @@ def write_play(model: Genie, prompt: torch.Tensor, actions: torch.Tensor, out: P
     return gif, save_strip(rows, out / f"{name}.png")
 
 
-def run_demo(cfg: GenieConfig, out: str | Path, *, clips: int = 2048, eval_clips: int = 1024,
+def run_demo(cfg: GenieConfig, out: str | Path, *, clips: int = 2048, eval_clips: int = EVAL_CLIPS,
              device: str = "cpu", say: Callable[[str], None] = print,
              progress: bool = True) -> dict:
     """Train, evaluate and play; returns the metrics (also written to out/metrics.json).
 
-    Action NMI on `eval_clips` held-out clips, PSNR and Δ4PSNR on the first 128 of them
-    (evaluate): about 30 s of evaluation for the tiny config on a 2-core CPU."""
+    Action NMI on `eval_clips` held-out clips, PSNR and Δ4PSNR on the first IMAGE_CLIPS
+    of them (evaluate): about 30 s of evaluation for the tiny config on a 2-core CPU."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

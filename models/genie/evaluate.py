@@ -10,6 +10,7 @@ import time
 import torch
 
 from wmkernels.models.data import action_identifiability
+from wmkernels.models.genie.config import IMAGE_CLIPS
 from wmkernels.models.genie.metrics import delta_psnr, normalized_mutual_info, psnr
 from wmkernels.models.genie.model import Genie
 from wmkernels.models.genie.play import backend, play
@@ -85,7 +86,7 @@ def generation_fps(model: Genie, prompt: torch.Tensor, actions: torch.Tensor, *,
 
 def evaluate(model: Genie, video: torch.Tensor, true_actions: torch.Tensor, *, t: int = 4,
              seeds: tuple[int, ...] = (0, 1, 2), speed: bool = True,
-             image_clips: int = 128) -> dict:
+             image_clips: int = IMAGE_CLIPS) -> dict:
     """All Genie metrics on held-out clips (video (B, T, 3, H, W), true actions (B, T-1), the
     clips of `held_out`), plus "action_nmi_ceiling": the best NMI any frame-based labelling
     reaches on the same clips (some actions leave identical frames, e.g. left against a wall).
