@@ -27,7 +27,8 @@ Clip items (every dataset yields these dicts):
     "attributes"   dict of int64 scalar tensors, for linear probes. Synthetic:
                    agent_colour, agent_x_bin (initial x in 4 columns), agent_motion
                    (AGENT_MOTIONS id), agent_jumped (0/1), ball_colour, ball_direction,
-                   ball_fast (0/1) of the first ball (-1 when there are no balls).
+                   ball_fast (0/1) of the leftmost ball in the first frame (-1 when there
+                   are no balls).
                    Real videos: video_index, start_frame.
 
 make_clips(n, frames=16, size=None, seed=0, config=None, start=0, dtype=float32) -> dict

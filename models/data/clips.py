@@ -93,15 +93,21 @@ def make_clips(
     if dtype == torch.float32:
         video = video.float().div_(255)
     motion = _agent_motion(cfg, agent_xy)
+    # The ball attributes describe the leftmost ball of the first frame. The balls look
+    # alike but for their colours, so "ball 0" of the state is not identifiable from the
+    # frames (a probe could do no better than guess which of two balls is meant); "the
+    # leftmost ball" is.
+    first = ball_pos[:, 0, :, 0].argmin(axis=1) if k else np.zeros(n, np.int64)
+    rows = np.arange(n)
     attributes = {
         "agent_colour": st.agent_colour,
         "agent_x_bin": np.clip((agent_xy[:, 0, 0] * X_BINS).astype(np.int64), 0, X_BINS - 1),
         "agent_motion": motion,
         "agent_jumped": jumped.astype(np.int64),
         # A world without balls reports -1 for the ball attributes.
-        "ball_colour": st.ball_colour[:, 0] if k else np.full(n, -1),
-        "ball_direction": st.ball_direction[:, 0] if k else np.full(n, -1),
-        "ball_fast": (st.ball_speed[:, 0] > np.mean(cfg.ball_speed)).astype(np.int64)
+        "ball_colour": st.ball_colour[rows, first] if k else np.full(n, -1),
+        "ball_direction": st.ball_direction[rows, first] if k else np.full(n, -1),
+        "ball_fast": (st.ball_speed[rows, first] > np.mean(cfg.ball_speed)).astype(np.int64)
         if k else np.full(n, -1),
     }
     captions = [

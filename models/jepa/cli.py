@@ -51,8 +51,9 @@ def add_jepa_parser(subparsers) -> argparse.ArgumentParser:
 
     p = sub.add_parser("probe", help="linear + attentive probes vs random encoder and pixels")
     p.add_argument("--checkpoint", required=True, help="an ijepa/vjepa run or checkpoint")
-    p.add_argument("--n-train", type=int, default=1000)
-    p.add_argument("--n-test", type=int, default=500)
+    p.add_argument("--n-train", type=int, default=None,
+                   help="probe training clips (default 4000, evaluate.PROBE_CLIPS)")
+    p.add_argument("--n-test", type=int, default=None, help="held-out clips (default 1000)")
     p.add_argument("--epochs", type=int, default=None,
                    help="probe training epochs (default: linear 100, attentive 40)")
     p.add_argument("--seed", type=int, default=1234)
@@ -129,12 +130,18 @@ def _train(args) -> int:
 
 def _probe(args) -> int:
     from wmkernels.models.jepa.config import world_of
-    from wmkernels.models.jepa.evaluate import encoder_from_checkpoint, probe_report
+    from wmkernels.models.jepa.evaluate import (
+        PROBE_CLIPS,
+        encoder_from_checkpoint,
+        probe_report,
+    )
     from wmkernels.models.jepa.train import load_model
 
     model, meta = load_model(args.checkpoint)
-    report = probe_report(encoder_from_checkpoint(model), n_train=args.n_train,
-                          n_test=args.n_test, seed=args.seed, epochs=args.epochs,
+    n_train = PROBE_CLIPS["train"] if args.n_train is None else args.n_train
+    n_test = PROBE_CLIPS["test"] if args.n_test is None else args.n_test
+    report = probe_report(encoder_from_checkpoint(model), n_train=n_train,
+                          n_test=n_test, seed=args.seed, epochs=args.epochs,
                           world=world_of(meta["config"]))
     report["checkpoint"] = {"path": args.checkpoint, "variant": meta["variant"],
                             "step": meta["step"]}

@@ -356,7 +356,13 @@ def test_attributes_match_the_frames():
     x0 = world.agent_position()[:, 0]
     assert torch.equal(attrs["agent_x_bin"], torch.from_numpy(np.minimum(x0 * 4, 3).astype(int)))
     assert torch.equal(attrs["agent_colour"], torch.from_numpy(world.state.agent_colour))
-    assert torch.equal(attrs["ball_direction"], torch.from_numpy(world.state.ball_direction[:, 0]))
+    # The ball attributes name the leftmost ball of the first frame, whichever its index.
+    left = world.state.ball_pos[:, :, 0].argmin(1)
+    assert (left == 1).any() and (left == 0).any()
+    rows = np.arange(48)
+    assert torch.equal(attrs["ball_direction"],
+                       torch.from_numpy(world.state.ball_direction[rows, left]))
+    assert torch.equal(attrs["ball_colour"], torch.from_numpy(world.state.ball_colour[rows, left]))
     for i in range(48):
         colour = int(attrs["agent_colour"][i])
         mask = (out["video"][i, 0] == torch.from_numpy(PALETTE[colour])[:, None, None]).all(0)
