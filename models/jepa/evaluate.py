@@ -73,7 +73,8 @@ def probe_report(encoder: VisionTransformer, *, n_train: int = PROBE_CLIPS["trai
     probe -> number; default PROBE_EPOCHS.
 
     Returns {"attributes": [...], "constant_attributes": [...] (left out: one value in
-    every clip), "<feature>/<probe>": {attr: acc, "mean": mean acc}}.
+    every clip), "chance": {attr: majority-class rate of the held-out clips, "mean": ...},
+    "<feature>/<probe>": {attr: acc, "mean": mean acc}}.
     """
     bad = [k for k in probes if k not in PROBES]
     if bad:
@@ -105,6 +106,12 @@ def probe_report(encoder: VisionTransformer, *, n_train: int = PROBE_CLIPS["trai
              "pixels": _pixel_features(data["video"], frames, encoder.patch)}
     report: dict = {"attributes": list(names), "constant_attributes": constant,
                     "n_train": n_train, "n_test": n_test}
+    # What always answering the commonest held-out value scores: the floor every probe
+    # score is read against (agent_jumped sits at 0.75 with no information at all).
+    chance = {k: float(torch.bincount(v[n_train:]).max()) / n_test for k, v in attrs.items()}
+    report["chance"] = {**chance, "mean": float(np.mean(list(chance.values())))}
+    if log:
+        log(f"{'chance':>16s}: " + " ".join(f"{k}={v:.3f}" for k, v in report["chance"].items()))
     for fname, z in feats.items():
         for kind in probes:
             scores = train_probe(kind, z[:n_train], {k: v[:n_train] for k, v in attrs.items()},

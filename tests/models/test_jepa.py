@@ -359,6 +359,7 @@ def test_probes_read_what_they_should():
 # ---------------------------------------------------------------- end to end on the world
 
 def test_probe_and_planner_end_to_end(tmp_path):
+    from wmkernels.models.data import make_clips
     from wmkernels.models.jepa.evaluate import oracle_report, planning_report, probe_report
 
     model = tiny_ijepa()
@@ -368,6 +369,11 @@ def test_probe_and_planner_end_to_end(tmp_path):
             scores = report[f"{feature}/{kind}"]
             assert set(scores) == {*report["attributes"], "mean"}
             assert all(0.0 <= v <= 1.0 for v in scores.values())
+    # Chance is the commonest held-out value's share, attribute by attribute.
+    data = make_clips(36, frames=2, size=model.cfg.encoder.image_size, seed=1234)
+    for k in report["attributes"]:
+        held = data["attributes"][k][24:]
+        assert report["chance"][k] == pytest.approx((held == held.mode().values).float().mean())
     cfg = ACConfig(encoder=model.cfg.encoder, source="ijepa", dim=32, depth=1, heads=1)
     ac = ACWorldModel(cfg)
     save_checkpoint(tmp_path / "ac.safetensors", ac,
