@@ -36,7 +36,8 @@ PROBE_EPOCHS = {"linear": 100, "attentive": 40}
 # between 100 and 120 epochs). From 4000 every feature kind scores higher, and one
 # checkpoint's linear mean moves by at most 0.02 over three draws of the probe clips
 # (models/jepa/RESULTS.md); 1000 held-out clips put the sampling error of one accuracy
-# near 0.015. The clips render in seconds; `wmk jepa probe` takes under 2 minutes.
+# near 0.015. The clips render in seconds; `wmk jepa probe` of the I-JEPA tiny preset
+# takes under 2 minutes.
 PROBE_CLIPS = {"train": 4000, "test": 1000}
 
 
