@@ -90,7 +90,8 @@ class VJEPAConfig:
     probe mean 0.575 against 0.571 (random encoder) and 0.571 (pixels), attentive 0.691
     against 0.688 and 0.663. Longer runs (2000-5000 steps), the paper's momentum, smaller
     multi-block masks, tube masking, batch 32 and tubelet 1 probe below the random encoder;
-    I-JEPA-sized masks with momentum 0.996 over 5000 steps 0.01 above it, within noise."""
+    I-JEPA-sized masks with momentum 0.996 over 5000 steps 0.01 above it for seed 0 and
+    below it for seeds 1 and 2."""
     encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(
         frames=4, tubelet=2, attention="factorized"))
     predictor: PredictorConfig = field(default_factory=lambda: PredictorConfig())
