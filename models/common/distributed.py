@@ -89,8 +89,12 @@ def init_distributed(backend: str | None = None, device: str | None = None) -> D
 
 
 def cleanup(info: DistInfo) -> None:
-    """Destroy the process group that `init_distributed` created (no-op otherwise)."""
+    """Destroy the process group that `init_distributed` created (no-op otherwise).
+
+    Every rank waits for the others first: a rank that tears gloo down while a peer is
+    still finishing its last collective can abort that peer's process at exit."""
     if info.initialized and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
