@@ -97,7 +97,7 @@ def make_clips(
     # alike but for their colours, so "ball 0" of the state is not identifiable from the
     # frames (a probe could do no better than guess which of two balls is meant); "the
     # leftmost ball" is.
-    first = ball_pos[:, 0, :, 0].argmin(axis=1) if k else np.zeros(n, np.int64)
+    first = ball_pos[:, 0, :, 0].argmin(axis=1) if k else None
     rows = np.arange(n)
     attributes = {
         "agent_colour": st.agent_colour,
