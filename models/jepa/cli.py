@@ -130,19 +130,15 @@ def _train(args) -> int:
 
 def _probe(args) -> int:
     from wmkernels.models.jepa.config import world_of
-    from wmkernels.models.jepa.evaluate import (
-        PROBE_CLIPS,
-        encoder_from_checkpoint,
-        probe_report,
-    )
+    from wmkernels.models.jepa.evaluate import encoder_from_checkpoint, probe_report
     from wmkernels.models.jepa.train import load_model
 
     model, meta = load_model(args.checkpoint)
-    n_train = PROBE_CLIPS["train"] if args.n_train is None else args.n_train
-    n_test = PROBE_CLIPS["test"] if args.n_test is None else args.n_test
-    report = probe_report(encoder_from_checkpoint(model), n_train=n_train,
-                          n_test=n_test, seed=args.seed, epochs=args.epochs,
-                          world=world_of(meta["config"]))
+    # Clip counts not given on the command line keep probe_report's defaults (PROBE_CLIPS).
+    counts = {k: v for k, v in (("n_train", args.n_train), ("n_test", args.n_test))
+              if v is not None}
+    report = probe_report(encoder_from_checkpoint(model), **counts, seed=args.seed,
+                          epochs=args.epochs, world=world_of(meta["config"]))
     report["checkpoint"] = {"path": args.checkpoint, "variant": meta["variant"],
                             "step": meta["step"]}
     _write_json(args.json, report)
