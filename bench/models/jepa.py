@@ -1,7 +1,8 @@
 """V-JEPA training step: wmkernels attention vs the same model on backend="reference".
 
 One step = target encoder forward (whole clip), context encoder + predictor forward and
-backward for both mask families (short and long range), AdamW step, EMA update. Masks are
+backward for every mask family of the config (multi-block and future prediction), AdamW
+step, EMA update. Masks are
 drawn once beforehand (the collator runs in the data loader, not in the step). The encoder
 and predictor use factorized spatial/temporal attention, every call through the public
 wmkernels functions, so the two rows differ only in which attention implementation runs.

@@ -88,10 +88,15 @@ def config_to_dict(config: Any) -> dict:
     raise TypeError(f"config must be a dataclass instance or a dict, got {type(config).__name__}")
 
 
+def _as_tuples(value: Any) -> Any:
+    """JSON lists back to (nested) tuples."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, list) else value
+
+
 def config_from_dict(cls: type, data: dict) -> Any:
     """Rebuild dataclass `cls` from `config_to_dict` output (e.g. a checkpoint's configs):
-    lists become tuples where the field's default is a tuple, nested dataclass fields are
-    rebuilt recursively, fields missing from `data` keep their defaults.
+    lists become tuples (nested ones too) where the field's default is a tuple, nested
+    dataclass fields are rebuilt recursively, fields missing from `data` keep their defaults.
 
     Raises:
         TypeError: cls is not a dataclass. ValueError: `data` has keys cls does not know.
@@ -110,7 +115,7 @@ def config_from_dict(cls: type, data: dict) -> Any:
         if dataclasses.is_dataclass(default) and isinstance(value, dict):
             value = config_from_dict(type(default), value)
         elif isinstance(default, tuple) and isinstance(value, list):
-            value = tuple(value)
+            value = _as_tuples(value)
         values[name] = value
     return cls(**values)
 

@@ -45,6 +45,9 @@ def add_jepa_parser(subparsers) -> argparse.ArgumentParser:
                    help="vjepa only: encoder attention layout")
     t.add_argument("--masking", choices=("multiblock", "tube"), default=None,
                    help="vjepa only: mask family")
+    t.add_argument("--future-context", type=int, default=None, metavar="K",
+                   help="vjepa only: tubelets the future-prediction family sees (0: no such "
+                        "family, as in the paper; default: the config's)")
     t.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="ijepa/vjepa: where to train (cuda: one GPU per torchrun process)")
     t.set_defaults(func=_train)
@@ -100,8 +103,11 @@ def _train(args) -> int:
             cfg.encoder.attention = args.attention
         if args.masking:
             cfg.masking = args.masking
-    elif args.attention or args.masking:
-        raise SystemExit("--attention and --masking apply to --variant vjepa only")
+        if args.future_context is not None:
+            cfg.future_context = args.future_context
+    elif args.attention or args.masking or args.future_context is not None:
+        raise SystemExit("--attention, --masking and --future-context apply to --variant "
+                         "vjepa only")
     out = args.out or DEFAULT_OUT[args.variant]
     if args.variant == "ac" and args.device != "cpu":
         raise SystemExit("--variant ac trains on the CPU (--device cpu)")

@@ -10,6 +10,10 @@ predictor must fill in.
   of scale 0.7). Keeping masks frame-independent keeps the visible tokens a (T, S_vis) grid,
   which is what factorized spatial/temporal attention needs.
 - `TubeMasks`: a random fraction of spatial positions, masked in every frame.
+- `FutureMasks` (ours): the context is every position of the first tubelets, the targets
+  every position of the later ones: predicting where things will be, which the families
+  above (hiding the same positions in every frame) never ask for.
+- `MaskFamilies`: several collators as one; each batch gets one mask of every family.
 
 All collators draw from an explicit `torch.Generator`, build the masks for a whole batch with
 tensor ops (no per-sample Python loops), and return index tensors with the *same* number of
@@ -181,13 +185,16 @@ LONG_RANGE = BlockSpec(2, (0.7, 0.7))
 
 @dataclass
 class VideoMasks:
-    """One V-JEPA mask on a (T, H*W) token grid, shared by all frames.
+    """One V-JEPA mask on a (T', H*W) token grid of T' tubelets.
 
-    context: int64 (B, Nc) spatial indices visible in every frame.
-    target: int64 (B, Nt) spatial indices to predict in every frame.
+    context: int64 (B, Nc) spatial indices visible in every context tubelet.
+    target: int64 (B, Nt) spatial indices to predict in every target tubelet.
+    context_tubelets: None: every tubelet is both (the mask hides the same positions in all
+        of them); k: the first k tubelets are the context, the later ones the targets.
     """
     context: torch.Tensor
     target: torch.Tensor
+    context_tubelets: int | None = None
 
 
 def _split_equal(masked: torch.Tensor, gen: torch.Generator) -> VideoMasks:
@@ -271,3 +278,43 @@ class TubeMasks:
         order = torch.rand((batch, n), generator=gen, dtype=torch.float64).argsort(dim=-1)
         return [VideoMasks(context=order[:, self.num_masked:].sort(-1).values,
                            target=order[:, :self.num_masked].sort(-1).values)]
+
+
+class FutureMasks:
+    """Future prediction: the context is every position of the first `context_tubelets`
+    tubelets, the targets every position of the later ones.
+
+    Masks that hide the same positions in every frame ask what is hidden, never where
+    anything will be; this family asks for the later frames, which needs the velocities of
+    what moves (on the embedded world it is what lifts V-JEPA above the random-encoder and
+    pixel baselines: models/jepa/RESULTS.md). Calling it with (batch, generator) returns a
+    one-element list of `VideoMasks` (deterministic: the generator is not used).
+    """
+
+    def __init__(self, grid: tuple[int, int], tubelets: int, context_tubelets: int = 1):
+        _check_grid("grid", grid, 2)
+        if not (isinstance(context_tubelets, int) and isinstance(tubelets, int)
+                and 1 <= context_tubelets < tubelets):
+            raise ValueError(f"context_tubelets must be an int in [1, tubelets) with tubelets "
+                             f"= {tubelets!r} (a target tubelet must follow), got "
+                             f"{context_tubelets!r}")
+        self.grid, self.tubelets, self.context_tubelets = tuple(grid), tubelets, context_tubelets
+
+    def __call__(self, batch: int, gen: torch.Generator) -> list[VideoMasks]:
+        if not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"batch must be an int >= 1, got {batch!r}")
+        every = torch.arange(self.grid[0] * self.grid[1]).expand(batch, -1)
+        return [VideoMasks(context=every, target=every, context_tubelets=self.context_tubelets)]
+
+
+class MaskFamilies:
+    """Several video mask collators as one: calling it returns their lists, concatenated in
+    order (each collator draws from the same generator in turn)."""
+
+    def __init__(self, *collators):
+        if not collators:
+            raise ValueError("MaskFamilies needs at least one collator, got none")
+        self.collators = collators
+
+    def __call__(self, batch: int, gen: torch.Generator) -> list[VideoMasks]:
+        return [m for c in self.collators for m in c(batch, gen)]

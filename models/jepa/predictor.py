@@ -20,9 +20,11 @@ class Predictor(nn.Module):
         dim, depth, heads: predictor sizes (paper: 384 wide, 6-12 deep).
         attention: block layout, as in `VisionTransformer`.
 
-    forward(context, context_idx, target_idx): context (B, T', Nc, enc_dim) encoder tokens at
-    spatial positions context_idx (B, Nc); target_idx (B, Nt) positions to predict.
-    Returns (B, T', Nt, enc_dim).
+    forward(context, context_idx, target_idx, context_tubelets=None): context
+    (B, T', Nc, enc_dim) encoder tokens at spatial positions context_idx (B, Nc); target_idx
+    (B, Nt) positions to predict in the same tubelets. Returns (B, T', Nt, enc_dim).
+    With context_tubelets = k, context holds the first k tubelets only (B, k, Nc, enc_dim) and
+    the predictions are for the later ones: (B, T' - k, Nt, enc_dim).
     """
 
     def __init__(self, *, enc_dim: int, grid: tuple[int, int, int], dim: int = 64,
@@ -41,7 +43,7 @@ class Predictor(nn.Module):
         nn.init.trunc_normal_(self.mask_token, std=0.02)
 
     def forward(self, context: torch.Tensor, context_idx: torch.Tensor,
-                target_idx: torch.Tensor) -> torch.Tensor:
+                target_idx: torch.Tensor, context_tubelets: int | None = None) -> torch.Tensor:
         b, t, n_ctx, _ = context.shape
         if context_idx.shape != (b, n_ctx):
             raise ValueError(f"context_idx must be ({b}, {n_ctx}) to match context, "
@@ -49,9 +51,23 @@ class Predictor(nn.Module):
         if target_idx.dim() != 2 or target_idx.shape[0] != b:
             raise ValueError(f"target_idx must be ({b}, Nt), got {tuple(target_idx.shape)}")
         pos = self.pos.expand(b, *self.pos.shape)
-        x = self.embed(context) + gather_positions(pos, context_idx)
-        masks = self.mask_token + gather_positions(pos, target_idx)
-        x = torch.cat([x, masks], dim=2)
+        if context_tubelets is None:
+            # same tubelets: the mask tokens join each tubelet's context along space
+            x = self.embed(context) + gather_positions(pos, context_idx)
+            masks = self.mask_token + gather_positions(pos, target_idx)
+            x = torch.cat([x, masks], dim=2)
+            for block in self.blocks:
+                x = block(x)
+            return self.out(self.norm(x[:, :, n_ctx:]))
+        # later tubelets: they follow the context along time. The factorized layout needs a
+        # dense grid, so every position of them gets a mask token (targets gathered after).
+        k = context_tubelets
+        if t != k or not 1 <= k < self.grid[0] or n_ctx != self.grid[1] * self.grid[2]:
+            raise ValueError(f"with context_tubelets={k!r} the context must be every position "
+                             f"of the first k < {self.grid[0]} tubelets, (B, k, "
+                             f"{self.grid[1] * self.grid[2]}, C); got {tuple(context.shape)}")
+        x = self.embed(context) + gather_positions(pos[:, :k], context_idx)
+        x = torch.cat([x, (self.mask_token + pos[:, k:]).to(x.dtype)], dim=1)
         for block in self.blocks:
             x = block(x)
-        return self.out(self.norm(x[:, :, n_ctx:]))
+        return gather_positions(self.out(self.norm(x[:, k:])), target_idx)

@@ -114,9 +114,10 @@ class VisionTransformer(nn.Module):
         channels, dim, depth, heads, mlp_ratio: the usual ViT sizes.
         attention: "spatial" | "factorized" | "joint" (see module docstring).
 
-    forward(x, keep=None): x float (B, frames, channels, image_size, image_size);
-    keep int64 (B, N) spatial positions to encode (the same in every tubelet) or None for all.
-    Returns (B, frames // tubelet, N or S, dim) after a final LayerNorm.
+    forward(x, keep=None, tubelets=None): x float (B, frames, channels, image_size,
+    image_size); keep int64 (B, N) spatial positions to encode (the same in every tubelet) or
+    None for all; tubelets: encode only the first that many tubelets (None: all).
+    Returns (B, tubelets or frames // tubelet, N or S, dim) after a final LayerNorm.
     """
 
     def __init__(self, *, image_size: int, patch: int, frames: int = 1, tubelet: int = 1,
@@ -149,8 +150,13 @@ class VisionTransformer(nn.Module):
                              f"got {tuple(x.shape)}")
         return self.patch_embed(x) + self.pos
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None,
+                tubelets: int | None = None) -> torch.Tensor:
         tokens = self.embed(x)
+        if tubelets is not None:
+            if not 1 <= tubelets <= self.grid[0]:
+                raise ValueError(f"tubelets must be in [1, {self.grid[0]}], got {tubelets!r}")
+            tokens = tokens[:, :tubelets]
         if keep is not None:
             tokens = gather_positions(tokens, keep)
         for block in self.blocks:

@@ -7,7 +7,7 @@ regions of a clip from the visible tubelets.
     target encoder  EMA of the context encoder over the whole clip, no gradient
     predictor       mask tokens at the masked positions, same attention layout
     loss            L1 to LayerNorm'd target features, averaged over the mask families
-                    (short-range and long-range multi-block, or tube masking)
+                    (multi-block or tube masking, plus our future-prediction family)
 """
 
 from __future__ import annotations
@@ -18,7 +18,14 @@ from torch import nn
 
 from wmkernels.models.jepa.config import VJEPAConfig
 from wmkernels.models.jepa.ema import ema_update_, make_target
-from wmkernels.models.jepa.masks import BlockSpec, MultiBlock3DMasks, TubeMasks, VideoMasks
+from wmkernels.models.jepa.masks import (
+    BlockSpec,
+    FutureMasks,
+    MaskFamilies,
+    MultiBlock3DMasks,
+    TubeMasks,
+    VideoMasks,
+)
 from wmkernels.models.jepa.predictor import Predictor
 from wmkernels.models.jepa.vit import (
     build_encoder,
@@ -29,15 +36,25 @@ from wmkernels.models.jepa.vit import (
 )
 
 
-def build_video_masks(cfg: VJEPAConfig, grid_hw: tuple[int, int]):
-    """The mask collator a `VJEPAConfig` asks for (multi-block 3D or tube)."""
+def build_video_masks(cfg: VJEPAConfig, grid: tuple[int, int, int]) -> MaskFamilies:
+    """The mask collator a `VJEPAConfig` asks for: multi-block 3D or tube masks, then the
+    future family when `cfg.future_context` > 0. grid: the encoder's (T', H, W)."""
     if cfg.masking == "multiblock":
-        specs = (BlockSpec(cfg.short_range[0], (cfg.short_range[1],) * 2),
-                 BlockSpec(cfg.long_range[0], (cfg.long_range[1],) * 2))
-        return MultiBlock3DMasks(grid_hw, specs)
-    if cfg.masking == "tube":
-        return TubeMasks(grid_hw, cfg.tube_ratio)
-    raise ValueError(f"masking must be 'multiblock' or 'tube', got {cfg.masking!r}")
+        if not cfg.blocks:
+            raise ValueError("blocks must hold at least one (num_blocks, scale) family for "
+                             "masking='multiblock', got none")
+        families = [MultiBlock3DMasks(grid[1:], tuple(BlockSpec(int(n), (float(s),) * 2)
+                                                      for n, s in cfg.blocks))]
+    elif cfg.masking == "tube":
+        families = [TubeMasks(grid[1:], cfg.tube_ratio)]
+    else:
+        raise ValueError(f"masking must be 'multiblock' or 'tube', got {cfg.masking!r}")
+    if not isinstance(cfg.future_context, int) or cfg.future_context < 0:
+        raise ValueError(f"future_context must be an int >= 0 (0: no future family), got "
+                         f"{cfg.future_context!r}")
+    if cfg.future_context:
+        families.append(FutureMasks(grid[1:], grid[0], cfg.future_context))
+    return MaskFamilies(*families)
 
 
 class VJEPA(nn.Module):
@@ -57,7 +74,7 @@ class VJEPA(nn.Module):
         self.predictor = Predictor(enc_dim=cfg.encoder.dim, grid=self.encoder.grid, dim=p.dim,
                                    depth=p.depth, heads=p.heads, mlp_ratio=p.mlp_ratio,
                                    attention=cfg.encoder.attention)
-        self.mask_collator = build_video_masks(cfg, self.encoder.grid[1:])
+        self.mask_collator = build_video_masks(cfg, self.encoder.grid)
 
     def forward(self, clips: torch.Tensor,
                 masks: list[VideoMasks]) -> tuple[torch.Tensor, dict]:
@@ -67,9 +84,11 @@ class VJEPA(nn.Module):
             h = layer_norm_targets(self.target_encoder(clips))           # (B, T', S, C)
         losses, ctx_std = [], []
         for m in masks:
-            z = self.encoder(clips, keep=m.context)                      # (B, T', Nc, C)
-            pred = self.predictor(z, m.context, m.target)
-            losses.append(F.l1_loss(pred, gather_positions(h, m.target)))
+            k = m.context_tubelets
+            z = self.encoder(clips, keep=m.context, tubelets=k)          # (B, k or T', Nc, C)
+            pred = self.predictor(z, m.context, m.target, k)
+            target = h if k is None else h[:, k:]
+            losses.append(F.l1_loss(pred, gather_positions(target, m.target)))
             ctx_std.append(feature_std(z))
         loss = torch.stack(losses).mean()
         stats = {"loss": float(loss.detach()), "target_std": feature_std(h),

@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from checks import run_two_gloo_processes
 
 from wmkernels.models.jepa.ema import ema_update_, make_target, momentum_at
 from wmkernels.models.jepa.masks import (
     BlockSpec,
+    FutureMasks,
+    MaskFamilies,
     MultiBlock3DMasks,
     MultiBlockMasks,
     TubeMasks,
@@ -92,6 +95,23 @@ def test_tube_masks_exact_ratio():
     assert torch.equal(full, torch.arange(36).expand(5, 36))
 
 
+def test_future_masks_and_families():
+    (m,) = FutureMasks((3, 5), tubelets=4, context_tubelets=3)(2, gen())
+    assert m.context_tubelets == 3
+    assert torch.equal(m.context, torch.arange(15).expand(2, 15))
+    assert torch.equal(m.target, torch.arange(15).expand(2, 15))
+    both = MaskFamilies(MultiBlock3DMasks((3, 5), (BlockSpec(2, (0.2, 0.2)),)),
+                        FutureMasks((3, 5), tubelets=2))
+    block, future = both(4, gen(5))
+    assert block.context_tubelets is None and future.context_tubelets == 1
+    assert torch.equal(block.target, both(4, gen(5))[0].target)          # seeded
+    for k in (0, 4, 1.0):
+        with pytest.raises(ValueError, match="context_tubelets"):
+            FutureMasks((3, 5), tubelets=4, context_tubelets=k)
+    with pytest.raises(ValueError, match="collator"):
+        MaskFamilies()
+
+
 @pytest.mark.parametrize("bad", [
     dict(grid=(0, 4)), dict(grid=(4, 4), target_scale=(0.3, 0.2)),
     dict(grid=(4, 4), num_targets=0)])
@@ -167,9 +187,10 @@ def tiny_ijepa() -> IJEPA:
     return IJEPA(IJEPAConfig(encoder=EncoderConfig(**TINY_ENC), predictor=TINY_PRED))
 
 
-def tiny_vjepa(attention="factorized", masking="multiblock") -> VJEPA:
+def tiny_vjepa(attention="factorized", masking="multiblock", future_context=1) -> VJEPA:
     enc = EncoderConfig(**TINY_ENC, frames=4, tubelet=2, attention=attention)
-    return VJEPA(VJEPAConfig(encoder=enc, predictor=TINY_PRED, masking=masking))
+    return VJEPA(VJEPAConfig(encoder=enc, predictor=TINY_PRED, masking=masking,
+                             future_context=future_context))
 
 
 def fit(model, inputs, steps=8):
@@ -200,16 +221,44 @@ def test_ijepa_loss_decreases_and_target_gets_no_grad():
     assert losses[-1] < 0.9 * losses[0]
 
 
-@pytest.mark.parametrize("attention,masking", [("factorized", "multiblock"),
-                                               ("joint", "tube")])
-def test_vjepa_loss_decreases(attention, masking):
-    model = tiny_vjepa(attention, masking)
+@pytest.mark.parametrize("attention,masking,future_context", [
+    ("factorized", "multiblock", 1), ("joint", "tube", 1), ("factorized", "multiblock", 0)])
+def test_vjepa_loss_decreases(attention, masking, future_context):
+    model = tiny_vjepa(attention, masking, future_context)
     x = torch.randn(2, 4, 3, 32, 32)
-    loss, _ = model(x, model.mask_collator(2, gen()))
+    masks = model.mask_collator(2, gen())
+    assert [m.context_tubelets for m in masks][-1] == (1 if future_context else None)
+    loss, _ = model(x, masks)
     loss.backward()
     assert all(p.grad is None for p in model.target_encoder.parameters())
-    losses = fit(tiny_vjepa(attention, masking), x)
+    losses = fit(tiny_vjepa(attention, masking, future_context), x)
     assert losses[-1] < 0.9 * losses[0]
+
+
+@pytest.mark.parametrize("attention", ["factorized", "joint"])
+def test_future_family_sees_the_past_only(attention):
+    # The future family's predictions of tubelet 2 (frames 2-3) come from frames 0-1 alone,
+    # and its loss compares them with the target encoder's features of tubelet 2.
+    model = tiny_vjepa(attention).eval()
+    (m,) = FutureMasks((8, 8), tubelets=2)(2, gen())
+    x = torch.randn(2, 4, 3, 32, 32)
+    y = x.clone()
+    y[:, 2:] = torch.randn(2, 2, 3, 32, 32)
+
+    def predict(clips):
+        z = model.encoder(clips, keep=m.context, tubelets=1)
+        return model.predictor(z, m.context, m.target, 1)
+
+    assert predict(x).shape == (2, 1, 64, 32)
+    torch.testing.assert_close(predict(x), predict(y))
+    with torch.no_grad():
+        h = F.layer_norm(model.target_encoder(x), (32,))[:, 1:]
+        loss, _ = model(x, [m])
+    torch.testing.assert_close(loss, F.l1_loss(predict(x), h))
+    with pytest.raises(ValueError, match="context_tubelets=1"):
+        model.predictor(model.encoder(x), m.context, m.target, 1)
+    with pytest.raises(ValueError, match="tubelets must be in"):
+        model.encoder(x, tubelets=3)
 
 
 def test_collapse_monitors():
@@ -408,6 +457,12 @@ def test_cli_train_probe_plan(tmp_path, capsys):
     assert main(["jepa", "train", "--variant", "vjepa", "--steps", "2", "--batch-size", "2",
                  "--clips", "4", "--out", str(ck)]) == 0
     assert "target feature std" in capsys.readouterr().out
+    paper = tmp_path / "paper_masks"
+    assert main(["jepa", "train", "--variant", "vjepa", "--future-context", "0", "--steps", "1",
+                 "--batch-size", "2", "--clips", "4", "--out", str(paper)]) == 0
+    assert load_model(paper)[1]["config"].future_context == 0
+    with pytest.raises(SystemExit, match="vjepa only"):
+        main(["jepa", "train", "--variant", "ijepa", "--future-context", "1"])
     ac = tmp_path / "ac"
     assert main(["jepa", "train", "--variant", "ac", "--steps", "1", "--batch-size", "2",
                  "--clips", "2", "--encoder", str(ck), "--out", str(ac)]) == 0
