@@ -298,7 +298,7 @@ class FutureMasks:
             raise ValueError(f"context_tubelets must be an int in [1, tubelets) with tubelets "
                              f"= {tubelets!r} (a target tubelet must follow), got "
                              f"{context_tubelets!r}")
-        self.grid, self.tubelets, self.context_tubelets = tuple(grid), tubelets, context_tubelets
+        self.grid, self.context_tubelets = tuple(grid), context_tubelets
 
     def __call__(self, batch: int, gen: torch.Generator) -> list[VideoMasks]:
         if not isinstance(batch, int) or batch < 1:

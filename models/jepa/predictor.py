@@ -51,23 +51,25 @@ class Predictor(nn.Module):
         if target_idx.dim() != 2 or target_idx.shape[0] != b:
             raise ValueError(f"target_idx must be ({b}, Nt), got {tuple(target_idx.shape)}")
         pos = self.pos.expand(b, *self.pos.shape)
-        if context_tubelets is None:
-            # same tubelets: the mask tokens join each tubelet's context along space
-            x = self.embed(context) + gather_positions(pos, context_idx)
-            masks = self.mask_token + gather_positions(pos, target_idx)
-            x = torch.cat([x, masks], dim=2)
-            for block in self.blocks:
-                x = block(x)
-            return self.out(self.norm(x[:, :, n_ctx:]))
-        # later tubelets: they follow the context along time. The factorized layout needs a
-        # dense grid, so every position of them gets a mask token (targets gathered after).
+        x = self.embed(context)
         k = context_tubelets
-        if t != k or not 1 <= k < self.grid[0] or n_ctx != self.grid[1] * self.grid[2]:
-            raise ValueError(f"with context_tubelets={k!r} the context must be every position "
-                             f"of the first k < {self.grid[0]} tubelets, (B, k, "
-                             f"{self.grid[1] * self.grid[2]}, C); got {tuple(context.shape)}")
-        x = self.embed(context) + gather_positions(pos[:, :k], context_idx)
-        x = torch.cat([x, (self.mask_token + pos[:, k:]).to(x.dtype)], dim=1)
+        if k is None:
+            # same tubelets: the mask tokens join each tubelet's context along space
+            x = torch.cat([x + gather_positions(pos, context_idx),
+                           self.mask_token + gather_positions(pos, target_idx)], dim=2)
+        else:
+            # later tubelets: they follow the context along time. The factorized layout needs
+            # a dense grid, so every position of them gets a mask token (targets gathered
+            # after).
+            if t != k or not 1 <= k < self.grid[0] or n_ctx != self.grid[1] * self.grid[2]:
+                raise ValueError(f"with context_tubelets={k!r} the context must be every "
+                                 f"position of the first k < {self.grid[0]} tubelets, (B, k, "
+                                 f"{self.grid[1] * self.grid[2]}, C); got "
+                                 f"{tuple(context.shape)}")
+            x = torch.cat([x + gather_positions(pos[:, :k], context_idx),
+                           (self.mask_token + pos[:, k:]).to(x.dtype)], dim=1)
         for block in self.blocks:
             x = block(x)
+        if k is None:
+            return self.out(self.norm(x[:, :, n_ctx:]))
         return gather_positions(self.out(self.norm(x[:, k:])), target_idx)
