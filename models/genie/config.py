@@ -116,11 +116,12 @@ class TrainConfig:
     batch_size: int = 16
     # held-out PSNR of the tiny tokenizer (128 held-out clips): 1000 steps gave 28.26 / 28.15
     # / 27.99 dB on training seeds 0 / 1 / 2, one seed short of 28; 1200 give 28.70 / 28.58 /
-    # 28.56 in `wmk demo`. The LAM's 1200 steps beside it take about as long
+    # 28.56 in `wmk demo`
     tokenizer_steps: int = 1200
     # The LAM trains beside the tokenizer (train.py). Held-out NMI of the LAM alone, 256
     # clips, training seeds 1 / 2: 0.468 / 0.463 after 800 steps, 0.504 / 0.494 after 1200,
-    # 0.520 / 0.487 after 1600. 1200 steps take as long as the tokenizer's 1000
+    # 0.520 / 0.487 after 1600. Its 1200 steps take ~355 s on one thread, the tokenizer's
+    # 1200 372 s (the faster CPU of RESULTS.md), so neither waits long for the other
     lam_steps: int = 1200
     # On the frozen tokenizer's codes and LAM's actions. Δ4PSNR on 128 held-out clips (seed
     # 0, 3 generation seeds): -0.045 +- 0.085 dB after 1000 steps, +0.227 +- 0.029 after
