@@ -38,3 +38,36 @@ def test_unknown_backend_and_missing_implementation():
 def test_extension_failure_is_reported_not_raised():
     # whatever the build state, importing worked and the reason is a sentence when absent
     assert _extension.has_cpu() or "not built" in _extension.LOAD_ERROR
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """Backends and implementations registered by a test vanish after it."""
+    monkeypatch.setattr(routing, "_EXTRA", dict(routing._EXTRA))
+    monkeypatch.setattr(routing, "_OPS", dict(routing._OPS))
+
+
+def test_registered_backend_runs_only_when_asked_for(scratch_registry):
+    missing = []
+    routing.register_backend("emu", "cpu", lambda: missing[0] if missing else None)
+    routing.add_implementation("vq_lookup", "emu")
+    routing.add_implementation("vq_lookup", "emu")  # idempotent
+    assert routing._OPS["vq_lookup"].count("emu") == 1
+    cpu = torch.device("cpu")
+    assert routing.select("vq_lookup", cpu, None) != "emu"
+    assert routing.select("vq_lookup", cpu, "emu") == "emu"
+    assert wmkernels.backends()["vq_lookup"]["cpu"]["emu"] == "available"
+    assert wmkernels.backends()["vq_ema_update_"]["cpu"]["emu"] == "not implemented for this op"
+    missing.append("the emulator library is not built")
+    with pytest.raises(RuntimeError, match="'emu' cannot run: the emulator library is not built"):
+        routing.select("vq_lookup", cpu, "emu")
+    with pytest.raises(ValueError, match="has no 'emu' backend"):
+        routing.select("vq_ema_update_", cpu, "emu")
+    assert "runs cpu tensors" in routing.unavailable_reason("emu", "cuda")
+
+
+def test_registered_backend_names_are_checked(scratch_registry):
+    with pytest.raises(ValueError, match="built-in backend"):
+        routing.register_backend("cuda", "cpu", lambda: None)
+    with pytest.raises(ValueError, match="not a backend"):
+        routing.add_implementation("vq_lookup", "never-registered")

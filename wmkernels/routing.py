@@ -9,12 +9,16 @@ Backends:
   cpu        C++ kernels of the extension, CPU tensors
   triton     Triton kernels; on CUDA tensors, or CPU tensors under TRITON_INTERPRET=1
   cuda       CUDA C++ kernels of the extension, CUDA tensors
+
+Backends registered at run time (`register_backend`, e.g. a test suite's emulator) run only
+when asked for by name: the rule never picks them.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 
 import torch
 
@@ -33,12 +37,47 @@ HAS_TRITON = importlib.util.find_spec("triton") is not None
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
+# name -> (device type it runs, callable giving why it cannot run or None); see register_backend.
+_EXTRA: dict[str, tuple[str, Callable[[], str | None]]] = {}
+
+
 def register(op: str, implemented: tuple[str, ...]) -> None:
+    """Declare the backends that implement `op` (called once by its wmkernels.ops module)."""
     _OPS[op] = implemented
+
+
+def add_implementation(op: str, backend: str) -> None:
+    """Add `backend` (built in or registered with `register_backend`) to the ones `op` has."""
+    if backend not in names():
+        raise ValueError(f"{backend!r} is not a backend; expected one of {names()}")
+    if backend not in _OPS[op]:
+        _OPS[op] = _OPS[op] + (backend,)
+
+
+def register_backend(name: str, device_type: str, reason: Callable[[], str | None]) -> None:
+    """Add a backend at run time, e.g. an emulator that runs the CUDA kernels on CPU tensors.
+
+    It runs tensors of `device_type` when `reason()` returns None (else that sentence says
+    why not), only when asked for by name (`backend=`, `use_backend`, WMK_BACKEND), and only
+    for ops given it with `add_implementation`. `backends()` lists it.
+    """
+    if name in NAMES:
+        raise ValueError(f"{name!r} is a built-in backend; pick another name")
+    _EXTRA[name] = (device_type, reason)
+
+
+def names() -> tuple[str, ...]:
+    """Every backend name: the built-in ones, then those added by `register_backend`."""
+    return NAMES + tuple(_EXTRA)
 
 
 def unavailable_reason(backend: str, device_type: str) -> str | None:
     """None if `backend` can run on `device_type`, else a sentence saying why not."""
+    if backend in _EXTRA:
+        runs, reason = _EXTRA[backend]
+        if device_type != runs:
+            return f"the {backend} backend runs {runs} tensors, got a {device_type} tensor"
+        return reason()
     if backend == "reference":
         return None
     if backend == "cpu":
@@ -59,7 +98,7 @@ def unavailable_reason(backend: str, device_type: str) -> str | None:
         if device_type not in ("cpu", "cuda"):
             return f"triton does not run {device_type} tensors"
         return None
-    return f"unknown backend {backend!r}; expected one of {NAMES}"
+    return f"unknown backend {backend!r}; expected one of {names()}"
 
 
 def select(op: str, device: torch.device, backend: str | None) -> str:
@@ -70,8 +109,8 @@ def select(op: str, device: torch.device, backend: str | None) -> str:
         backend = os.environ.get("WMK_BACKEND") or None
         source = "WMK_BACKEND="
     if backend is not None:
-        if backend not in NAMES:
-            raise ValueError(f"{source}{backend!r} is not a backend; expected one of {NAMES}")
+        if backend not in names():
+            raise ValueError(f"{source}{backend!r} is not a backend; expected one of {names()}")
         if backend not in implemented:
             raise ValueError(f"{op} has no {backend!r} backend; it has {implemented}")
         reason = unavailable_reason(backend, device.type)
@@ -95,7 +134,7 @@ def backends() -> dict[str, dict[str, dict[str, str]]]:
         table[op] = {}
         for dev in devices:
             row = {}
-            for name in NAMES:
+            for name in names():
                 if name not in implemented:
                     row[name] = "not implemented for this op"
                 else:
