@@ -1,8 +1,9 @@
 """Which implementation runs an op: the routing rule shared by every public function.
 
-Order of choice: the `backend=` argument, then the `WMK_BACKEND` environment variable, then
-the first available entry of the op's preference list for the tensor's device. A backend that
-is asked for explicitly but cannot run raises an error that says why.
+Order of choice: the `backend=` argument, then the innermost `use_backend(name)` block, then
+the `WMK_BACKEND` environment variable, then the first available entry of the op's preference
+list for the tensor's device. A backend that is asked for explicitly but cannot run raises an
+error that says why.
 
 Backends:
   reference  eager PyTorch (wmkernels/reference): the semantics and the baseline
@@ -16,6 +17,8 @@ when asked for by name: the rule never picks them.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib.util
 import os
 from collections.abc import Callable
@@ -66,6 +69,43 @@ def register_backend(name: str, device_type: str, reason: Callable[[], str | Non
     _EXTRA[name] = (device_type, reason)
 
 
+# The backend asked for by the innermost `use_backend` block of this thread / async task.
+_USE: contextvars.ContextVar[str | None] = contextvars.ContextVar("wmk_use_backend",
+                                                                   default=None)
+
+
+@contextlib.contextmanager
+def use_backend(name: str | None):
+    """Run every wmkernels op called inside the block on backend `name`.
+
+    A `backend=` argument still wins over it; it wins over WMK_BACKEND. `None` gives the
+    automatic choice back inside an outer block. The choice lives in a `contextvars`
+    variable (as `torch.nn.attention.sdpa_kernel` keeps its own), so blocks nest and other
+    threads and asyncio tasks are unaffected. Under `torch.compile` the backend is chosen
+    while tracing: a compiled function keeps the backend it was traced with, so wrap the
+    first call (or the `torch.compile` call's first run) in the block.
+
+    An op that does not implement `name`, or a backend that cannot run on the tensors'
+    device, raises when that op is called, as with `backend=`.
+
+    Example: `with wmkernels.use_backend("reference"): out = model(x)`.
+    """
+    if name is not None and name not in names():
+        raise ValueError(f"use_backend({name!r}): not a backend; expected one of {names()} "
+                         "or None")
+    token = _USE.set(name)
+    try:
+        yield
+    finally:
+        _USE.reset(token)
+
+
+# torch.compile cannot trace a ContextVar read; this makes the read happen once, at trace time.
+@torch.compiler.assume_constant_result
+def _used_backend() -> str | None:
+    return _USE.get()
+
+
 def names() -> tuple[str, ...]:
     """Every backend name: the built-in ones, then those added by `register_backend`."""
     return NAMES + tuple(_EXTRA)
@@ -104,18 +144,20 @@ def unavailable_reason(backend: str, device_type: str) -> str | None:
 def select(op: str, device: torch.device, backend: str | None) -> str:
     """The backend that runs `op` on `device` (see module docstring for the rule)."""
     implemented = _OPS[op]
-    source = "backend="
+    source = "backend={!r}"
     if backend is None:
-        backend = os.environ.get("WMK_BACKEND") or None
-        source = "WMK_BACKEND="
+        backend, source = _used_backend(), "use_backend({!r})"
+    if backend is None:
+        backend, source = os.environ.get("WMK_BACKEND") or None, "WMK_BACKEND={!r}"
     if backend is not None:
+        asked = source.format(backend)
         if backend not in names():
-            raise ValueError(f"{source}{backend!r} is not a backend; expected one of {names()}")
+            raise ValueError(f"{asked} is not a backend; expected one of {names()}")
         if backend not in implemented:
-            raise ValueError(f"{op} has no {backend!r} backend; it has {implemented}")
+            raise ValueError(f"{op} has no {backend!r} backend ({asked}); it has {implemented}")
         reason = unavailable_reason(backend, device.type)
         if reason is not None:
-            raise RuntimeError(f"{op}: {source}{backend!r} cannot run: {reason}")
+            raise RuntimeError(f"{op}: {asked} cannot run: {reason}")
         return backend
     for name in PREFERENCE.get(device.type, ("reference",)):
         if name in implemented and unavailable_reason(name, device.type) is None:
