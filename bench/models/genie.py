@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import torch
 
-from wmkernels import routing
+from wmkernels import routing, use_backend
 from wmkernels.bench.harness import Case
 from wmkernels.models.genie.config import get_config
 from wmkernels.models.genie.model import Genie
-from wmkernels.models.genie.play import backend, play_tokens
+from wmkernels.models.genie.play import play_tokens
 
 
 def _model(name: str, device: str) -> Genie:
@@ -39,7 +39,7 @@ def _runner(model: Genie, device: str, backend_name: str | None, use_cache: bool
                             generator=g.manual_seed(2))
 
     def fn():
-        with backend(backend_name):
+        with use_backend(backend_name):
             return play_tokens(model, prompt, none, actions, use_cache=use_cache,
                                generator=g.manual_seed(0))
     return fn

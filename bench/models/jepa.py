@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from wmkernels import routing
+from wmkernels import routing, use_backend
 from wmkernels.bench.harness import Case, Skip
 from wmkernels.models.jepa.config import EncoderConfig, PredictorConfig, VJEPAConfig
-from wmkernels.models.jepa.vit import set_attention_backend
 from wmkernels.models.jepa.vjepa import VJEPA
 
 OP = "vjepa_train_step"
@@ -40,7 +39,6 @@ def _step_fn(batch: int, enc: EncoderConfig, pred: PredictorConfig, device: str,
     torch.manual_seed(0)
     cfg = VJEPAConfig(encoder=enc, predictor=pred)
     model = VJEPA(cfg).to(device)
-    set_attention_backend(model, backend)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
     clips = torch.randn(batch, enc.frames, enc.channels, enc.image_size, enc.image_size,
@@ -51,8 +49,9 @@ def _step_fn(batch: int, enc: EncoderConfig, pred: PredictorConfig, device: str,
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss, _ = model(clips, masks)
-        loss.backward()
+        with use_backend(backend):
+            loss, _ = model(clips, masks)
+            loss.backward()
         opt.step()
         model.update_target(0.999)
         return loss

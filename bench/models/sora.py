@@ -16,10 +16,10 @@ import copy
 
 import torch
 
-from wmkernels import routing
+from wmkernels import routing, use_backend
 from wmkernels.bench.harness import Case, Skip
 from wmkernels.models.sora.config import base, tiny
-from wmkernels.models.sora.dit import DiT, DiTConfig, set_backend
+from wmkernels.models.sora.dit import DiT, DiTConfig
 from wmkernels.models.sora.flow import euler_sample, flow_loss, guided
 
 LABELS = {"cpu": "wmk-cpu", "triton": "wmk-triton", "cuda": "wmk-cuda"}
@@ -77,8 +77,6 @@ def _cases(device: str, cfg, batch: int, latent: tuple, shape: str, dtype) -> li
             p.add_(0.02 * torch.randn(p.shape, generator=gen))
     eager = eager.to(device=device, dtype=dtype)
     fast = copy.deepcopy(eager)
-    set_backend(eager, "reference")
-    set_backend(fast, None)
     chosen = routing.select("spatial_attention", torch.device(device), None)
     L = cfg.text.max_tokens
     x = torch.randn(batch, *latent, generator=gen).to(device=device, dtype=dtype)
@@ -90,17 +88,22 @@ def _cases(device: str, cfg, batch: int, latent: tuple, shape: str, dtype) -> li
     params = {"batch": batch, "latent": list(latent), "tokens_per_frame": S,
               "dit": {"dim": cfg.dit.dim, "depth": cfg.dit.depth, "heads": cfg.dit.heads}}
 
-    def sample_step(model):
+    def sample_step(model, backend):
         v = guided(lambda a, t: model(a, t, text, mask), lambda a, t: model(a, t),
                    cfg.train.guidance)
-        return lambda: euler_sample(v, x, steps=1)
 
-    def train_step(model):
+        def step():
+            with use_backend(backend):
+                return euler_sample(v, x, steps=1)
+        return step
+
+    def train_step(model, backend):
         def step():
             model.zero_grad(set_to_none=True)
-            loss = flow_loss(lambda a, t: model(a, t, text, mask), x,
-                             generator=torch.Generator(device=device).manual_seed(0))
-            loss.backward()
+            with use_backend(backend):
+                loss = flow_loss(lambda a, t: model(a, t, text, mask), x,
+                                 generator=torch.Generator(device=device).manual_seed(0))
+                loss.backward()
             return loss
         return step
 
@@ -108,11 +111,12 @@ def _cases(device: str, cfg, batch: int, latent: tuple, shape: str, dtype) -> li
     for op, make, flops in (("sora_sample_step", sample_step, 2 * fwd_flops),
                             ("sora_train_step", train_step, 3 * fwd_flops)):
         dt = str(dtype).replace("torch.", "")
-        out.append(Case(op, shape, "eager", dt, make(eager), flops=flops, params=params))
+        out.append(Case(op, shape, "eager", dt, make(eager, "reference"), flops=flops,
+                        params=params))
         if chosen == "reference":
             out.append(Skip(op, shape, "wmk", f"no wmkernels attention backend beyond the "
                             f"reference runs on {device} here"))
         else:
-            out.append(Case(op, shape, LABELS[chosen], dt, make(fast), flops=flops,
+            out.append(Case(op, shape, LABELS[chosen], dt, make(fast, None), flops=flops,
                             params=params))
     return out

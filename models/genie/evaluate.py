@@ -9,11 +9,12 @@ import time
 
 import torch
 
+from wmkernels import use_backend
 from wmkernels.models.data import action_identifiability
 from wmkernels.models.genie.config import IMAGE_CLIPS
 from wmkernels.models.genie.metrics import delta_psnr, normalized_mutual_info, psnr
 from wmkernels.models.genie.model import Genie
-from wmkernels.models.genie.play import backend, play
+from wmkernels.models.genie.play import play
 
 
 @torch.no_grad()
@@ -73,7 +74,7 @@ def generation_fps(model: Genie, prompt: torch.Tensor, actions: torch.Tensor, *,
     """Generated frames per second of `play` (tokenizing the prompt and decoding pixels
     included) on `backend_name` (None = wmkernels' automatic choice, "reference" = eager)."""
     g = torch.Generator(device=prompt.device)
-    with backend(backend_name):
+    with use_backend(backend_name):
         play(model, prompt, actions, use_cache=use_cache, generator=g.manual_seed(0))  # warmup
         start = time.perf_counter()
         for i in range(repeats):

@@ -11,31 +11,9 @@ re-implementations decode); both give the same frames for the same generator.
 
 from __future__ import annotations
 
-import contextlib
-import os
-
 import torch
 
 from wmkernels.models.genie.model import Genie
-
-
-@contextlib.contextmanager
-def backend(name: str | None):
-    """Run every wmkernels op inside the block on backend `name` (e.g. "reference" for the
-    eager baseline); None leaves the automatic choice. Uses WMK_BACKEND, which every public
-    op reads when no explicit backend is passed."""
-    old = os.environ.get("WMK_BACKEND")
-    if name is None:
-        os.environ.pop("WMK_BACKEND", None)
-    else:
-        os.environ["WMK_BACKEND"] = name
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("WMK_BACKEND", None)
-        else:
-            os.environ["WMK_BACKEND"] = old
 
 
 def _check_play_args(model: Genie, prompt: torch.Tensor, actions: torch.Tensor) -> None:

@@ -36,8 +36,8 @@ def gather_positions(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 class Attention(nn.Module):
     """Multi-head self-attention over one axis of (B, T, S, C) tokens, through wmkernels.
 
-    `axis` is "spatial", "temporal" or "joint" (see module docstring). `backend` is passed to
-    the wmkernels call (None = the best available; "reference" = the eager baseline).
+    `axis` is "spatial", "temporal" or "joint" (see module docstring). The backend is
+    wmkernels' choice; `wmkernels.use_backend("reference")` gives the eager baseline.
     """
 
     def __init__(self, dim: int, heads: int, axis: str, *, causal: bool = False):
@@ -47,7 +47,6 @@ class Attention(nn.Module):
         if axis not in ("spatial", "temporal", "joint"):
             raise ValueError(f"axis must be 'spatial', 'temporal' or 'joint', got {axis!r}")
         self.heads, self.axis, self.causal = heads, axis, causal
-        self.backend: str | None = None
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
@@ -58,9 +57,9 @@ class Attention(nn.Module):
         # q, k, v are strided views of the packed projection: the kernels read them in place.
         q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, -1)).unbind(dim=3)
         if self.axis == "temporal":
-            out = wmkernels.temporal_attention(q, k, v, causal=self.causal, backend=self.backend)
+            out = wmkernels.temporal_attention(q, k, v, causal=self.causal)
         else:
-            out = wmkernels.spatial_attention(q, k, v, backend=self.backend)
+            out = wmkernels.spatial_attention(q, k, v)
         return self.proj(out.reshape(b, t, s, c))
 
 
@@ -84,13 +83,6 @@ class Block(nn.Module):
         for norm, attn in zip(self.norms, self.attns, strict=True):
             x = x + attn(norm(x))
         return x + self.mlp(self.norm_mlp(x))
-
-
-def set_attention_backend(module: nn.Module, backend: str | None) -> None:
-    """Route every wmkernels attention call inside `module` to `backend` (None = best)."""
-    for m in module.modules():
-        if isinstance(m, Attention):
-            m.backend = backend
 
 
 def init_weights(module: nn.Module) -> None:

@@ -15,7 +15,7 @@ tables, the cross-attention output and the final projection start at zero, so ev
 starts as the identity and the model as v = 0.
 
 Self-attention runs through `wmkernels.nn.SpatialAttention` / `TemporalAttention`, i.e. the
-`wmkernels.spatial_attention` / `temporal_attention` ops; `set_backend(model, "reference")`
+`wmkernels.spatial_attention` / `temporal_attention` ops; `wmkernels.use_backend("reference")`
 switches every one of them to the eager baseline with the same weights.
 """
 
@@ -201,13 +201,6 @@ class DiT(nn.Module):
             tokens = blk(tokens, mod, y, mask)
         shift, scale = (self.final_mod(c).view(B, 2, d) + self.final_table).unbind(1)
         return self.final(modulate(self.final_norm(tokens), shift, scale), H, W)
-
-
-def set_backend(model: nn.Module, backend: str | None) -> None:
-    """Route every wmkernels attention layer of `model` to `backend` (None = default rule)."""
-    for m in model.modules():
-        if isinstance(m, (SpatialAttention, TemporalAttention)):
-            m.backend = backend
 
 
 def count_params(model: nn.Module) -> int:

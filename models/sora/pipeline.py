@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from wmkernels.models.sora.config import SoraConfig
-from wmkernels.models.sora.dit import DiT, set_backend
+from wmkernels.models.sora.dit import DiT
 from wmkernels.models.sora.flow import euler_sample, flow_loss, guided
 from wmkernels.models.sora.text import TextEncoder, Tokenizer
 from wmkernels.models.sora.vae import VideoVAE
@@ -50,10 +50,6 @@ class Sora(nn.Module):
         dev = self.latent_scale.device
         ids, mask = ids.to(dev), mask.to(dev)
         return self.text_encoder(ids, mask), mask
-
-    def set_backend(self, backend: str | None) -> None:
-        """Run every wmkernels attention op of the DiT on `backend` ("reference" = eager)."""
-        set_backend(self.dit, backend)
 
     @property
     def latent_frames(self) -> int:

@@ -9,12 +9,13 @@ import pytest
 import torch
 from checks import run_two_gloo_processes
 
+import wmkernels
 from wmkernels.models.genie.config import GenieConfig, get_config
 from wmkernels.models.genie.data import ClipPool
 from wmkernels.models.genie.dynamics import random_token_mask
 from wmkernels.models.genie.metrics import delta_psnr, psnr
 from wmkernels.models.genie.model import Genie, load_checkpoint, save_checkpoint
-from wmkernels.models.genie.play import backend, play, play_tokens
+from wmkernels.models.genie.play import play, play_tokens
 from wmkernels.models.genie.train import train_dynamics, train_lam, train_tokenizer
 
 
@@ -208,7 +209,7 @@ def test_play_cache_equals_recompute_and_is_deterministic(cfg):
     run = lambda cache, seed: play_tokens(model, prompt, prompt_actions, actions,
                                           use_cache=cache,
                                           generator=torch.Generator().manual_seed(seed))
-    with backend("reference"):
+    with wmkernels.use_backend("reference"):
         cached, again, other = run(True, 0), run(True, 0), run(True, 1)
         recomputed = run(False, 0)
     assert cached.shape == (B, cfg.frames, S)

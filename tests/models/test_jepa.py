@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from checks import run_two_gloo_processes
 
+import wmkernels
 from wmkernels.models.jepa.ema import ema_update_, make_target, momentum_at
 from wmkernels.models.jepa.masks import (
     BlockSpec,
@@ -175,7 +176,6 @@ from wmkernels.models.jepa.train import clip_pool, load_model, train_jepa  # noq
 from wmkernels.models.jepa.vit import (  # noqa: E402
     feature_std,
     image_feature_std,
-    set_attention_backend,
 )
 from wmkernels.models.jepa.vjepa import VJEPA  # noqa: E402
 
@@ -276,8 +276,8 @@ def test_reference_backend_matches_default():
     x = torch.randn(2, 4, 3, 32, 32)
     masks = model.mask_collator(2, gen())
     fast, _ = model(x, masks)
-    set_attention_backend(model, "reference")
-    ref, _ = model(x, masks)
+    with wmkernels.use_backend("reference"):
+        ref, _ = model(x, masks)
     torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-5)
 
 

@@ -8,6 +8,7 @@ import os
 import pytest
 import torch
 
+import wmkernels
 from wmkernels.models.sora.config import SoraConfig, TrainConfig, get_config
 from wmkernels.models.sora.dit import DiTConfig
 from wmkernels.models.sora.flow import (
@@ -398,9 +399,6 @@ def test_reference_backend_gives_the_same_model(model):
     t = torch.rand(2)
     text, mask = model.encode_text(CAPTIONS[:2])
     default = model.dit(x, t, text, mask)
-    model.set_backend("reference")
-    try:
+    with wmkernels.use_backend("reference"):
         ref = model.dit(x, t, text, mask)
-    finally:
-        model.set_backend(None)
     torch.testing.assert_close(default, ref, rtol=1e-4, atol=1e-5)
