@@ -5,15 +5,16 @@ Checkpoint layout (one directory per run):
     out_dir/checkpoint.safetensors   tensors "model.*", "optimizer.*", "rng.*"; JSON metadata
                                      (step, optimizer structure, scheduler, RNG, configs)
     out_dir/config.json              the run's config dataclasses, human-readable
-Both are written to a temporary file first and moved into place with os.replace, so a crash
-mid-write leaves the previous checkpoint intact.
+Both are written to a temporary file first, fsynced and moved into place with os.replace
+(models/common/checkpoint_io.py), so a crash mid-write leaves the previous checkpoint intact;
+the checkpoint carries a checksum of its tensors, checked on load. Resuming checks that the
+run's configs match the saved ones (`check_resume`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,11 +23,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from wmkernels.models.common.checkpoint_io import atomic_write, load_tensors, save_tensors
 from wmkernels.models.common.distributed import (
     all_reduce_mean,
     barrier,
@@ -37,6 +37,10 @@ from wmkernels.models.common.distributed import (
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 CONFIG_NAME = "config.json"
+# Loop settings a resumed run may change: when and how much it logs, evaluates and saves,
+# where the folder is, and how far it goes (steps). Any other difference means another run.
+RESUMABLE_CHANGES = {"train": ("steps", "log_every", "eval_every", "checkpoint_every",
+                               "out_dir", "progress")}
 
 
 @dataclass
@@ -120,23 +124,43 @@ def config_from_dict(cls: type, data: dict) -> Any:
     return cls(**values)
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:  # reach the disk before the rename makes it visible
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """Where two `config_to_dict` trees differ, as "key.path: saved X, now Y" lines."""
+    lines = []
+    for key in sorted(set(saved) | set(current), key=str):
+        name = f"{prefix}{key}"
+        old, new = saved.get(key, "(absent)"), current.get(key, "(absent)")
+        if isinstance(old, dict) and isinstance(new, dict):
+            lines += config_differences(old, new, f"{name}.")
+        elif old != new:
+            lines.append(f"{name}: saved {old!r}, now {new!r}")
+    return lines
+
+
+def check_resume(path: str | Path, saved: dict, configs: dict[str, Any]) -> None:
+    """Raise ValueError when the configs `saved` in the checkpoint at `path` differ from
+    this run's `configs` ({name: dataclass or dict}) beyond RESUMABLE_CHANGES: resuming
+    would continue another run's weights under this run's settings."""
+    def comparable(configs: dict) -> dict:
+        tree = {k: config_to_dict(v) for k, v in configs.items()}
+        for name, keys in RESUMABLE_CHANGES.items():
+            for key in keys:
+                tree.get(name, {}).pop(key, None)
+        return tree
+
+    current = comparable(configs)
+    stored = comparable({k: v for k, v in saved.items() if k in current})
+    diffs = config_differences(stored, current)
+    if diffs:
+        raise ValueError(f"{str(path)!r} holds a run with other settings ({'; '.join(diffs)}); "
+                         "resuming it would mix two runs: use another output folder, or "
+                         "the saved settings")
 
 
 def save_config(path: str | Path, **configs: Any) -> None:
     """Write {name: config_to_dict(config)} as indented JSON at `path`, atomically."""
     text = json.dumps({k: config_to_dict(v) for k, v in configs.items()}, indent=2)
-    _atomic_write(Path(path), lambda tmp: tmp.write_text(text + "\n"))
+    atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
 
 
 def load_config(path: str | Path) -> dict:
@@ -227,18 +251,19 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer=None, *, step:
     if rng:
         rng_tensors, meta["rng"] = _rng_state()
         tensors.update({k: v.cpu().contiguous() for k, v in rng_tensors.items()})
-    metadata = {"wmkernels": json.dumps(meta)}
-    _atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
-    return path
+    return save_tensors(path, tensors, {"wmkernels": json.dumps(meta)})
 
 
 def load_checkpoint(path: str | Path, model: nn.Module | None = None, optimizer=None, *,
                     scheduler=None, restore_rng: bool = True, strict: bool = True,
-                    map_location: str | torch.device = "cpu") -> dict:
+                    map_location: str | torch.device = "cpu",
+                    configs: dict[str, Any] | None = None) -> dict:
     """Load what `save_checkpoint` wrote into the given objects.
 
     Args:
         path: the checkpoint file. model / optimizer / scheduler: restored when given.
+        configs: the resuming run's configs; when given, a checkpoint saved with other
+            ones is refused before anything is loaded (`check_resume`).
         restore_rng: restore python/numpy/torch RNG states when the file has them.
         strict: passed to `load_state_dict` of the model.
         map_location: device for model/optimizer tensors before loading.
@@ -247,22 +272,33 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None, optimizer=
         {"step": int, "configs": dict, "extra": dict}.
 
     Raises:
-        ValueError: missing/unreadable file, or an optimizer given but none saved.
+        ValueError: a missing, unreadable, corrupt (checksum) or foreign file, weights that
+        do not fit `model`, or an optimizer given but none saved.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"load_checkpoint: no checkpoint file at {str(path)!r}")
+
+    def check(metadata: dict) -> None:
+        try:
+            meta = json.loads(metadata.get("wmkernels", "null"))
+        except json.JSONDecodeError:
+            meta = None
+        if not isinstance(meta, dict) or not {"step", "configs", "extra"} <= set(meta):
+            raise ValueError(f"load_checkpoint: {str(path)!r} is not a wmkernels checkpoint")
+
     try:
-        with safe_open(str(path), framework="pt", device=str(map_location)) as f:
-            meta = json.loads((f.metadata() or {}).get("wmkernels", "null"))
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as err:  # safetensors raises its own error types
-        raise ValueError(f"load_checkpoint: cannot read {str(path)!r}: {err}") from err
-    if not isinstance(meta, dict):
-        raise ValueError(f"load_checkpoint: {str(path)!r} is not a wmkernels checkpoint")
+        tensors, metadata = load_tensors(path, "checkpoint", map_location, check)
+    except FileNotFoundError:
+        raise ValueError(f"load_checkpoint: no checkpoint file at {str(path)!r}") from None
+    meta = json.loads(metadata["wmkernels"])
+    if configs is not None:
+        check_resume(path, meta["configs"], configs)
     if model is not None:
         state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-        unwrap(model).load_state_dict(state, strict=strict)
+        try:
+            unwrap(model).load_state_dict(state, strict=strict)
+        except RuntimeError as err:
+            raise ValueError(f"load_checkpoint: the weights in {str(path)!r} do not fit the "
+                             f"model: {err}") from None
     if optimizer is not None:
         if "optimizer" not in meta:
             raise ValueError(f"load_checkpoint: {str(path)!r} holds no optimizer state")
@@ -315,7 +351,8 @@ class Trainer:
         seed_everything(config.seed)
         ckpt = self.checkpoint_path
         if config.resume and ckpt is not None and ckpt.is_file():
-            self.step = load_checkpoint(ckpt, model, optimizer, scheduler=scheduler)["step"]
+            self.step = load_checkpoint(ckpt, model, optimizer, scheduler=scheduler,
+                                        configs=self.configs)["step"]
             self.log.info(f"resumed from {ckpt} at step {self.step}")
 
     @property

@@ -4,36 +4,32 @@ command by `add_genie_parser(subparsers)` and `add_demo_parser(subparsers)`."""
 from __future__ import annotations
 
 import argparse
-import functools
 import json
+import re
 import sys
 from pathlib import Path
 
 import torch
 
+from wmkernels.cli import count, device, writable_dir, writable_file
 from wmkernels.models.genie.config import EVAL_CLIPS, IMAGE_CLIPS, PRESETS, get_config
-
-
-def _user_errors(fn):
-    """Bad input (a wrong flag value, a missing or foreign checkpoint) ends the command with
-    a one-line message and exit status 2, not a traceback."""
-    @functools.wraps(fn)
-    def wrapper(args) -> int:
-        try:
-            return fn(args)
-        except (ValueError, TypeError, FileNotFoundError) as exc:
-            print(f"wmk: error: {exc}", file=sys.stderr)
-            return 2
-    return wrapper
 
 
 def _device(name: str | None) -> str:
     return name or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _load(path: str, device: str):
+    """The Genie of checkpoint `path`; errors name --checkpoint."""
+    from wmkernels.models.genie.model import load_checkpoint
+
+    try:
+        return load_checkpoint(path, device)[0]
+    except (ValueError, FileNotFoundError) as err:
+        raise ValueError(f"--checkpoint: {err}") from None
+
+
 def _config(args) -> object:
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
     if _device(args.device) == "cpu":
         # These models are small, so intra-op threads gain little; and when other jobs share
         # the CPU, OpenMP barriers wait for descheduled threads (measured on a shared 2-core
@@ -61,6 +57,14 @@ def parse_actions(text: str, num_actions: int) -> list[int]:
         raise ValueError(f"--actions must be a non-empty list of ints in [0, {num_actions}), "
                          f"got {text!r}")
     return values
+
+
+def play_name(name: str) -> str:
+    """--name is a file name stem inside --out: ValueError for a path or an empty name."""
+    if not re.fullmatch(r"[\w.-]+", name) or set(name) == {"."}:
+        raise ValueError(f"--name must be a file name stem (letters, digits, '_', '-', '.'; "
+                         f"no folders), got {name!r}")
+    return name
 
 
 def format_metrics(metrics: dict) -> str:
@@ -91,7 +95,6 @@ def _say(line: str) -> None:
     print(line, flush=True)  # progress must show promptly when stdout is a file or pipe
 
 
-@_user_errors
 def _cmd_train(args) -> int:
     from wmkernels.models.common import cleanup, init_distributed
     from wmkernels.models.genie.data import held_out
@@ -100,7 +103,7 @@ def _cmd_train(args) -> int:
 
     cfg = _config(args)
     device = _device(args.device)
-    out = Path(args.out)
+    out = writable_dir(args.out)
     # One process without torchrun; under torchrun every rank joins the process group.
     dist = init_distributed(device=torch.device(device).type)
     try:
@@ -118,14 +121,14 @@ def _cmd_train(args) -> int:
     return 0
 
 
-@_user_errors
 def _cmd_play(args) -> int:
     from wmkernels.models.data import make_clips
     from wmkernels.models.genie.demo import write_play
-    from wmkernels.models.genie.model import load_checkpoint
 
     device = _device(args.device)
-    model, _ = load_checkpoint(args.checkpoint, device)
+    name = play_name(args.name)
+    out = writable_dir(args.out)
+    model = _load(args.checkpoint, device)
     values = parse_actions(args.actions, model.num_actions)
     cfg = model.cfg
     if len(values) + 1 > cfg.frames:
@@ -134,20 +137,20 @@ def _cmd_play(args) -> int:
     prompt = make_clips(1, frames=1, size=cfg.image_size, seed=args.prompt_seed,
                         start=args.prompt_index, config=cfg.world_config())["video"].to(device)
     actions = torch.tensor([values], device=device)
-    gif, png = write_play(model, prompt, actions, Path(args.out), name=args.name,
+    gif, png = write_play(model, prompt, actions, out, name=name,
                           seed=args.seed, use_cache=not args.no_cache)
     print(f"wrote {gif} and {png}")
     return 0
 
 
-@_user_errors
 def _cmd_eval(args) -> int:
     from wmkernels.models.genie.data import held_out
     from wmkernels.models.genie.evaluate import evaluate
-    from wmkernels.models.genie.model import load_checkpoint
 
     device = _device(args.device)
-    model, _ = load_checkpoint(args.checkpoint, device)
+    if args.json:
+        writable_file(args.json, "--json")
+    model = _load(args.checkpoint, device)
     video, actions = held_out(model.cfg, args.clips, seed=model.cfg.train.seed, device=device)
     metrics = evaluate(model, video, actions, seeds=tuple(range(args.seeds)),
                        speed=not args.no_speed)
@@ -158,12 +161,12 @@ def _cmd_eval(args) -> int:
     return 0
 
 
-@_user_errors
 def _cmd_demo(args) -> int:
     from wmkernels.models.genie.demo import run_demo
 
     cfg = _config(args)
     device = _device(args.device)
+    writable_dir(args.out)
     print(f"Genie demo: config {cfg.name!r} on {device}, outputs in {args.out}")
     metrics = run_demo(cfg, args.out, clips=args.clips, eval_clips=args.eval_clips,
                        device=device, say=_say, progress=not args.quiet)
@@ -178,13 +181,14 @@ def _train_options(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--config", default="tiny", choices=sorted(PRESETS),
                    help="model/training preset (default: tiny, minutes on a CPU)")
     p.add_argument("--out", default=out, help=f"output folder (default: {out})")
-    p.add_argument("--clips", type=int, default=2048, help="training clips rendered")
-    p.add_argument("--tokenizer-steps", type=int, help="override the tokenizer's steps")
-    p.add_argument("--lam-steps", type=int, help="override the latent action model's steps")
-    p.add_argument("--dynamics-steps", type=int, help="override the dynamics' steps")
-    p.add_argument("--seed", type=int, help="training seed (default: the config's)")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default 1: these "
+    p.add_argument("--clips", type=count(1), default=2048, help="training clips rendered")
+    p.add_argument("--tokenizer-steps", type=count(0), help="override the tokenizer's steps")
+    p.add_argument("--lam-steps", type=count(0),
+                   help="override the latent action model's steps")
+    p.add_argument("--dynamics-steps", type=count(0), help="override the dynamics' steps")
+    p.add_argument("--seed", type=count(0), help="training seed (default: the config's)")
+    p.add_argument("--device", type=device, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--threads", type=count(1), help="CPU threads for torch (default 1: these "
                                                "models are too small to gain from more)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -201,23 +205,24 @@ def add_genie_parser(subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser("play", help="generate frames from a prompt frame and latent actions")
     p.add_argument("--checkpoint", required=True, help="a genie.safetensors file")
     p.add_argument("--actions", required=True, help="latent actions, e.g. 1,1,3,0")
-    p.add_argument("--prompt-seed", type=int, default=1, help="world seed of the prompt")
-    p.add_argument("--prompt-index", type=int, default=0, help="clip index of the prompt")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--prompt-seed", type=count(0), default=1, help="world seed of the prompt")
+    p.add_argument("--prompt-index", type=count(0), default=0,
+                   help="clip index of the prompt")
+    p.add_argument("--seed", type=count(0), default=0, help="sampling seed")
     p.add_argument("--out", default="runs/genie", help="output folder")
     p.add_argument("--name", default="play", help="file name stem of the GIF and PNG")
     p.add_argument("--no-cache", action="store_true", help="recompute past frames each step")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", type=device, help="cpu or cuda (default: cuda when available)")
     p.set_defaults(func=_cmd_play)
 
     p = sub.add_parser("eval", help="PSNR, controllability, action NMI, frames/s")
     p.add_argument("--checkpoint", required=True, help="a genie.safetensors file")
-    p.add_argument("--clips", type=int, default=EVAL_CLIPS,
+    p.add_argument("--clips", type=count(1), default=EVAL_CLIPS,
                    help=f"held-out clips (PSNR and Δ4PSNR on the first {IMAGE_CLIPS})")
-    p.add_argument("--seeds", type=int, default=3, help="generation seeds for Δ4PSNR")
+    p.add_argument("--seeds", type=count(1), default=3, help="generation seeds for Δ4PSNR")
     p.add_argument("--no-speed", action="store_true", help="skip the frames/s measurement")
     p.add_argument("--json", help="also write the metrics to this file")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", type=device, help="cpu or cuda (default: cuda when available)")
     p.set_defaults(func=_cmd_eval)
     return genie
 
@@ -227,20 +232,18 @@ def add_demo_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("demo", help="train, evaluate and play Genie on the embedded "
                                            "world (tiny: < 15 min on a CPU)")
     _train_options(p, "runs/demo")
-    p.add_argument("--eval-clips", type=int, default=EVAL_CLIPS,
+    p.add_argument("--eval-clips", type=count(1), default=EVAL_CLIPS,
                    help=f"held-out clips (PSNR and Δ4PSNR on the first {IMAGE_CLIPS})")
     p.set_defaults(func=_cmd_demo)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (`python -m wmkernels.models.genie.cli genie train ...`)."""
-    parser = argparse.ArgumentParser(prog="wmk")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_genie_parser(sub)
-    add_demo_parser(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    """Stand-alone entry point (`python -m wmkernels.models.genie.cli genie train ...`), the
+    same as `wmk genie ...` / `wmk demo ...`."""
+    from wmkernels.cli import main as wmk_main
+
+    return wmk_main(argv)
 
 
 if __name__ == "__main__":

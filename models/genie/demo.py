@@ -3,9 +3,13 @@ evaluate, play, and leave a checkpoint, a GIF, a PNG strip and a metrics JSON.""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import multiprocessing
 import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +17,12 @@ from pathlib import Path
 import torch
 
 from wmkernels.models.common.distributed import DistInfo
+from wmkernels.models.common.training import (
+    CHECKPOINT_NAME,
+    check_resume,
+    load_config,
+    save_config,
+)
 from wmkernels.models.genie.config import EVAL_CLIPS, GenieConfig
 from wmkernels.models.genie.data import ClipPool, held_out
 from wmkernels.models.genie.evaluate import evaluate
@@ -30,10 +40,30 @@ def cores_available() -> int:
         return os.cpu_count() or 1
 
 
-def _lam_process(cfg_dict: dict, clips: int, out_dir: str, threads: int) -> None:
+def die_with_parent(parent: int) -> None:
+    """End this process when process `parent` ends, however it ends (SIGKILL included): a
+    child left behind would train on, unseen. Linux: the kernel sends SIGTERM on the
+    parent's exit (PR_SET_PDEATHSIG); elsewhere a daemon thread polls the parent's pid."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, signal.SIGTERM, 0, 0, 0) == 0:   # 1 = PR_SET_PDEATHSIG
+            if os.getppid() != parent:   # the parent died before prctl took effect
+                os._exit(1)
+            return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def _lam_process(cfg_dict: dict, clips: int, out_dir: str, threads: int, parent: int) -> None:
     """Phase 1b in its own process: the same pool, initial weights and batches as the parent
     would use. The weights go back through out_dir's phase checkpoint, the logged rows
     through out_dir/history.json."""
+    die_with_parent(parent)
     torch.set_num_threads(threads)
     cfg = GenieConfig.from_dict(cfg_dict)
     torch.manual_seed(cfg.train.seed)
@@ -49,7 +79,8 @@ def _tokenizer_beside_lam(model: Genie, pool: ClipPool, out: Path, progress: boo
     # spawn: a fork would copy this process's torch threads and state
     child = multiprocessing.get_context("spawn").Process(
         target=_lam_process, name="genie-lam",
-        args=(model.cfg.to_dict(), len(pool), str(lam_dir), torch.get_num_threads()))
+        args=(model.cfg.to_dict(), len(pool), str(lam_dir), torch.get_num_threads(),
+              os.getpid()))
     child.start()
     try:
         tok_rows = train_tokenizer(model, pool.batch, out_dir=out / "tokenizer",
@@ -67,12 +98,27 @@ def _tokenizer_beside_lam(model: Genie, pool: ClipPool, out: Path, progress: boo
     return tok_rows, json.loads((lam_dir / "history.json").read_text())
 
 
+def claim_run_folder(out: Path, cfg: GenieConfig, clips: int, write: bool = True) -> None:
+    """Rerunning into `out` resumes the run there, so refuse (ValueError) a folder whose
+    run.json records other settings (config, seed, step counts, clips) before any work; a
+    fresh folder gets this run's run.json (when `write`). A folder of phase checkpoints
+    without run.json is left to the phases' own check (Trainer)."""
+    run = {"genie": cfg.to_dict(), "data": {"clips": clips}}
+    path = out / "run.json"
+    if path.is_file():
+        check_resume(path, load_config(path), run)
+    elif write and not any((out / phase / CHECKPOINT_NAME).is_file()
+                           for phase in ("tokenizer", "lam", "dynamics")):
+        save_config(path, **run)
+
+
 def train_genie(cfg: GenieConfig, out: Path, *, clips: int, device: str,
                 say: Callable[[str], None] = print, progress: bool = True,
                 dist: DistInfo | None = None, parallel: bool | None = False) -> Genie:
     """All training phases on `clips` world clips; writes out/genie.safetensors after phase
     1 (tokenizer and LAM) and at the end. Phase checkpoints live in out/tokenizer, out/lam
-    and out/dynamics: rerunning with the same `out` resumes (a finished phase is skipped).
+    and out/dynamics: rerunning with the same `out` resumes (a finished phase is skipped);
+    out/run.json records the settings, and a rerun with other ones is refused.
 
     parallel: True trains the LAM in a spawned second process while this one trains the
     tokenizer (they share nothing); the weights are the same either way. None chooses it
@@ -91,6 +137,7 @@ def train_genie(cfg: GenieConfig, out: Path, *, clips: int, device: str,
     if parallel and (dist.device.type != "cpu" or dist.distributed):
         raise ValueError("parallel=True trains the LAM in a second CPU process: it needs "
                          "device='cpu' and no torchrun")
+    claim_run_folder(out, cfg, clips, write=dist.is_main)
     torch.manual_seed(cfg.train.seed)
     pool = ClipPool(cfg, clips, seed=cfg.train.seed, device=dist.device)
     model = Genie(cfg).to(dist.device)
@@ -155,6 +202,8 @@ def run_demo(cfg: GenieConfig, out: str | Path, *, clips: int = 2048, eval_clips
 
     Action NMI on `eval_clips` held-out clips, PSNR and Δ4PSNR on the first IMAGE_CLIPS
     of them (evaluate): about 30 s of evaluation for the tiny config on a 2-core CPU."""
+    if isinstance(eval_clips, bool) or not isinstance(eval_clips, int) or eval_clips < 1:
+        raise ValueError(f"eval_clips must be an int >= 1, got {eval_clips!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -1,17 +1,16 @@
 """The Genie world model: video tokenizer + latent action model + dynamics model, and its
-checkpoint format (one safetensors file: the weights, with the config as JSON metadata)."""
+checkpoint format (one safetensors file: the weights, with the config as JSON metadata and
+the weights' checksum, models/common/checkpoint_io.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
-from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from wmkernels.models.common.checkpoint_io import load_tensors, save_tensors
 from wmkernels.models.genie.config import GenieConfig
 from wmkernels.models.genie.dynamics import DynamicsModel
 from wmkernels.models.genie.lam import LatentActionModel
@@ -35,42 +34,31 @@ class Genie(nn.Module):
 
 
 def save_checkpoint(model: Genie, path: str | os.PathLike, extra: dict | None = None) -> None:
-    """Write `model`'s weights and config to `path` atomically (temp file + rename), so an
-    interrupted run never leaves a truncated checkpoint. `extra`: JSON-able metadata."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    """Write `model`'s weights and config to `path` atomically and durably (temp file, fsync,
+    rename), so an interrupted run never leaves a truncated checkpoint. `extra`: JSON-able
+    metadata."""
     meta = {"format": "wmkernels.genie/1", "config": json.dumps(model.cfg.to_dict()),
             "extra": json.dumps(extra or {})}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    save_tensors(path, model.state_dict(), meta)
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"):
     """-> (Genie in eval mode on `device`, extra metadata dict).
 
     Raises FileNotFoundError for a missing file and ValueError for a file that is not a
-    Genie checkpoint.
+    Genie checkpoint, is truncated or corrupt (its checksum), or whose weights do not fit
+    its config.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    from safetensors import safe_open
+    def check(meta: dict) -> None:
+        if meta.get("format") != "wmkernels.genie/1":
+            raise ValueError(f"{str(path)!r} is not a Genie checkpoint (metadata format "
+                             f"{meta.get('format')!r}, expected 'wmkernels.genie/1')")
 
+    tensors, meta = load_tensors(path, "checkpoint", check=check)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except Exception as exc:  # safetensors raises its own error types for corrupt files
-        raise ValueError(f"{str(path)!r} is not a readable safetensors file: {exc}") from exc
-    if meta.get("format") != "wmkernels.genie/1":
-        raise ValueError(f"{str(path)!r} is not a Genie checkpoint (metadata format "
-                         f"{meta.get('format')!r}, expected 'wmkernels.genie/1')")
-    model = Genie(GenieConfig.from_dict(json.loads(meta["config"])))
-    model.load_state_dict(load_file(str(path)))
-    return model.to(device).eval(), json.loads(meta.get("extra", "{}"))
+        model = Genie(GenieConfig.from_dict(json.loads(meta["config"])))
+        model.load_state_dict(tensors)
+        extra = json.loads(meta.get("extra", "{}"))
+    except (KeyError, TypeError, RuntimeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{str(path)!r} is a damaged Genie checkpoint: {err}") from None
+    return model.to(device).eval(), extra

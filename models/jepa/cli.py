@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+from wmkernels.cli import count, device, writable_dir, writable_file
 
 DEFAULT_OUT = {"ijepa": "runs/jepa/ijepa", "vjepa": "runs/jepa/vjepa", "ac": "runs/jepa/ac"}
 
@@ -30,10 +33,10 @@ def add_jepa_parser(subparsers) -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train I-JEPA, V-JEPA or the action-conditioned predictor")
     t.add_argument("--variant", choices=("ijepa", "vjepa", "ac"), required=True)
     t.add_argument("--config", default="tiny", help="named preset (default: tiny)")
-    t.add_argument("--steps", type=int, default=None, help="override the config's steps")
-    t.add_argument("--batch-size", type=int, default=None)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--clips", type=int, default=None,
+    t.add_argument("--steps", type=count(1), default=None, help="override the config's steps")
+    t.add_argument("--batch-size", type=count(1), default=None)
+    t.add_argument("--seed", type=count(0), default=0)
+    t.add_argument("--clips", type=count(1), default=None,
                    help="size of the training pool of world clips (default 2000; ac 800)")
     t.add_argument("--out", default=None,
                    help="run directory (checkpoint.safetensors + config.json); an existing "
@@ -45,38 +48,40 @@ def add_jepa_parser(subparsers) -> argparse.ArgumentParser:
                    help="vjepa only: encoder attention layout")
     t.add_argument("--masking", choices=("multiblock", "tube"), default=None,
                    help="vjepa only: mask family")
-    t.add_argument("--future-context", type=int, default=None, metavar="K",
+    t.add_argument("--future-context", type=count(0), default=None, metavar="K",
                    help="vjepa only: tubelets the future-prediction family sees (0: no such "
                         "family, as in the paper; default: the config's)")
-    t.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+    t.add_argument("--device", type=device, default="cpu",
                    help="ijepa/vjepa: where to train (cuda: one GPU per torchrun process)")
     t.set_defaults(func=_train)
 
     p = sub.add_parser("probe", help="linear + attentive probes vs random encoder and pixels")
     p.add_argument("--checkpoint", required=True, help="an ijepa/vjepa run or checkpoint")
-    p.add_argument("--n-train", type=int, default=None,
+    p.add_argument("--n-train", type=count(1), default=None,
                    help="probe training clips (default 4000, evaluate.PROBE_CLIPS)")
-    p.add_argument("--n-test", type=int, default=None, help="held-out clips (default 1000)")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--n-test", type=count(1), default=None,
+                   help="held-out clips (default 1000)")
+    p.add_argument("--epochs", type=count(1), default=None,
                    help="probe training epochs (default: linear 100, attentive 40)")
-    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--seed", type=count(0), default=1234)
     p.add_argument("--json", default=None, help="write the report here")
     p.set_defaults(func=_probe)
 
     q = sub.add_parser("plan", help="CEM planning in representation space")
     q.add_argument("--checkpoint", required=True, help="an ac run or checkpoint")
-    q.add_argument("--start", type=int, default=None, help="world seed of the start frame")
+    q.add_argument("--start", type=count(0), default=None,
+                   help="world seed of the start frame")
     q.add_argument("--goal", default=None,
                    help="comma-separated action ids that produce the goal frame from start "
                         "(each held for the model's action_repeat world steps)")
-    q.add_argument("--episodes", type=int, default=None,
+    q.add_argument("--episodes", type=count(1), default=None,
                    help="evaluate the success rate over this many episodes instead")
-    q.add_argument("--horizon", type=int, default=4)
-    q.add_argument("--samples", type=int, default=64)
-    q.add_argument("--elites", type=int, default=None, help="default: samples // 8")
-    q.add_argument("--iterations", type=int, default=4)
-    q.add_argument("--seed", type=int, default=4321)
-    q.add_argument("--oracle", type=int, default=0, metavar="EPISODES",
+    q.add_argument("--horizon", type=count(1), default=4)
+    q.add_argument("--samples", type=count(1), default=64)
+    q.add_argument("--elites", type=count(1), default=None, help="default: samples // 8")
+    q.add_argument("--iterations", type=count(1), default=4)
+    q.add_argument("--seed", type=count(0), default=4321)
+    q.add_argument("--oracle", type=count(0), default=0, metavar="EPISODES",
                    help="with --episodes: also rank every action sequence by the encoded "
                         "real outcome over this many episodes (the representation's bound)")
     q.add_argument("--json", default=None, help="write the report here")
@@ -86,16 +91,30 @@ def add_jepa_parser(subparsers) -> argparse.ArgumentParser:
 
 def _write_json(path: str | None, report: dict) -> None:
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(report, indent=2))
         print(f"wrote {path}")
+
+
+def _load(path: str, flag: str = "--checkpoint"):
+    """(model, meta) of a JEPA run or checkpoint; ValueError naming `flag` otherwise."""
+    from wmkernels.models.jepa.train import checkpoint_file, load_model
+
+    if not checkpoint_file(path).exists():
+        raise ValueError(f"{flag}: no JEPA run or checkpoint at {path!r}")
+    try:
+        return load_model(path)
+    except ValueError as err:
+        raise ValueError(f"{flag}: {err}") from None
 
 
 def _train(args) -> int:
     from wmkernels.models.jepa.config import get_config
     from wmkernels.models.jepa.train import train_ac, train_jepa
 
-    cfg = get_config(args.variant, args.config)
+    try:
+        cfg = get_config(args.variant, args.config)
+    except ValueError as err:
+        raise ValueError(f"--config: {err}") from None
     if args.batch_size is not None:
         cfg.batch_size = args.batch_size
     if args.variant == "vjepa":
@@ -106,14 +125,18 @@ def _train(args) -> int:
         if args.future_context is not None:
             cfg.future_context = args.future_context
     elif args.attention or args.masking or args.future_context is not None:
-        raise SystemExit("--attention, --masking and --future-context apply to --variant "
+        raise ValueError("--attention, --masking and --future-context apply to --variant "
                          "vjepa only")
-    out = args.out or DEFAULT_OUT[args.variant]
+    if args.encoder and args.variant != "ac":
+        raise ValueError("--encoder applies to --variant ac only")
     if args.variant == "ac" and args.device != "cpu":
-        raise SystemExit("--variant ac trains on the CPU (--device cpu)")
+        raise ValueError("--variant ac trains on the CPU (--device cpu)")
+    if args.variant == "ac" and not args.encoder:
+        raise ValueError("--variant ac needs --encoder PATH (an ijepa/vjepa checkpoint)")
+    out = writable_dir(args.out or DEFAULT_OUT[args.variant])
     if args.variant == "ac":
-        if not args.encoder:
-            raise SystemExit("--variant ac needs --encoder PATH (an ijepa/vjepa checkpoint)")
+        if _load(args.encoder, "--encoder")[1]["variant"] not in ("ijepa", "vjepa"):
+            raise ValueError(f"--encoder {args.encoder!r} must be an ijepa or vjepa run")
         _, trainer = train_ac(args.encoder, cfg, steps=args.steps, seed=args.seed,
                               clips=args.clips, out=out, progress=True)
         print(f"final loss {trainer.history[-1]['loss']:.4f}; wrote {out}")
@@ -137,9 +160,12 @@ def _train(args) -> int:
 def _probe(args) -> int:
     from wmkernels.models.jepa.config import world_of
     from wmkernels.models.jepa.evaluate import encoder_from_checkpoint, probe_report
-    from wmkernels.models.jepa.train import load_model
 
-    model, meta = load_model(args.checkpoint)
+    if args.json:
+        writable_file(args.json, "--json")
+    model, meta = _load(args.checkpoint)
+    if meta["variant"] not in ("ijepa", "vjepa"):
+        raise ValueError(f"--checkpoint must be an ijepa or vjepa run, got {meta['variant']!r}")
     # Clip counts not given on the command line keep probe_report's defaults (PROBE_CLIPS).
     counts = {k: v for k, v in (("n_train", args.n_train), ("n_test", args.n_test))
               if v is not None}
@@ -159,11 +185,16 @@ def _plan(args) -> int:
     from wmkernels.models.jepa.config import world_of
     from wmkernels.models.jepa.evaluate import oracle_report, planning_report
     from wmkernels.models.jepa.planner import CEMConfig, CEMPlanner
-    from wmkernels.models.jepa.train import load_model
 
-    model, meta = load_model(args.checkpoint)
+    if args.json:
+        writable_file(args.json, "--json")
+    if args.episodes is None and (args.start is None or args.goal is None):
+        raise ValueError("give --start SEED and --goal A,A,... (or --episodes N)")
+    if args.elites is not None and args.elites > args.samples:
+        raise ValueError(f"--elites ({args.elites}) must be <= --samples ({args.samples})")
+    model, meta = _load(args.checkpoint)
     if meta["variant"] != "ac":
-        raise SystemExit(f"--checkpoint must be an ac checkpoint, got {meta['variant']!r}")
+        raise ValueError(f"--checkpoint must be an ac checkpoint, got {meta['variant']!r}")
     elites = args.elites or max(1, args.samples // 8)
     if args.episodes is not None:
         cem = CEMConfig(horizon=args.horizon, samples=args.samples, elites=elites,
@@ -179,15 +210,13 @@ def _plan(args) -> int:
             report["oracle"] = oracle
         _write_json(args.json, report)
         return 0
-    if args.start is None or args.goal is None:
-        raise SystemExit("give --start SEED and --goal A,A,... (or --episodes N)")
     try:
         goal_actions = [int(a) for a in args.goal.split(",")]
     except ValueError:
-        raise SystemExit(f"--goal must be comma-separated action ids, got {args.goal!r}"
+        raise ValueError(f"--goal must be comma-separated action ids, got {args.goal!r}"
                          ) from None
     if not goal_actions or not all(0 <= a < len(ACTIONS) for a in goal_actions):
-        raise SystemExit(f"--goal action ids must be in [0, {len(ACTIONS)}), got {args.goal!r}")
+        raise ValueError(f"--goal action ids must be in [0, {len(ACTIONS)}), got {args.goal!r}")
     sim = World(world_of(model.cfg), size=model.cfg.encoder.image_size)
     start_frame = sim.reset(seed=args.start)
     start = sim.get_state()
@@ -216,11 +245,11 @@ def _plan(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="wmk")
-    add_jepa_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    """Stand-alone entry (`python -m wmkernels.models.jepa.cli ...`), same as `wmk jepa`."""
+    from wmkernels.cli import main as wmk_main
+
+    return wmk_main(argv)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

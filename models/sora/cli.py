@@ -12,6 +12,8 @@ import os
 import sys
 import time
 
+from wmkernels.cli import count, device, finite_float, writable_dir, writable_file
+
 USAGE = """\
     wmk sora train --config tiny [--out runs/sora]
     wmk sora sample --prompt "red ball moves left" [--checkpoint runs/sora/sora.safetensors]
@@ -32,42 +34,47 @@ def add_sora_parser(subparsers) -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train VAE, then DiT + text encoder, on the world")
     t.add_argument("--config", default="tiny", help="preset: tiny (CPU) or base (GPU)")
     t.add_argument("--out", default=DEFAULT_RUN, help="run folder (checkpoint, metrics)")
-    t.add_argument("--vae-steps", type=int, help="override the preset's VAE steps")
-    t.add_argument("--dit-steps", type=int, help="override the preset's DiT steps")
-    t.add_argument("--clips", type=int, help="override the number of training clips")
-    t.add_argument("--dit-lr", type=float, help="override the preset's DiT learning rate")
-    t.add_argument("--dit-batch", type=int, help="override the preset's DiT batch size")
+    t.add_argument("--vae-steps", type=count(1), help="override the preset's VAE steps")
+    t.add_argument("--dit-steps", type=count(1), help="override the preset's DiT steps")
+    t.add_argument("--clips", type=count(1), help="override the number of training clips")
+    t.add_argument("--dit-lr", type=finite_float(0, above=True),
+                   help="override the preset's DiT learning rate")
+    t.add_argument("--dit-batch", type=count(1), help="override the preset's DiT batch size")
     t.add_argument("--vae-checkpoint", help="reuse the VAE of this Sora checkpoint")
-    t.add_argument("--threads", type=int, help="torch CPU threads")
-    t.add_argument("--device", default="cpu", help="cpu or cuda")
+    t.add_argument("--threads", type=count(1), help="torch CPU threads")
+    t.add_argument("--device", type=device, default="cpu", help="cpu or cuda")
     t.set_defaults(func=_train)
 
     s = sub.add_parser("sample", help="generate a clip from a prompt (GIF + PNG strip)")
     s.add_argument("--prompt", required=True, help='e.g. "red ball moves left"')
     s.add_argument("--checkpoint", default=DEFAULT_CKPT)
-    s.add_argument("--guidance", type=float, help="CFG scale (default: the config's)")
-    s.add_argument("--steps", type=int, help="Euler steps (default: the config's, 30)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--num", type=int, default=1, help="clips to generate (seeds seed..)")
+    s.add_argument("--guidance", type=finite_float(0),
+                   help="CFG scale (default: the config's)")
+    s.add_argument("--steps", type=count(1), help="Euler steps (default: the config's, 30)")
+    s.add_argument("--seed", type=count(0), default=0)
+    s.add_argument("--num", type=count(1), default=1, help="clips to generate (seeds seed..)")
     s.add_argument("--truncate", action="store_true", help="cut over-long prompts instead "
                    "of refusing them")
     s.add_argument("--out", default=os.path.join("outputs", "sora"), help="output folder")
-    s.add_argument("--scale", type=int, default=4, help="pixel upscale of the saved images")
-    s.add_argument("--device", default="cpu", help="cpu or cuda")
+    s.add_argument("--scale", type=count(1), default=4,
+                   help="pixel upscale of the saved images")
+    s.add_argument("--device", type=device, default="cpu", help="cpu or cuda")
     s.set_defaults(func=_sample)
 
     e = sub.add_parser("eval", help="VAE PSNR and prompt following (probe accuracy)")
     e.add_argument("--checkpoint", default=DEFAULT_CKPT)
-    e.add_argument("--clips", type=int, default=128, help="held-out prompts to generate")
-    e.add_argument("--probe-clips", type=int, default=8192, help="real clips for the probe")
-    e.add_argument("--probe-steps", type=int, default=2000)
+    e.add_argument("--clips", type=count(1), default=128, help="held-out prompts to generate")
+    e.add_argument("--probe-clips", type=count(1), default=8192,
+                   help="real clips for the probe")
+    e.add_argument("--probe-steps", type=count(1), default=2000)
     e.add_argument("--probe", help="probe file: loaded when it exists, else trained and "
                    "written there (the probe depends only on the world, not the model)")
-    e.add_argument("--guidance", type=float, nargs="+", help="CFG scale(s) (default: the "
+    e.add_argument("--guidance", type=finite_float(0), nargs="+", help="CFG scale(s) (default: the "
                    "config's); with several, each is scored and the first is the headline")
-    e.add_argument("--steps", type=int, help="Euler steps (default: the config's, 30)")
-    e.add_argument("--threads", type=int)
-    e.add_argument("--device", default="cpu", help="cpu or cuda (the probe runs on CPU)")
+    e.add_argument("--steps", type=count(1), help="Euler steps (default: the config's, 30)")
+    e.add_argument("--threads", type=count(1))
+    e.add_argument("--device", type=device, default="cpu",
+                   help="cpu or cuda (the probe runs on CPU)")
     e.add_argument("--out", help="metrics JSON (default: beside the checkpoint)")
     e.set_defaults(func=_eval)
     return p
@@ -85,23 +92,36 @@ def _train(args) -> int:
     from wmkernels.models.sora.train import train
 
     _threads(args)
-    cfg = get_config(args.config)
+    try:
+        cfg = get_config(args.config)
+    except ValueError as err:
+        raise ValueError(f"--config: {err}") from None
     for name in ("vae_steps", "dit_steps", "clips", "dit_lr", "dit_batch"):
         if getattr(args, name) is not None:
             setattr(cfg.train, name, getattr(args, name))
+    cfg.validate()
+    writable_dir(args.out)
+    if args.vae_checkpoint is not None:   # refused now, not after rendering the clips
+        source = _load(args.vae_checkpoint, flag="--vae-checkpoint").cfg
+        if source.vae != cfg.vae:
+            raise ValueError(f"--vae-checkpoint {args.vae_checkpoint!r} holds a VAE of another "
+                             f"config ({source.vae}, this run's is {cfg.vae})")
     _, metrics = train(cfg, args.out, vae_checkpoint=args.vae_checkpoint, device=args.device)
     print(json.dumps(metrics, indent=2))
     print(f"checkpoint: {os.path.join(args.out, 'sora.safetensors')}")
     return 0
 
 
-def _load(path: str, device: str = "cpu"):
+def _load(path: str, device: str = "cpu", flag: str = "--checkpoint"):
     from wmkernels.models.sora.pipeline import Sora
 
-    if not os.path.isfile(path):
-        raise SystemExit(f"no checkpoint at {path!r}; train one with `wmk sora train "
+    if not os.path.exists(path):
+        raise ValueError(f"{flag}: no checkpoint at {path!r}; train one with `wmk sora train "
                          "--config tiny` or pass --checkpoint")
-    return Sora.load(path, map_location=device).eval()
+    try:
+        return Sora.load(path, map_location=device).eval()
+    except ValueError as err:
+        raise ValueError(f"{flag}: {err}") from None
 
 
 def save_clip(video, path_stem: str, scale: int = 4) -> tuple[str, str]:
@@ -125,22 +145,21 @@ def _sample(args) -> int:
     import re
 
     model = _load(args.checkpoint, args.device)
+    out = writable_dir(args.out)
     try:
         model.tokenizer.encode([args.prompt], truncate=args.truncate)
     except ValueError as err:
-        print(f"wmk sora sample: {err}", file=sys.stderr)
-        return 2
+        raise ValueError(f"--prompt: {err}") from None
     unknown = model.tokenizer.unknown_words(args.prompt)
     if unknown:
         print(f"warning: words not in the model's vocabulary are ignored: {unknown}; "
               f"known words: {' '.join(model.tokenizer.vocab[2:])}", file=sys.stderr)
-    os.makedirs(args.out, exist_ok=True)
     slug = re.sub(r"[^a-z0-9]+", "_", args.prompt.lower()).strip("_")[:60] or "prompt"
     t0 = time.time()
     for i in range(args.num):
         video = model.sample([args.prompt], guidance=args.guidance, steps=args.steps,
                              seed=args.seed + i, truncate=args.truncate)[0]
-        gif, png = save_clip(video, os.path.join(args.out, f"{slug}_seed{args.seed + i}"),
+        gif, png = save_clip(video, os.path.join(out, f"{slug}_seed{args.seed + i}"),
                              args.scale)
         print(f"wrote {gif} and {png}")
     print(f"{args.num} clip(s) in {time.time() - t0:.1f}s")
@@ -161,13 +180,18 @@ def _eval(args) -> int:
 
     _threads(args)
     model = _load(args.checkpoint, args.device)
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)),
+                                   "eval_metrics.json")
+    writable_file(out, "--out")
+    if args.probe and not os.path.isfile(args.probe):
+        writable_file(args.probe, "--probe")
+    probe = load_probe(args.probe) if args.probe and os.path.isfile(args.probe) else None
     cfg = model.cfg
     t0 = time.time()
     held = world_clips(cfg, max(args.clips, cfg.train.eval_clips), split="eval")
     metrics: dict = {"vae_psnr_db": vae_psnr(model, held["video"])}
     print(f"VAE PSNR (held-out, {len(held['caption'])} clips): {metrics['vae_psnr_db']:.2f} dB")
-    if args.probe and os.path.isfile(args.probe):
-        probe = load_probe(args.probe)
+    if probe is not None:
         print(f"probe: {args.probe}")
     else:
         real = world_clips(cfg, args.probe_clips, split="train")
@@ -196,8 +220,6 @@ def _eval(args) -> int:
              for g, acc in list(metrics.get("guidance_sweep", {}).items())[1:]]
     for name, acc in rows:
         print(f"{name:>16}: " + "  ".join(f"{k} {v:.1%}" for k, v in acc.items()))
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)),
-                                   "eval_metrics.json")
     with open(out, "w") as f:
         json.dump(metrics, f, indent=2)
     print(f"metrics: {out}")
@@ -206,10 +228,9 @@ def _eval(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry (`python -m wmkernels.models.sora.cli ...`), same as `wmk sora`."""
-    parser = argparse.ArgumentParser(prog="wmk")
-    add_sora_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    from wmkernels.cli import main as wmk_main
+
+    return wmk_main(argv)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,9 @@ import time
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from wmkernels.models.common.checkpoint_io import load_tensors, save_tensors
 from wmkernels.models.data import AGENT_MOTIONS, COLOUR_NAMES, DIRECTION_NAMES
 from wmkernels.models.sora.pipeline import Sora
 from wmkernels.models.sora.train import to_pixels
@@ -99,19 +98,24 @@ def train_probe(video_u8: torch.Tensor, attributes: dict[str, torch.Tensor], *,
 
 
 def save_probe(probe: Probe, path: str, frames: int, size: int) -> None:
-    """Write the probe's weights and input size to a safetensors file."""
-    save_file({k: v.contiguous() for k, v in probe.state_dict().items()}, path,
-              metadata={"frames": str(frames), "size": str(size)})
+    """Write the probe's weights and input size to a safetensors file (atomically, with a
+    checksum of the weights)."""
+    save_tensors(path, probe.state_dict(), {"frames": str(frames), "size": str(size)})
 
 
 def load_probe(path: str) -> Probe:
-    """A probe written by `save_probe`."""
-    with safe_open(path, "pt") as f:
-        meta = f.metadata() or {}
-    if "frames" not in meta or "size" not in meta:
-        raise ValueError(f"{path!r} is not a probe file (no frames/size metadata)")
-    probe = Probe(int(meta["frames"]), int(meta["size"]))
-    probe.load_state_dict(load_file(path))
+    """A probe written by `save_probe`. Raises FileNotFoundError for a missing file and
+    ValueError for one that is not a readable, intact probe file."""
+    def check(meta: dict) -> None:
+        if "frames" not in meta or "size" not in meta:
+            raise ValueError(f"{path!r} is not a probe file (no frames/size metadata)")
+
+    state, meta = load_tensors(path, "probe file", check=check)
+    try:
+        probe = Probe(int(meta["frames"]), int(meta["size"]))
+        probe.load_state_dict(state)
+    except (KeyError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{path!r} is not a probe file of this version ({err})") from None
     return probe.eval()
 
 

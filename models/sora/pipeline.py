@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from wmkernels.models.common.checkpoint_io import load_tensors, save_tensors
 from wmkernels.models.sora.config import SoraConfig
 from wmkernels.models.sora.dit import DiT
 from wmkernels.models.sora.flow import euler_sample, flow_loss, guided
@@ -106,36 +105,30 @@ class Sora(nn.Module):
     # ---- checkpoints --------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
         """Write every weight, the config and the vocabulary to one safetensors file,
-        atomically (temporary file + rename), so a crash never leaves a torn checkpoint."""
+        atomically and durably (temporary file, fsync, rename), so a crash never leaves a
+        torn checkpoint; the weights' checksum is checked on load."""
         meta = {"config": json.dumps(asdict(self.cfg)), "vocab": json.dumps(self.tokenizer.vocab),
                 "format": "wmkernels.sora/1"}
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        path = os.fspath(path)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(state, tmp, metadata=meta)
-            os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a checkpoint is shareable
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        save_tensors(path, self.state_dict(), meta)
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str = "cpu") -> Sora:
-        """A model rebuilt from a `save`d checkpoint (config, vocabulary, weights)."""
-        from safetensors import safe_open
+        """A model rebuilt from a `save`d checkpoint (config, vocabulary, weights).
 
+        Raises FileNotFoundError for a missing file, ValueError for one that is not a Sora
+        checkpoint, is truncated or corrupt, or whose weights do not fit its config."""
         path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"no checkpoint at {path!r}")
-        with safe_open(path, "pt") as f:
-            meta = f.metadata() or {}
-        if meta.get("format") != "wmkernels.sora/1":
-            raise ValueError(f"{path!r} is not a Sora checkpoint (metadata format "
-                             f"{meta.get('format')!r})")
-        cfg = SoraConfig.from_dict(json.loads(meta["config"]))
-        vocab = json.loads(meta["vocab"])
-        model = cls(cfg, Tokenizer(vocab[len(Tokenizer.SPECIALS):], cfg.text.max_tokens))
-        model.load_state_dict(load_file(path, device=map_location))
+        def check(meta: dict) -> None:
+            if meta.get("format") != "wmkernels.sora/1":
+                raise ValueError(f"{path!r} is not a Sora checkpoint (metadata format "
+                                 f"{meta.get('format')!r})")
+
+        state, meta = load_tensors(path, "checkpoint", map_location, check)
+        try:
+            cfg = SoraConfig.from_dict(json.loads(meta["config"]))
+            vocab = json.loads(meta["vocab"])
+            model = cls(cfg, Tokenizer(vocab[len(Tokenizer.SPECIALS):], cfg.text.max_tokens))
+            model.load_state_dict(state)
+        except (KeyError, TypeError, RuntimeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path!r} is a damaged Sora checkpoint: {err}") from None
         return model.to(map_location)

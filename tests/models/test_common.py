@@ -18,6 +18,7 @@ from wmkernels.models.common import (
     TimestepEmbedder,
     TrainConfig,
     Trainer,
+    checkpoint_io,
     config_from_dict,
     load_checkpoint,
     load_config,
@@ -31,7 +32,6 @@ from wmkernels.models.common import (
     timestep_embedding,
     unpatchify,
 )
-from wmkernels.models.common import training as training_module
 from wmkernels.models.common.distributed import DistInfo
 
 
@@ -225,8 +225,8 @@ def loss_fn(model, batch):
 def make_trainer(model, out_dir, steps, **overrides):
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
-    config = TrainConfig(steps=steps, log_every=2, out_dir=str(out_dir), seed=7,
-                         progress=False, **overrides)
+    config = TrainConfig(**{"steps": steps, "log_every": 2, "out_dir": str(out_dir),
+                            "seed": 7, "progress": False, **overrides})
     return Trainer(model, optimizer, loss_fn, batch_fn, config, scheduler=scheduler,
                    configs={"model": TinyModelConfig()},
                    eval_fn=lambda m, step: {"mse": loss_fn(m, batch_fn(10_000))["loss"]})
@@ -280,7 +280,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         Path(filename).write_bytes(b"half a checkpoint")
         raise OSError("disk full")
 
-    monkeypatch.setattr(training_module, "save_file", crash)
+    monkeypatch.setattr(checkpoint_io, "save_file", crash)
     with torch.no_grad():
         model[0].weight.add_(1)
     with pytest.raises(OSError, match="disk full"):
@@ -305,10 +305,57 @@ def test_checkpoint_roundtrip_with_tied_weights_and_errors(tmp_path):
         load_checkpoint(tmp_path / "c.safetensors", other,
                         torch.optim.SGD(other.parameters(), lr=0.1))
     (tmp_path / "junk.safetensors").write_bytes(b"junk")
-    with pytest.raises(ValueError, match="cannot read"):
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
         load_checkpoint(tmp_path / "junk.safetensors", other)
     with pytest.raises(ValueError, match="steps"):
         TrainConfig(steps=-1)
+
+
+def flip_a_tensor_bit(path: Path) -> None:
+    """Flip one bit in the tensor bytes of a safetensors file (past its JSON header)."""
+    data = bytearray(path.read_bytes())
+    header = 8 + int.from_bytes(data[:8], "little")
+    data[header + (len(data) - header) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def test_a_bit_flipped_or_truncated_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, tiny_model(0), step=1)
+    good = path.read_bytes()
+    flip_a_tensor_bit(path)
+    with pytest.raises(ValueError, match="corrupt: its tensors do not match the checksum"):
+        load_checkpoint(path, tiny_model(1))
+    path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        load_checkpoint(path, tiny_model(1))
+    path.write_bytes(good)
+    assert load_checkpoint(path, tiny_model(1))["step"] == 1
+
+
+def test_checkpoint_writers_fsync_the_file_and_its_folder_before_and_after_the_rename(
+        tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(checkpoint_io.os, "fsync", lambda fd: (
+        events.append(("fsync", os.path.isdir(f"/proc/self/fd/{fd}"))), real_fsync(fd))[1])
+    monkeypatch.setattr(checkpoint_io.os, "replace", lambda a, b: (
+        events.append(("replace", None)), real_replace(a, b))[1])
+    save_checkpoint(tmp_path / "c.safetensors", tiny_model(0))
+    assert events == [("fsync", False), ("replace", None), ("fsync", True)]
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
+    make_trainer(tiny_model(0), tmp_path, steps=2).fit()
+    with pytest.raises(ValueError, match=r"other settings \(train.seed: saved 7, now 8\)"):
+        make_trainer(tiny_model(0), tmp_path, steps=4, seed=8)
+    other = TinyModelConfig(width=32)
+    with pytest.raises(ValueError, match="model.width: saved 16, now 32"):
+        Trainer(tiny_model(0), torch.optim.SGD(tiny_model(0).parameters(), lr=0.1), loss_fn,
+                batch_fn, TrainConfig(steps=4, out_dir=str(tmp_path), seed=7, progress=False),
+                configs={"model": other})
+    # more steps, other logging and checkpoint intervals: the same run, resumed
+    assert make_trainer(tiny_model(0), tmp_path, steps=4, checkpoint_every=1).step == 2
 
 
 def test_trainer_learns_action_conditioned_next_frames_of_the_world(tmp_path):

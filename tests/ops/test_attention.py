@@ -17,7 +17,7 @@ from wmkernels.reference import attention as reference
 
 SPATIAL = backend_params("spatial_attention")
 TEMPORAL = backend_params("temporal_attention")
-FLOAT64_BACKENDS = ("reference", "cpu")
+FLOAT64_BACKENDS = ("reference", "cpu", "sdpa")
 
 
 def naive_attention(q, k, v, mask=None, scale=None):
@@ -105,6 +105,17 @@ def test_temporal_kv_cache_prefix_view(device, backend):
     assert not k.is_contiguous()
     check_fwd(wmkernels.temporal_attention, temporal64, q, k, v, torch.float32,
               causal=True, backend=backend)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("device,backend", TEMPORAL)
+def test_temporal_contiguous_inputs(device, backend, causal):
+    """Separate contiguous q, k, v: the layout where temporal SDPA views exist (no copy)."""
+    for Tq, Tk in ((1, 6), (4, 6), (5, 5)):
+        q = rand((2, Tq, 3, 2, 32), torch.float32, device)
+        k, v = (rand((2, Tk, 3, 2, 32), torch.float32, device) for _ in range(2))
+        check_fwd(wmkernels.temporal_attention, temporal64, q, k, v, torch.float32,
+                  causal=causal, backend=backend)
 
 
 @pytest.mark.parametrize("device,backend", SPATIAL)
@@ -232,8 +243,8 @@ OPS = {"cpu": ("spatial_attention_fwd", "spatial_attention_bwd", "temporal_atten
 
 @pytest.mark.parametrize("device,backend", SPATIAL)
 def test_opcheck(device, backend):
-    if backend == "reference":
-        pytest.skip("the reference is eager PyTorch, not an op")
+    if backend in ("reference", "sdpa"):
+        pytest.skip(f"{backend} is eager PyTorch, not an op of ours")
     sf, sb, tf, tb = (getattr(torch.ops.wmk, name) for name in OPS[backend])
     qkv, (q, k, v) = packed(1, 3, 5, 2, 32, torch.float32, device, requires_grad=True)
     opcheck(sf, (q, k, v, 0.2))

@@ -15,15 +15,15 @@ reference backend is eager PyTorch (rearrange + SDPA), differentiable as it is.
 from __future__ import annotations
 
 import math
-import os
 import warnings
 
 import torch
 
 from wmkernels import _checks, _extension, routing
+from wmkernels.ops import sdpa_views
 from wmkernels.reference import attention as reference
 
-IMPLEMENTED = ("reference", "cpu", "triton", "cuda")
+IMPLEMENTED = ("reference", "cpu", "triton", "cuda", "sdpa")
 routing.register("spatial_attention", IMPLEMENTED)
 routing.register("temporal_attention", IMPLEMENTED)
 
@@ -118,14 +118,16 @@ if routing.HAS_TRITON:
 _WARNED: set = set()
 
 
-def _select(op: str, q: torch.Tensor, backend: str | None) -> str:
-    """The routing rule, except that on CUDA tensors Triton comes first when nothing is
-    asked for: its kernels use tensor cores and have fused backwards, while the CUDA C++
-    kernels are forward kernels (decode-oriented) with an unfused backward."""
-    if (backend is None and not os.environ.get("WMK_BACKEND") and q.device.type == "cuda"
-            and routing.unavailable_reason("triton", "cuda") is None):
-        backend = "triton"
-    return routing.select(op, q.device, backend)
+def _select(op: str, q, k, v, backend: str | None, causal: bool = False) -> str:
+    """The backend for this call (wmkernels.routing decides), told what the rule needs: the
+    sizes, whether zero-copy SDPA views exist, whether a backward will run."""
+    B, Tq, S, H, D = q.shape
+    exists = (sdpa_views.spatial_view_exists if op == "spatial_attention"
+              else sdpa_views.temporal_view_exists)
+    grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    call = routing.call(q, view=exists(q, k, v), grad=grad, B=B, Tq=Tq, Tk=k.shape[1], S=S,
+                        H=H, D=D, causal=causal)
+    return routing.select(op, q.device, backend, call)
 
 
 def _check_kernel_support(op: str, backend: str, q: torch.Tensor) -> None:
@@ -183,8 +185,9 @@ def spatial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
             reference and cpu backends) and device. Any strides with a unit last stride,
             e.g. views of a packed (B, T, S, 3, H, D) projection: no copy is made.
         scale: multiplies q.k; default D ** -0.5.
-        backend: "reference" | "cpu" | "triton" | "cuda"; default: WMK_BACKEND or the best
-            for the device.
+        backend: "reference" | "cpu" | "triton" | "cuda" | "sdpa" (torch's SDPA on
+            zero-copy views); default: `use_backend`, WMK_BACKEND, or the routing rule
+            (wmkernels.routing: the implementation that should be fastest for this call).
 
     Returns:
         (B, T, S, H, D) contiguous, dtype of q (so `.view(B, T, S, H * D)` is free).
@@ -200,12 +203,14 @@ def spatial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
         raise ValueError(f"k must have q's shape (B, T, S, H, D) = {tuple(q.shape)}, got "
                          f"{tuple(k.shape)}")
     scale = _check_scale(scale, q.shape[-1])
-    name = _select("spatial_attention", q, backend)
+    name = _select("spatial_attention", q, k, v, backend)
     if q.numel() == 0:
         return torch.zeros_like(q, memory_format=torch.contiguous_format) + (
             k.sum() + v.sum()) * 0
     if name == "reference":
         return reference.spatial_attention(q, k, v, scale)
+    if name == "sdpa":
+        return sdpa_views.spatial_attention(q, k, v, scale)
     _check_kernel_support("spatial_attention", name, q)
     if name == "triton":
         return torch.ops.wmk.spatial_attention_triton_fwd(q, k, v, scale)[0]
@@ -244,12 +249,14 @@ def temporal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
         raise ValueError(f"q has more frames than k: Tq = {Tq} > Tk = {k.shape[1]}; "
                          "expected Tq <= Tk")
     scale = _check_scale(scale, D)
-    name = _select("temporal_attention", q, backend)
+    name = _select("temporal_attention", q, k, v, backend, causal)
     if q.numel() == 0 or k.numel() == 0:
         return torch.zeros_like(q, memory_format=torch.contiguous_format) + (
             k.sum() + v.sum()) * 0
     if name == "reference":
         return reference.temporal_attention(q, k, v, causal, scale)
+    if name == "sdpa":
+        return sdpa_views.temporal_attention(q, k, v, causal, scale)
     _check_kernel_support("temporal_attention", name, q)
     if name == "triton":
         return torch.ops.wmk.temporal_attention_triton_fwd(q, k, v, causal, scale)[0]
