@@ -30,3 +30,24 @@ def test_console_script_entry_point():
     out = subprocess.run([sys.executable, "-m", "wmkernels.cli", "info"], capture_output=True,
                          text=True, check=True).stdout
     assert "backends" in out
+
+
+def test_info_runs_without_the_models_extra():
+    """A pipeline is imported only when its command runs: `wmk info` and `wmk --help` work
+    when safetensors (of the `models` extra) cannot be imported, and `wmk sora` says which
+    extra it needs in one line."""
+    script = ("import sys; sys.modules['safetensors'] = None\n"
+              "from wmkernels import cli\n"
+              "assert cli.main(['info']) == 0\n"
+              "assert 'safetensors' not in sys.modules or sys.modules['safetensors'] is None\n"
+              "try:\n"
+              "    cli.main(['--help'])\n"
+              "except SystemExit as e:\n"
+              "    assert e.code == 0\n"
+              "cli.main(['sora', 'eval'])\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 2, run.stderr
+    assert "backends" in run.stdout and "genie" in run.stdout and "jepa" in run.stdout
+    assert run.stderr.strip().splitlines() == [
+        "wmk: error: `wmk sora` needs the models extra (pip install 'wmkernels[models]'): "
+        "import of safetensors halted; None in sys.modules"]

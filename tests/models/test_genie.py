@@ -345,3 +345,69 @@ def test_cli_demo_smoke(tmp_path):
     assert metrics["config"] == "micro" and metrics["fps_wmkernels_cache"] > 0
     for name in ("genie.safetensors", "play.gif", "play.png"):
         assert (out / name).is_file()
+
+
+def _children(pid: int) -> list[int]:
+    """Live child processes of `pid` (Linux /proc), without multiprocessing's resource
+    tracker."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z" and b"resource_tracker" not in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux /proc")
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+def test_killing_genie_train_ends_its_lam_process(tmp_path, sig):
+    """`wmk genie train` trains the LAM in a spawned child: killed (even by SIGKILL, which
+    runs no cleanup), it must not leave the child training on as an orphan."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from wmkernels.models.genie.demo import cores_available
+
+    if cores_available() < 2:
+        pytest.skip("the LAM trains in its own process only with 2 cores")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "wmkernels.cli", "genie", "train", "--config", "micro",
+         "--out", str(tmp_path), "--clips", "8", "--tokenizer-steps", "100000",
+         "--lam-steps", "100000", "--quiet"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not children and time.monotonic() < deadline and parent.poll() is None:
+            time.sleep(0.2)
+            children = _children(parent.pid)
+        assert children, "the LAM process never started"
+        time.sleep(1)   # let it get into training
+        assert all(_alive(pid) for pid in children)
+        parent.send_signal(getattr(signal, sig))
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in children), "the LAM process outlived its parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        for pid in children:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
