@@ -19,7 +19,8 @@ Training (models.common.training):
                 resume, progress)
     Trainer(model, optimizer, loss_fn(model, batch), batch_fn(step), config, eval_fn=None,
             scheduler=None, configs={"model": cfg}).fit() -> history
-    save_checkpoint / load_checkpoint (safetensors, atomic, optimizer+scheduler+RNG+step),
+    save_checkpoint / load_checkpoint (safetensors, atomic, optimizer+scheduler+RNG+step,
+    a checksum of the tensors checked on load; a resume with other configs is refused),
     save_config / load_config, config_to_dict / config_from_dict(cls, dict) (JSON <->
     dataclass, e.g. to rebuild a model from a checkpoint's configs), seed_everything
     (call it before building the model: the Trainer reseeds only after the model exists)
