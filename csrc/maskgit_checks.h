@@ -4,12 +4,18 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <cmath>
+
 namespace wmk {
 
 inline void check_maskgit_settings(const char* op, const at::Tensor& logits, double temperature,
                                    int64_t top_k) {
+  const auto dt = logits.scalar_type();
+  TORCH_CHECK_TYPE(dt == at::kFloat || dt == at::kDouble || dt == at::kHalf || dt == at::kBFloat16,
+                   op, ": logits must be float16/bfloat16/float32/float64, got ", dt);
   TORCH_CHECK_VALUE(logits.size(-1) > 0, op, ": logits must have V >= 1");
-  TORCH_CHECK_VALUE(temperature >= 0.0, op, ": temperature must be >= 0, got ", temperature);
+  TORCH_CHECK_VALUE(std::isfinite(temperature) && temperature >= 0.0, op,
+                    ": temperature must be finite and >= 0, got ", temperature);
   TORCH_CHECK_VALUE(top_k >= 0 && top_k <= logits.size(-1), op,
                     ": top_k must be in [0, V] (0 = all), got ", top_k);
 }
@@ -35,7 +41,9 @@ inline void check_maskgit_step(const at::Tensor& logits, const at::Tensor& token
                   num_masked.device() == logits.device(),
               "maskgit_step: logits, tokens, mask and num_masked must be on the same device");
   check_maskgit_settings("maskgit_step", logits, temperature, top_k);
-  TORCH_CHECK_VALUE(choice_temperature >= 0.0, "maskgit_step: choice_temperature must be >= 0");
+  TORCH_CHECK_VALUE(std::isfinite(choice_temperature) && choice_temperature >= 0.0,
+                    "maskgit_step: choice_temperature must be finite and >= 0, got ",
+                    choice_temperature);
 }
 
 }  // namespace wmk

@@ -412,6 +412,7 @@ std::tuple<at::Tensor, at::Tensor> temporal_fwd_cpu(const at::Tensor& q, const a
                                                     const at::Tensor& v, bool causal,
                                                     double scale) {
   check_qkv("temporal_attention_fwd", q, k, v);
+  check_scale("temporal_attention_fwd", scale);
   const int64_t B = q.size(0), tq = q.size(1), S = q.size(2), H = q.size(3), D = q.size(4);
   const int64_t tk = k.size(1);
   TORCH_CHECK(tq <= tk, "temporal_attention_fwd: Tq = ", tq, " > Tk = ", tk);
@@ -457,9 +458,7 @@ std::tuple<at::Tensor, at::Tensor> temporal_fwd_cpu(const at::Tensor& q, const a
 std::tuple<at::Tensor, at::Tensor, at::Tensor> temporal_bwd_cpu(
     const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     const at::Tensor& out, const at::Tensor& lse, bool causal, double scale) {
-  check_qkv("temporal_attention_bwd", q, k, v);
-  TORCH_CHECK(grad.sizes() == q.sizes() && out.sizes() == q.sizes(),
-              "temporal_attention_bwd: grad_out and out must have q's shape");
+  check_temporal_bwd(grad, q, k, v, out, lse, scale);
   const int64_t B = q.size(0), tq = q.size(1), S = q.size(2), H = q.size(3), D = q.size(4);
   const int64_t tk = k.size(1);
   at::Tensor dq = at::empty({B, tq, S, H, D}, q.options());
@@ -619,6 +618,7 @@ at::Tensor blob(void* p, int64_t rows, int64_t cols, at::ScalarType dt) {
 std::tuple<at::Tensor, at::Tensor> spatial_fwd_cpu(const at::Tensor& q, const at::Tensor& k,
                                                    const at::Tensor& v, double scale) {
   check_qkv("spatial_attention_fwd", q, k, v);
+  check_scale("spatial_attention_fwd", scale);
   TORCH_CHECK(q.sizes() == k.sizes(), "spatial_attention_fwd: q and k must have one shape");
   const int64_t B = q.size(0), T = q.size(1), S = q.size(2), H = q.size(3), D = q.size(4);
   at::Tensor out = at::empty({B, T, S, H, D}, q.options());
@@ -664,9 +664,7 @@ std::tuple<at::Tensor, at::Tensor> spatial_fwd_cpu(const at::Tensor& q, const at
 std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_bwd_cpu(
     const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     const at::Tensor& out, const at::Tensor& lse, double scale) {
-  check_qkv("spatial_attention_bwd", q, k, v);
-  TORCH_CHECK(q.sizes() == k.sizes() && grad.sizes() == q.sizes() && out.sizes() == q.sizes(),
-              "spatial_attention_bwd: grad_out, q, k, v and out must have one shape");
+  check_spatial_bwd(grad, q, k, v, out, lse, scale);
   const int64_t B = q.size(0), T = q.size(1), S = q.size(2), H = q.size(3), D = q.size(4);
   at::Tensor dq = at::empty({B, T, S, H, D}, q.options());
   at::Tensor dk = at::empty({B, T, S, H, D}, q.options());

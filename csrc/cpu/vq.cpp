@@ -8,17 +8,23 @@
 // (kRows x K scratch per thread, never N x K) and a scan for the best code.
 // The L2 distance is ||c||^2 - 2 z.c (||z||^2 is the same for every code and cannot change
 // the argmin); cosine uses the normalized codebook and maximizes z.c.
-// Semantics shared with every backend: ties go to the smallest index; a NaN distance
-// counts as the smallest (like torch.argmin), so a row of z holding NaN maps to code 0.
+// Semantics shared with every backend (wmkernels/reference/vq.py): ties go to the smallest
+// index; a pair where z's row or the code holds NaN has a NaN distance, which counts as the
+// smallest (like torch.argmin); otherwise a pair holding +-inf is at distance +inf. The
+// kernels get this from a cleaned codebook (a non-finite code becomes a zero vector with
+// bias NaN or +inf, so inf - inf never happens) and from rows of z flagged while they are
+// loaded: such a row gets code 0 (NaN) or the first NaN code (0 if none).
 //
 // Roofline (vq-tokenizer scaled to N=16384, K=1024, D=32): 1.07 GFLOP against 2 MB of
 // input, compute-bound: the bound is the FMA throughput (2 x 8-lane FMA per cycle per core
 // with AVX2). Eager cdist + argmin also writes and re-reads a 64 MB distance matrix.
 //
-// EMA update: per-thread accumulators of counts and sums (K x D each), reduced, then the
-// EMA mix, Laplace smoothing and the division, in one call: no one-hot matrix.
+// EMA update: per-thread accumulators of counts and sums (K x D each, in fp32 for fp16/bf16
+// state), reduced, then the EMA mix, Laplace smoothing and the division, in one call: no
+// one-hot matrix. Indices are range-checked before anything is written.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -26,6 +32,8 @@
 #include <cmath>
 #include <limits>
 #include <vector>
+
+#include "vq_checks.h"
 
 namespace wmk {
 namespace {
@@ -177,23 +185,40 @@ inline __attribute__((always_inline)) void quad_best(const float* z4, int64_t D,
   }
 }
 
+// The code of a row of z holding a non-finite value: 0 if it holds NaN (every distance is
+// NaN), else (+-inf: every distance is +inf or NaN) the first NaN code, 0 if none.
+inline int64_t nonfinite_row_code(const float* row, int64_t D, int64_t first_nan_code) {
+  for (int64_t d = 0; d < D; ++d) {
+    if (row[d] != row[d]) return 0;
+  }
+  return first_nan_code;
+}
+
 // Rows [4*q0, 4*q1) of z. No lambdas inside: a lambda would not inherit the target ISA.
 template <typename T>
 inline __attribute__((always_inline)) void quads(const T* zp, int64_t sn, int64_t sd,
                                                  int64_t N, int64_t D, const PackedCodebook& cb,
-                                                 float scale, int64_t q0, int64_t q1,
-                                                 int64_t* out) {
+                                                 float scale, int64_t first_nan_code,
+                                                 int64_t q0, int64_t q1, int64_t* out) {
   std::vector<float> z4(kQuad * D);
   int64_t best[kQuad];
+  bool bad[kQuad];
   for (int64_t q = q0; q < q1; ++q) {
     for (int r = 0; r < kQuad; ++r) {
       const int64_t row = q * kQuad + r;
+      bool nonfinite = false;
       for (int64_t d = 0; d < D; ++d) {
-        z4[r * D + d] = row < N ? static_cast<float>(zp[row * sn + d * sd]) : 0.f;
+        const float x = row < N ? static_cast<float>(zp[row * sn + d * sd]) : 0.f;
+        z4[r * D + d] = x;
+        nonfinite |= !(x - x == 0.f);  // x - x is NaN exactly for NaN and +-inf
       }
+      bad[r] = nonfinite;
     }
     quad_best(z4.data(), D, cb, scale, best);
-    for (int r = 0; r < kQuad && q * kQuad + r < N; ++r) out[q * kQuad + r] = best[r];
+    for (int r = 0; r < kQuad && q * kQuad + r < N; ++r) {
+      out[q * kQuad + r] = bad[r] ? nonfinite_row_code(z4.data() + r * D, D, first_nan_code)
+                                  : best[r];
+    }
   }
 }
 
@@ -201,19 +226,21 @@ template <typename T>
 __attribute__((target("avx2,fma"))) void quads_avx2(const T* zp, int64_t sn, int64_t sd,
                                                     int64_t N, int64_t D,
                                                     const PackedCodebook& cb, float scale,
-                                                    int64_t q0, int64_t q1, int64_t* out) {
-  quads<T>(zp, sn, sd, N, D, cb, scale, q0, q1, out);
+                                                    int64_t first_nan_code, int64_t q0,
+                                                    int64_t q1, int64_t* out) {
+  quads<T>(zp, sn, sd, N, D, cb, scale, first_nan_code, q0, q1, out);
 }
 
 template <typename T>
 void quads_generic(const T* zp, int64_t sn, int64_t sd, int64_t N, int64_t D,
-                   const PackedCodebook& cb, float scale, int64_t q0, int64_t q1, int64_t* out) {
-  quads<T>(zp, sn, sd, N, D, cb, scale, q0, q1, out);
+                   const PackedCodebook& cb, float scale, int64_t first_nan_code, int64_t q0,
+                   int64_t q1, int64_t* out) {
+  quads<T>(zp, sn, sd, N, D, cb, scale, first_nan_code, q0, q1, out);
 }
 
 template <typename T>
 void lookup_f32(const at::Tensor& z, const at::Tensor& cb, const at::Tensor& bias, float scale,
-                int64_t* out) {
+                int64_t first_nan_code, int64_t* out) {
   const PackedCodebook packed = pack_codebook(cb, bias);
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   const int64_t N = z.size(0), D = z.size(1);
@@ -221,93 +248,103 @@ void lookup_f32(const at::Tensor& z, const at::Tensor& cb, const at::Tensor& bia
   const int64_t sn = z.stride(0), sd = z.stride(1);
   at::parallel_for(0, (N + kQuad - 1) / kQuad, 16, [&](int64_t q0, int64_t q1) {
     if (avx2) {
-      quads_avx2<T>(zp, sn, sd, N, D, packed, scale, q0, q1, out);
+      quads_avx2<T>(zp, sn, sd, N, D, packed, scale, first_nan_code, q0, q1, out);
     } else {
-      quads_generic<T>(zp, sn, sd, N, D, packed, scale, q0, q1, out);
+      quads_generic<T>(zp, sn, sd, N, D, packed, scale, first_nan_code, q0, q1, out);
     }
   });
 }
 
 at::Tensor vq_lookup_cpu(const at::Tensor& z, const at::Tensor& codebook, c10::string_view metric) {
-  TORCH_CHECK(z.dim() == 2 && codebook.dim() == 2 && z.size(1) == codebook.size(1),
-              "vq_lookup: expected z (N, D) and codebook (K, D), got ", z.sizes(), " and ",
-              codebook.sizes());
-  TORCH_CHECK(metric == "l2" || metric == "cosine", "vq_lookup: metric must be l2 or cosine");
-  TORCH_CHECK(codebook.size(0) > 0, "vq_lookup: codebook must have at least one code");
+  check_vq_lookup(z, codebook, metric);
   at::Tensor out = at::empty({z.size(0)}, z.options().dtype(at::kLong));
   if (z.size(0) == 0) return out;
   const auto acc = z.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor cb = codebook.to(acc);
   const bool l2 = metric == "l2";
   if (!l2) cb = cb / cb.norm(2, {1}, true).clamp_min(1e-12);  // F.normalize semantics
-  at::Tensor bias = l2 ? (cb * cb).sum(1).contiguous() : at::zeros({cb.size(0)}, cb.options());
+  at::Tensor bias = l2 ? (cb * cb).sum(1) : at::zeros({cb.size(0)}, cb.options());
+  // non-finite codes: a zero vector whose bias carries the distance (NaN, or +inf)
+  const at::Tensor has_nan = codebook.isnan().any(1);
+  const at::Tensor bad = codebook.isfinite().all(1).logical_not();
+  const int64_t first_nan_code = has_nan.to(at::kInt).argmax().item<int64_t>();  // 0 if none
+  if (bad.any().item<bool>()) {
+    cb = cb.masked_fill(bad.unsqueeze(1), 0);
+    bias = bias.masked_fill(bad, std::numeric_limits<double>::infinity())
+               .masked_fill(has_nan, std::numeric_limits<double>::quiet_NaN());
+  }
+  bias = bias.contiguous();
   if (acc == at::kFloat) {
     cb = cb.contiguous();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "vq_lookup_cpu",
                                     [&] {
-      lookup_f32<scalar_t>(z, cb, bias, l2 ? 2.f : 1.f, out.data_ptr<int64_t>());
+      lookup_f32<scalar_t>(z, cb, bias, l2 ? 2.f : 1.f, first_nan_code,
+                           out.data_ptr<int64_t>());
     });
     return out;
   }
-  // float64 (used to test against exact references): blocked GEMM + scan
+  // float64 (used to test against exact references): blocked GEMM + scan, then the rows of z
+  // holding non-finite values (see the file comment)
   at::Tensor cbT = cb.t().contiguous();
   lookup<double>(z, cbT, bias, l2 ? 2.0 : 1.0, out.data_ptr<int64_t>());
+  const at::Tensor row_inf = z.isinf().any(1), row_nan = z.isnan().any(1);
+  out.masked_fill_(row_inf, first_nan_code).masked_fill_(row_nan, 0);
   return out;
 }
 
+// T: the state's dtype; A: where counts and sums accumulate (fp32 for fp16/bf16 state).
 template <typename T>
 void ema_update(at::Tensor& codebook, at::Tensor& cluster_size, at::Tensor& embed_sum,
                 const at::Tensor& z, const at::Tensor& idx, double decay, double eps) {
+  using A = at::opmath_type<T>;
   const int64_t N = z.size(0), D = z.size(1), K = codebook.size(0);
   const int nthreads = at::get_num_threads();
-  // acc[t] holds thread t's counts (K) followed by its sums (K x D), in T.
-  std::vector<std::vector<T>> acc(nthreads);
+  // acc[t] holds thread t's counts (K) followed by its sums (K x D).
+  std::vector<std::vector<A>> acc(nthreads);
   const T* zp = z.data_ptr<T>();
   const int64_t* ip = idx.data_ptr<int64_t>();
   at::parallel_for(0, N, 1024, [&](int64_t begin, int64_t end) {
     auto& a = acc[at::get_thread_num()];
-    if (a.empty()) a.assign(K * (D + 1), T(0));
+    if (a.empty()) a.assign(K * (D + 1), A(0));
     for (int64_t i = begin; i < end; ++i) {
-      const int64_t k = ip[i];
+      const int64_t k = ip[i];  // in [0, K): checked before the call
       a[k] += 1;
-      T* s = a.data() + K + k * D;
-      for (int64_t j = 0; j < D; ++j) s[j] += zp[i * D + j];
+      A* s = a.data() + K + k * D;
+      for (int64_t j = 0; j < D; ++j) s[j] += static_cast<A>(zp[i * D + j]);
     }
   });
-  std::vector<T> total(K * (D + 1), T(0));
+  std::vector<A> total(K * (D + 1), A(0));
   for (auto& a : acc) {
     for (size_t j = 0; j < a.size(); ++j) total[j] += a[j];
   }
   T* cs = cluster_size.data_ptr<T>();
   T* es = embed_sum.data_ptr<T>();
   T* cb = codebook.data_ptr<T>();
-  const T dec = static_cast<T>(decay), e = static_cast<T>(eps);
-  T n = 0;
+  const A dec = static_cast<A>(decay), e = static_cast<A>(eps);
+  A n = 0;
   for (int64_t k = 0; k < K; ++k) {
-    cs[k] = dec * cs[k] + (1 - dec) * total[k];
-    n += cs[k];
+    const A c = dec * static_cast<A>(cs[k]) + (1 - dec) * total[k];
+    cs[k] = static_cast<T>(c);
+    n += c;
   }
   for (int64_t k = 0; k < K; ++k) {
-    const T smoothed = (cs[k] + e) / (n + K * e) * n;
+    const A smoothed = (static_cast<A>(cs[k]) + e) / (n + K * e) * n;
     for (int64_t j = 0; j < D; ++j) {
-      T& s = es[k * D + j];
-      s = dec * s + (1 - dec) * total[K + k * D + j];
-      cb[k * D + j] = s / smoothed;
+      const A s = dec * static_cast<A>(es[k * D + j]) + (1 - dec) * total[K + k * D + j];
+      es[k * D + j] = static_cast<T>(s);
+      cb[k * D + j] = static_cast<T>(s / smoothed);
     }
   }
 }
 
 void vq_ema_update_cpu(at::Tensor codebook, at::Tensor cluster_size, at::Tensor embed_sum,
                        const at::Tensor& z, const at::Tensor& indices, double decay, double eps) {
-  TORCH_CHECK(codebook.is_contiguous() && cluster_size.is_contiguous() &&
-                  embed_sum.is_contiguous(),
-              "vq_ema_update_: codebook, cluster_size and embed_sum must be contiguous");
-  TORCH_CHECK(codebook.scalar_type() == cluster_size.scalar_type() &&
-                  codebook.scalar_type() == embed_sum.scalar_type(),
-              "vq_ema_update_: codebook, cluster_size and embed_sum must share a dtype");
+  check_vq_ema_update(codebook, cluster_size, embed_sum, z, indices, decay, eps);
+  check_vq_indices(indices, codebook.size(0));
   at::Tensor zc = z.to(codebook.scalar_type()).contiguous();
   at::Tensor ic = indices.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(codebook.scalar_type(), "vq_ema_update_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, codebook.scalar_type(),
+                                  "vq_ema_update_cpu", [&] {
     ema_update<scalar_t>(codebook, cluster_size, embed_sum, zc, ic, decay, eps);
   });
 }

@@ -46,6 +46,7 @@ std::tuple<at::Tensor, at::Tensor> temporal_fwd_cuda(const at::Tensor& q, const 
                                                      const at::Tensor& v, bool causal,
                                                      double scale) {
   check_qkv_cuda("temporal_attention_fwd", q, k, v);
+  check_scale("temporal_attention_fwd", scale);
   const int64_t B = q.size(0), tq = q.size(1), S = q.size(2), H = q.size(3), D = q.size(4);
   const int64_t tk = k.size(1);
   TORCH_CHECK(tq <= tk, "temporal_attention_fwd: Tq = ", tq, " > Tk = ", tk);
@@ -65,6 +66,7 @@ std::tuple<at::Tensor, at::Tensor> temporal_fwd_cuda(const at::Tensor& q, const 
 std::tuple<at::Tensor, at::Tensor> spatial_fwd_cuda(const at::Tensor& q, const at::Tensor& k,
                                                     const at::Tensor& v, double scale) {
   check_qkv_cuda("spatial_attention_fwd", q, k, v);
+  check_scale("spatial_attention_fwd", scale);
   TORCH_CHECK(q.sizes() == k.sizes(), "spatial_attention_fwd: q and k must have one shape");
   const int64_t B = q.size(0), T = q.size(1), S = q.size(2), H = q.size(3), D = q.size(4);
   TORCH_CHECK(B * T * H < (int64_t(1) << 31) && S <= int64_t(65535) * 16,
@@ -99,6 +101,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_bwd_cuda(
     const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     const at::Tensor& out, const at::Tensor& lse, double scale) {
   check_qkv_cuda("spatial_attention_bwd", q, k, v);
+  check_spatial_bwd(grad, q, k, v, out, lse, scale);
   const c10::cuda::CUDAGuard guard(q.device());
   const int64_t B = q.size(0), T = q.size(1), S = q.size(2), H = q.size(3), D = q.size(4);
   if (q.numel() == 0) {
@@ -130,6 +133,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> temporal_bwd_cuda(
     const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     const at::Tensor& out, const at::Tensor& lse, bool causal, double scale) {
   check_qkv_cuda("temporal_attention_bwd", q, k, v);
+  check_temporal_bwd(grad, q, k, v, out, lse, scale);
   const c10::cuda::CUDAGuard guard(q.device());
   const int64_t B = q.size(0), tq = q.size(1), S = q.size(2), H = q.size(3), D = q.size(4);
   const int64_t tk = k.size(1);

@@ -4,7 +4,10 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "vq_checks.h"
 #include "vq_kernel.h"
+
+#include <limits>
 
 namespace wmk {
 namespace {
@@ -21,12 +24,7 @@ int dtype_code(at::ScalarType t) {
 
 at::Tensor vq_lookup_cuda(const at::Tensor& z, const at::Tensor& codebook,
                           c10::string_view metric) {
-  TORCH_CHECK(z.dim() == 2 && codebook.dim() == 2 && z.size(1) == codebook.size(1),
-              "vq_lookup: expected z (N, D) and codebook (K, D), got ", z.sizes(), " and ",
-              codebook.sizes());
-  TORCH_CHECK(z.scalar_type() == codebook.scalar_type(), "vq_lookup: z and codebook dtypes differ");
-  TORCH_CHECK(metric == "l2" || metric == "cosine", "vq_lookup: metric must be l2 or cosine");
-  TORCH_CHECK(codebook.size(0) > 0, "vq_lookup: codebook must have at least one code");
+  check_vq_lookup(z, codebook, metric);
   const c10::cuda::CUDAGuard guard(z.device());
   at::Tensor out = at::empty({z.size(0)}, z.options().dtype(at::kLong));
   if (z.size(0) == 0) return out;
@@ -37,8 +35,14 @@ at::Tensor vq_lookup_cuda(const at::Tensor& z, const at::Tensor& codebook,
     at::Tensor c = codebook.to(acc);
     codes = (c / c.norm(2, {1}, true).clamp_min(1e-12)).to(codebook.scalar_type());
   }
-  codes = codes.contiguous();
+  // a non-finite code: a zero vector whose bias carries its distance (NaN, or +inf), so that
+  // inf - inf never happens (policy: wmkernels/reference/vq.py; rows of z holding NaN/inf
+  // are resolved by the Python caller)
+  const at::Tensor bad = codebook.isfinite().all(1).logical_not();
+  codes = codes.masked_fill(bad.unsqueeze(1), 0).contiguous();
   at::Tensor bias = l2 ? codes.to(acc).pow(2).sum(1) : at::zeros({codes.size(0)}, codes.options().dtype(acc));
+  bias = bias.masked_fill(bad, std::numeric_limits<double>::infinity())
+             .masked_fill(codebook.isnan().any(1), std::numeric_limits<double>::quiet_NaN());
   const cudaError_t err = wmk_vq_lookup(
       z.data_ptr(), z.stride(0), z.stride(1), codes.data_ptr(), bias.data_ptr(), l2 ? 2.0 : 1.0,
       z.size(0), codes.size(0), z.size(1), dtype_code(z.scalar_type()),
@@ -54,11 +58,10 @@ void vq_ema_update_cuda(at::Tensor codebook, at::Tensor cluster_size, at::Tensor
                   embed_sum.scalar_type() == at::kFloat,
               "vq_ema_update_: the CUDA kernel keeps float32 state (codebook, cluster_size, "
               "embed_sum); got ", codebook.scalar_type());
-  TORCH_CHECK(codebook.is_contiguous() && cluster_size.is_contiguous() &&
-                  embed_sum.is_contiguous(),
-              "vq_ema_update_: codebook, cluster_size and embed_sum must be contiguous");
+  check_vq_ema_update(codebook, cluster_size, embed_sum, z, indices, decay, eps);
   const c10::cuda::CUDAGuard guard(codebook.device());
   const int64_t K = codebook.size(0), D = codebook.size(1);
+  check_vq_indices(indices, K);  // reads the index range back: a host sync
   at::Tensor zc = z.to(at::kFloat).contiguous();
   at::Tensor ic = indices.contiguous();
   at::Tensor scratch = at::empty({K * (D + 1) + 1}, codebook.options());

@@ -4,6 +4,8 @@ import pytest
 import torch
 from checks import available_backends
 
+import wmkernels
+from wmkernels import routing
 from wmkernels.nn import SpatialAttention, STBlock, TemporalAttention, TemporalKVCache
 
 BACKENDS = available_backends("temporal_attention", "cpu")
@@ -132,3 +134,35 @@ def test_stblock_compiles_fullgraph():
     torch._dynamo.reset()
     compiled = torch.compile(blk, fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(x), blk(x))
+
+
+def test_failed_temporal_call_leaves_the_cache_as_it_was():
+    """The frames were appended before the attention op ran, so a call that failed left the
+    layer one frame longer."""
+    attn = TemporalAttention(16, 2, backend="reference").double()
+    cache = TemporalKVCache(1, 4, 3, 2, 8, 1, dtype=torch.float64)
+    attn(torch.randn(1, 1, 3, 16, dtype=torch.float64), cache=cache)
+    attn.backend = "triton" if routing.unavailable_reason("triton", "cpu") is None else "nope"
+    with pytest.raises((TypeError, ValueError, RuntimeError)):
+        attn(torch.randn(1, 1, 3, 16, dtype=torch.float64), cache=cache)  # triton: no float64
+    assert cache.lengths == [1] and cache.frames == 1
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])
+@pytest.mark.parametrize("op", ["spatial", "temporal"])
+def test_empty_inputs_get_zero_gradients(op, backend):
+    """q.grad was None for empty q/k/v; it must be zeros like q."""
+    if routing.unavailable_reason(backend, "cpu"):
+        pytest.skip(routing.unavailable_reason(backend, "cpu"))
+    q, k, v = (torch.randn(2, 3, 0, 2, 8, requires_grad=True) for _ in range(3))
+    fn = wmkernels.spatial_attention if op == "spatial" else wmkernels.temporal_attention
+    fn(q, k, v, backend=backend).sum().backward()
+    for x in (q, k, v):
+        assert x.grad is not None and x.grad.shape == x.shape
+    if op == "temporal":  # no query frame: k and v (3 frames) get zero gradients
+        q = torch.randn(2, 0, 3, 2, 8, requires_grad=True)
+        k, v = (torch.randn(2, 3, 3, 2, 8, requires_grad=True) for _ in range(2))
+        fn(q, k, v, backend=backend).sum().backward()
+        assert q.grad is not None and q.grad.shape == q.shape
+        assert torch.equal(k.grad, torch.zeros_like(k)) and torch.equal(v.grad,
+                                                                         torch.zeros_like(v))

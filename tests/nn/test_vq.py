@@ -83,3 +83,74 @@ def test_module_matches_functional():
     q2, idx2, loss2 = wmkernels.vq_quantize(x, vq.codebook.detach())
     torch.testing.assert_close(idx, idx2)
     torch.testing.assert_close(q, q2)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_nonfinite_batch_leaves_codebook_untouched(backend):
+    """One NaN in a training batch used to poison the EMA codebook (reference: every code,
+    cpu: one), after which every vector mapped to code 0."""
+    vq = VectorQuantizer(4, 8, ema_decay=0.9, dead_code_threshold=0.5, backend=backend)
+    vq(torch.randn(64, 4))
+    state = [t.clone() for t in (vq.codebook, vq.cluster_size, vq.embed_sum)]
+    for value in (float("nan"), float("inf")):
+        x = torch.randn(64, 4)
+        x[10, 2] = value
+        with pytest.warns(RuntimeWarning, match="left untouched"):
+            vq(x)
+        for t, before in zip((vq.codebook, vq.cluster_size, vq.embed_sum), state, strict=True):
+            assert torch.equal(t, before)
+    _, idx, _ = vq(torch.randn(256, 4))
+    assert idx.unique().numel() > 1
+
+
+def test_nan_rows_cpu_and_reference_agree():
+    """Outside the module, a NaN row changes only its own code, on both backends."""
+    x = torch.randn(64, 4)
+    x[3, 0] = float("nan")
+    out = []
+    for backend in ("cpu", "reference"):
+        torch.manual_seed(0)
+        vq = VectorQuantizer(4, 8, ema_decay=0.9, backend=backend)
+        _, idx, _ = vq.eval()(x)
+        wmkernels.vq_ema_update_(vq.codebook, vq.cluster_size, vq.embed_sum, x, idx,
+                                 decay=0.9, backend=backend)
+        out.append(vq.codebook.isnan().any(1))
+    assert torch.equal(out[0], out[1]) and int(out[0].sum()) == 1
+
+
+def test_kmeans_init_waits_for_a_nonempty_finite_batch():
+    vq = VectorQuantizer(4, 8, kmeans_init=True, ema_decay=0.99)
+    q, idx, loss = vq(torch.randn(0, 4))  # "random_ expects 'from' < 'to'" before
+    assert q.shape == (0, 4) and not bool(vq.initted)
+    bad = torch.randn(100, 4)
+    bad[0, 0] = float("nan")
+    with pytest.warns(RuntimeWarning, match="k-means init waits"):
+        vq(bad)
+    assert not bool(vq.initted) and vq.codebook.isfinite().all()
+    vq(torch.randn(100, 4))
+    assert bool(vq.initted)
+
+
+@pytest.mark.parametrize("kw,name", [
+    (dict(metric="foo"), "metric"), (dict(ema_decay=1.5), "ema_decay"),
+    (dict(ema_decay=float("nan")), "ema_decay"), (dict(kmeans_iters=-1), "kmeans_iters"),
+    (dict(commitment_weight=float("inf")), "commitment_weight"), (dict(eps=0.0), "eps"),
+    (dict(dead_code_threshold=-1.0), "dead_code_threshold"),
+])
+def test_bad_hyperparameters_refused(kw, name):
+    with pytest.raises(ValueError, match=name):
+        VectorQuantizer(4, 8, **kw)
+
+
+def test_low_precision_ema_buffers_on_cpu():
+    """fp16/bf16 EMA buffers train on the cpu backend (NotImplementedError before), like
+    the reference."""
+    x = torch.randn(200, 4)
+    for dtype in (torch.float16, torch.bfloat16):
+        books = []
+        for backend in ("cpu", "reference"):
+            torch.manual_seed(0)
+            vq = VectorQuantizer(4, 8, ema_decay=0.9, backend=backend).to(dtype)
+            vq(x.to(dtype))
+            books.append(vq.codebook.float())
+        torch.testing.assert_close(books[0], books[1], rtol=2e-2, atol=2e-2)

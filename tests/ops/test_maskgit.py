@@ -607,3 +607,28 @@ def test_decode_cuda_graph_replays(backend):
     for out in (first, second):
         assert ((out >= 0) & (out < V)).all()
     assert not torch.equal(first, second), "each replay draws fresh noise from the generator"
+
+
+@pytest.mark.parametrize("temperature", [1e-45, 1e-300])
+@pytest.mark.parametrize("device,backend", SAMPLE)
+def test_sample_tiny_temperature_is_argmax(device, backend, temperature):
+    """The reference divided before shifting, so logits / 1e-45 overflowed to +inf and every
+    positive logit got an equal share; every backend must give the argmax."""
+    logits = torch.randn(200, 50, device=device) * 3
+    tokens, conf = wmkernels.maskgit_sample(logits, temperature=temperature, backend=backend,
+                                            generator=_gen(device))
+    torch.testing.assert_close(tokens, logits.argmax(-1))
+    torch.testing.assert_close(conf, torch.softmax(logits, -1).amax(-1))
+
+
+def test_schedule_refuses_negative_tensor_counts():
+    with pytest.raises(ValueError, match="num_initial"):
+        wmkernels.maskgit_schedule(0, 4, torch.tensor([3, -5]))
+    assert wmkernels.maskgit_schedule(0, 4, torch.tensor([0, 8])).tolist() == [0, 7]
+
+
+def test_sampler_refuses_non_finite_temperatures():
+    for kw in (dict(temperature=float("inf")), dict(temperature=float("nan")),
+               dict(choice_temperature=float("inf")), dict(choice_temperature=-1.0)):
+        with pytest.raises(ValueError, match=next(iter(kw))):
+            wmkernels.nn.MaskGITSampler(**kw)

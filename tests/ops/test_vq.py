@@ -288,3 +288,123 @@ def test_cpu_kernel_never_materializes_distances():
     fused = peak_memory(lambda: wmkernels.vq_lookup(z, codebook, backend="cpu"), "cpu")
     assert eager > 200 * 2**20, "the measurement should see the eager N x K matrix"
     assert fused < 16 * 2**20, f"fused lookup grew memory by {fused / 2**20:.1f} MiB"
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+@pytest.mark.parametrize("device,backend", LOOKUP)
+def test_inf_policy(device, backend, metric):
+    """A code holding inf is never nearest while a finite code exists (rows equal to finite
+    codes used to map to it through inf - inf = NaN); a row of z holding inf maps to the
+    first NaN code, or to 0 when no code holds NaN; a NaN row maps to 0."""
+    inf, nan = float("inf"), float("nan")
+    codebook = torch.tensor([[0.0, 1.0], [1.0, 1.0], [inf, 0.0], [2.0, -2.0]], device=device)
+    z = torch.tensor([[1.0, 1.0], [2.0, -2.0], [0.0, 1.0], [inf, 1.0], [-inf, 0.0],
+                      [nan, 0.0]], device=device)
+    idx = wmkernels.vq_lookup(z, codebook, metric=metric, backend=backend)
+    assert idx.tolist() == [1, 3, 0, 0, 0, 0]
+    codebook[0, 1] = nan
+    idx = wmkernels.vq_lookup(z, codebook, metric=metric, backend=backend)
+    assert idx.tolist() == [0, 0, 0, 0, 0, 0]
+    codebook = codebook[[1, 3, 0, 2]]  # the NaN code is now code 2
+    idx = wmkernels.vq_lookup(z, codebook, metric=metric, backend=backend)
+    assert idx.tolist() == [2, 2, 2, 2, 2, 0]
+    everything_inf = torch.full((3, 2), inf, device=device)
+    idx = wmkernels.vq_lookup(z[:3], everything_inf, metric=metric, backend=backend)
+    assert idx.tolist() == [0, 0, 0]
+
+
+@pytest.mark.parametrize("device,backend", [p for p in LOOKUP if "triton" not in p.id])
+def test_inf_policy_float64(device, backend):
+    inf = float("inf")
+    codebook = torch.tensor([[0.0, 1.0], [1.0, 1.0], [inf, 0.0]], dtype=torch.float64)
+    z = torch.tensor([[1.0, 1.0], [0.0, 1.0], [inf, 1.0]], dtype=torch.float64)
+    idx = wmkernels.vq_lookup(z.to(device), codebook.to(device), backend=backend)
+    assert idx.tolist() == [1, 0, 0]
+
+
+@pytest.mark.parametrize("bad", [-1, 10**9, 4, 7])
+@pytest.mark.parametrize("device,backend", EMA)
+def test_ema_index_out_of_range(device, backend, bad):
+    """-1 and 10**9 crashed the cpu kernel; 4..7 (in [K, 2K)) wrote past its scratch and
+    returned normally. Now all are refused before anything is written."""
+    cb, cs, es = (torch.randn(4, 3, device=device), torch.rand(4, device=device),
+                  torch.randn(4, 3, device=device))
+    before = [t.clone() for t in (cb, cs, es)]
+    idx = torch.zeros(5, dtype=torch.long, device=device)
+    idx[2] = bad
+    with pytest.raises(ValueError, match=r"indices must be in \[0, K\)"):
+        wmkernels.vq_ema_update_(cb, cs, es, torch.randn(5, 3, device=device), idx,
+                                 backend=backend)
+    for t, b in zip((cb, cs, es), before, strict=True):
+        torch.testing.assert_close(t, b)
+
+
+@pytest.mark.parametrize("device,backend", EMA)
+def test_ema_empty_codebook_and_bad_hyperparameters(device, backend):
+    z, idx = torch.randn(5, 3, device=device), torch.zeros(5, dtype=torch.long, device=device)
+    empty = (torch.randn(0, 3, device=device), torch.zeros(0, device=device),
+             torch.randn(0, 3, device=device))
+    with pytest.raises(ValueError, match="codebook must be"):
+        wmkernels.vq_ema_update_(*empty, z, idx, backend=backend)
+    state = (torch.randn(4, 3, device=device), torch.rand(4, device=device),
+             torch.randn(4, 3, device=device))
+    for kw, name in [(dict(eps=float("nan")), "eps"), (dict(eps=float("inf")), "eps"),
+                     (dict(decay=float("nan")), "decay"), (dict(decay=-1e-3), "decay")]:
+        with pytest.raises(ValueError, match=name):
+            wmkernels.vq_ema_update_(*state, z, idx, backend=backend, **kw)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("device,backend", EMA)
+def test_ema_update_low_precision_state(device, backend, dtype):
+    """fp16/bf16 buffers (the cpu kernel used to raise NotImplementedError): the tolerance
+    rule against the float64 reference."""
+    K, D, N = 37, 8, 500
+    state64 = [torch.randn(K, D, dtype=torch.float64), torch.rand(K, dtype=torch.float64) * 3,
+               torch.randn(K, D, dtype=torch.float64)]
+    z = torch.randn(N, D, dtype=torch.float64)
+    idx = torch.randint(0, K, (N,))
+    low_ref = [t.to(dtype) for t in state64]
+    ref.vq_ema_update_(*low_ref, z.to(dtype), idx, 0.9, 1e-5)
+    got = [t.to(dtype).to(device) for t in state64]
+    wmkernels.vq_ema_update_(*got, z.to(dtype).to(device), idx.to(device), decay=0.9,
+                             backend=backend)
+    ref64 = [t.clone() for t in state64]
+    ref.vq_ema_update_(*ref64, z.to(dtype).double(), idx, 0.9, 1e-5)
+    for name, g, low, r in zip(("codebook", "cluster_size", "embed_sum"), got, low_ref, ref64,
+                               strict=True):
+        assert_close(g.cpu(), r, low, dtype=dtype, name=name)
+
+
+@pytest.mark.parametrize("device,backend", EMA)
+def test_ema_nonfinite_row_changes_only_its_code(device, backend):
+    """The reference used a one-hot GEMM, which spread one NaN row to every code (the cpu
+    kernel touched only its own): both now change only the row's code."""
+    K, D = 8, 4
+    cb, cs, es = torch.randn(K, D), torch.rand(K) + 1, torch.randn(K, D)
+    z, idx = torch.randn(20, D), torch.randint(0, K, (20,))
+    idx[5] = 3
+    for value in (float("nan"), float("inf")):
+        zz = z.clone()
+        zz[5, 1] = value
+        state = [t.clone().to(device) for t in (cb, cs, es)]
+        wmkernels.vq_ema_update_(*state, zz.to(device), idx.to(device), backend=backend)
+        finite = state[0].isfinite().all(1).cpu()
+        assert finite.tolist() == [k != 3 for k in range(K)]
+        assert state[1].isfinite().all()
+
+
+@pytest.mark.parametrize("device,backend", LOOKUP)
+def test_lookup_zero_dim_vectors_refused(device, backend):
+    with pytest.raises(ValueError, match="D >= 1"):
+        wmkernels.vq_lookup(torch.randn(5, 0, device=device), torch.randn(4, 0, device=device),
+                            backend=backend)
+
+
+def test_quantize_refuses_bad_commitment_weight():
+    z, cb = torch.randn(5, 3), torch.randn(4, 3)
+    for value in (float("nan"), float("inf"), -0.5):
+        with pytest.raises(ValueError, match="commitment_weight"):
+            wmkernels.vq_quantize(z, cb, commitment_weight=value)
+    with pytest.raises(TypeError, match="commitment_weight"):
+        wmkernels.vq_quantize(z, cb, commitment_weight="0.25")

@@ -221,7 +221,12 @@ class TemporalAttention(_FactorizedAttention):
             q, k = rotary(q, pos, 1), rotary(k, pos, 1)
         if cache is not None:
             k, v = cache.append(layer, k, v)
-        out = temporal_attention(q, k, v, causal=self.causal, backend=self.backend)
+        try:
+            out = temporal_attention(q, k, v, causal=self.causal, backend=self.backend)
+        except Exception:
+            if cache is not None:  # a failed call must not leave its frames in the cache
+                cache.lengths[layer] = t0
+            raise
         return self.proj(out.view(B, T, S, C))
 
     def extra_repr(self) -> str:

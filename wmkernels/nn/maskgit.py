@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from wmkernels import _checks
 from wmkernels.ops.maskgit import (
     ORDERS,
     SCHEDULES,
@@ -47,9 +48,8 @@ class MaskGITSampler(nn.Module):
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
         if order not in ORDERS:
             raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
-        if not temperature >= 0 or not choice_temperature >= 0:
-            raise ValueError(f"temperature and choice_temperature must be >= 0, got "
-                             f"{temperature} and {choice_temperature}")
+        _checks.number("temperature", temperature, low=0.0)
+        _checks.number("choice_temperature", choice_temperature, low=0.0)
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
                                   or top_k < 1):
             raise ValueError(f"top_k must be None or an int >= 1, got {top_k!r}")

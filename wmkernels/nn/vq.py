@@ -51,13 +51,17 @@ class VectorQuantizer(nn.Module):
             self.register_buffer("cluster_size", torch.zeros(codebook_size))
             self.register_buffer("embed_sum", init.clone())
         self.register_buffer("initted", torch.tensor(not kmeans_init))
+        # A Python mirror of `initted`: torch.compile guards on it instead of branching on
+        # a tensor (load_state_dict refreshes it).
+        self._kmeans_pending = kmeans_init
+        self.register_load_state_dict_post_hook(VectorQuantizer._sync_kmeans_pending)
         self.register_buffer("perplexity", torch.tensor(float(codebook_size)))
 
     def forward(self, x: torch.Tensor):
         if x.shape[-1] != self.dim:
             raise ValueError(f"x's last dim must be {self.dim}, got shape {tuple(x.shape)}")
         flat = x.reshape(-1, self.dim)
-        if self.training and not bool(self.initted):
+        if self.training and self._kmeans_pending:
             self._kmeans_init(flat.detach())
         codebook = self.codebook.to(x.dtype)
         quantized, indices, loss = vq_quantize(
@@ -80,16 +84,25 @@ class VectorQuantizer(nn.Module):
                 self._restart_dead_codes(flat.detach(), counts)
         return quantized, indices, loss
 
+    @staticmethod
+    def _sync_kmeans_pending(module, incompatible_keys) -> None:
+        module._kmeans_pending = not bool(module.initted)
+
     def _track_usage(self, counts: torch.Tensor) -> None:
         total = counts.sum()
-        if total > 0:
-            p = counts / total
-            self.perplexity.copy_(torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum()))
+        p = counts / total.clamp_min(1)
+        perplexity = torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())
+        # an empty batch keeps the last value; a select, not a branch, keeps compiled graphs whole
+        self.perplexity.copy_(torch.where(total > 0, perplexity, self.perplexity))
+
 
     def _restart_dead_codes(self, flat: torch.Tensor, counts: torch.Tensor) -> None:
         if self.dead_code_threshold <= 0 or flat.shape[0] == 0:
             return
         usage = self.cluster_size if self.ema_decay is not None else counts
+        if torch.compiler.is_compiling():
+            self._restart_dead_codes_fixed_shape(flat, usage < self.dead_code_threshold)
+            return
         dead = torch.nonzero(usage < self.dead_code_threshold).flatten()
         if dead.numel() == 0:
             return
@@ -100,6 +113,18 @@ class VectorQuantizer(nn.Module):
             # restart the statistics so the next EMA step keeps the new code where it is
             self.cluster_size[dead] = self.dead_code_threshold
             self.embed_sum[dead] = fresh * self.dead_code_threshold
+
+    def _restart_dead_codes_fixed_shape(self, flat: torch.Tensor, dead: torch.Tensor) -> None:
+        """The restart with static shapes, for compiled graphs: a candidate vector for every
+        code, kept where the code is dead. (Eager keeps the one-draw-per-dead-code stream,
+        which seeded training results depend on; compiled RNG differs from eager anyway.)"""
+        pick = torch.randint(0, flat.shape[0], (self.codebook_size,), device=flat.device)
+        fresh = flat[pick].to(self.codebook.dtype)
+        self.codebook.data.copy_(torch.where(dead[:, None], fresh, self.codebook))
+        if self.ema_decay is not None:
+            thr = self.dead_code_threshold
+            self.cluster_size.copy_(torch.where(dead, thr, self.cluster_size))
+            self.embed_sum.copy_(torch.where(dead[:, None], fresh * thr, self.embed_sum))
 
     @torch.no_grad()
     def _kmeans_init(self, flat: torch.Tensor) -> None:
@@ -123,6 +148,7 @@ class VectorQuantizer(nn.Module):
             self.cluster_size.copy_(counts)
             self.embed_sum.copy_(centers * counts[:, None])
         self.initted.fill_(True)
+        self._kmeans_pending = False
 
     @staticmethod
     def _kmeans_pp(data: torch.Tensor, K: int) -> torch.Tensor:

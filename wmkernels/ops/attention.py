@@ -135,6 +135,7 @@ def _check_kernel_support(op: str, backend: str, q: torch.Tensor) -> None:
     if backend in ("triton", "cuda") and q.dtype == torch.float64:
         raise TypeError(f"the {backend} {op} runs float16/bfloat16/float32; got float64 q "
                         "(use backend='cpu' or 'reference' for float64)")
+    _checks.kernel_dtype(backend, op, "q", q)
     D = q.shape[-1]
     if backend in ("triton", "cuda"):
         if D > MAX_HEAD_DIM:
@@ -164,6 +165,13 @@ def _check_scale(scale, head_dim: int) -> float:
     if not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale must be a finite positive float, got {scale}")
     return float(scale)
+
+
+def _empty_output(q, k, v) -> torch.Tensor:
+    """The output of a call with nothing to attend: zeros like q, connected to q, k and v so
+    that their gradients are zeros, not None."""
+    return torch.zeros_like(q, memory_format=torch.contiguous_format) + (
+        q.sum() + k.sum() + v.sum()) * 0
 
 
 def _check_qkv(q, k, v) -> None:
@@ -205,8 +213,7 @@ def spatial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     scale = _check_scale(scale, q.shape[-1])
     name = _select("spatial_attention", q, k, v, backend)
     if q.numel() == 0:
-        return torch.zeros_like(q, memory_format=torch.contiguous_format) + (
-            k.sum() + v.sum()) * 0
+        return _empty_output(q, k, v)
     if name == "reference":
         return reference.spatial_attention(q, k, v, scale)
     if name == "sdpa":
@@ -251,8 +258,7 @@ def temporal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     scale = _check_scale(scale, D)
     name = _select("temporal_attention", q, k, v, backend, causal)
     if q.numel() == 0 or k.numel() == 0:
-        return torch.zeros_like(q, memory_format=torch.contiguous_format) + (
-            k.sum() + v.sum()) * 0
+        return _empty_output(q, k, v)
     if name == "reference":
         return reference.temporal_attention(q, k, v, causal, scale)
     if name == "sdpa":

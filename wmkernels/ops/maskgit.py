@@ -148,6 +148,7 @@ def _check_kernel_dtype(name: str, logits: torch.Tensor) -> None:
     if name in ("triton", "cuda") and logits.dtype == torch.float64:
         raise TypeError(f"the {name} maskgit kernels run float16/bfloat16/float32 logits; got "
                         "float64 (use backend='reference' or 'cpu')")
+    _checks.kernel_dtype(name, "maskgit kernels", "logits", logits)
 
 
 def _sample(name, logits, temperature, top_k, generator):
@@ -252,9 +253,7 @@ def maskgit_step(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
     _check_step(logits, tokens, mask)
     B, N, V = logits.shape
     _check_settings(V, temperature, top_k, generator, logits.device)
-    if not isinstance(choice_temperature, (int, float)) or not 0 <= choice_temperature < math.inf:
-        raise ValueError(f"choice_temperature must be a finite number >= 0, got "
-                         f"{choice_temperature!r}")
+    _checks.number("choice_temperature", choice_temperature, low=0.0)
     _checks.choice("order", order, ORDERS)
     k = _num_masked_tensor(num_masked, B, N, logits.device)
     name = routing.select("maskgit_step", logits.device, backend)
@@ -296,6 +295,9 @@ def maskgit_schedule(step: int, total_steps: int, num_initial: int | torch.Tenso
         ratio = 0.0
     if isinstance(num_initial, torch.Tensor):
         _checks.tensor("num_initial", num_initial, dtypes=(torch.int64, torch.int32))
+        if (num_initial.device.type == "cpu" and num_initial.numel()
+                and not torch.compiler.is_compiling() and int(num_initial.min()) < 0):
+            raise ValueError(f"num_initial values must be >= 0, got {int(num_initial.min())}")
         return torch.floor(num_initial.double() * ratio).to(num_initial.dtype)
     if isinstance(num_initial, bool) or not isinstance(num_initial, int):
         raise TypeError(f"num_initial must be an int or an int tensor, got "

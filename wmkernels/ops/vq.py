@@ -52,6 +52,19 @@ def _check_lookup(z, codebook, metric, backend_dtypes=_checks.FLOAT_DTYPES):
                          f"(codebook.shape[1] = {codebook.shape[1]})")
     if codebook.shape[0] == 0:
         raise ValueError("codebook must hold at least one code, got codebook.shape[0] = 0")
+    if codebook.shape[1] == 0:
+        raise ValueError(f"z and codebook need a vector size D >= 1, got z {tuple(z.shape)} "
+                         f"and codebook {tuple(codebook.shape)}")
+
+
+def _nonfinite_rows(flat: torch.Tensor, codebook: torch.Tensor,
+                    idx: torch.Tensor) -> torch.Tensor:
+    """The codes of the rows of z holding NaN or +-inf (policy: wmkernels.reference.vq), for
+    kernels that resolve only finite rows: NaN -> 0, else inf -> the first NaN code (0 if
+    none)."""
+    first_nan_code = codebook.isnan().any(1).int().argmax()
+    idx = torch.where(flat.isinf().any(1), first_nan_code, idx)
+    return idx.masked_fill(flat.isnan().any(1), 0)
 
 
 def vq_lookup(z: torch.Tensor, codebook: torch.Tensor, *, metric: str = "l2",
@@ -67,22 +80,31 @@ def vq_lookup(z: torch.Tensor, codebook: torch.Tensor, *, metric: str = "l2",
             for the device.
 
     Returns:
-        int64 tensor of shape z.shape[:-1]. Ties go to the smallest index. A NaN distance
-        counts as the smallest (torch.argmin semantics): a row of `z` holding NaN gets 0.
+        int64 tensor of shape z.shape[:-1]. Ties go to the smallest index. Non-finite
+        values: a NaN distance counts as the smallest (torch.argmin semantics), a distance
+        involving +-inf is +inf, so a row of `z` holding NaN gets 0 and a code holding inf
+        is never chosen while a finite code exists (the whole policy:
+        `wmkernels.reference.vq`).
 
     Raises:
-        TypeError: non-float or mismatched dtypes. ValueError: shapes, devices, metric.
+        TypeError: non-float or mismatched dtypes, bfloat16 on the triton backend with CPU
+        tensors (the interpreter cannot run it). ValueError: shapes (K = 0, D = 0), devices,
+        metric.
         RuntimeError: the requested backend cannot run here (the message says why).
     """
     _check_lookup(z, codebook, metric)
     name = routing.select("vq_lookup", z.device, backend)
     if name == "triton" and z.dtype == torch.float64:
         raise TypeError("the triton vq_lookup runs float16/bfloat16/float32; got float64 z")
+    _checks.kernel_dtype(name, "vq_lookup", "z", z)
     flat = z.reshape(-1, z.shape[-1])
     if name == "reference":
         idx = reference.vq_lookup(flat, codebook, metric)
     elif name == "triton":
-        idx = torch.ops.wmk.vq_lookup_triton(flat, codebook, metric)
+        idx = _nonfinite_rows(flat, codebook, torch.ops.wmk.vq_lookup_triton(flat, codebook,
+                                                                              metric))
+    elif name == "cuda":
+        idx = _nonfinite_rows(flat, codebook, torch.ops.wmk.vq_lookup(flat, codebook, metric))
     else:
         idx = torch.ops.wmk.vq_lookup(flat, codebook, metric)
     return idx.view(z.shape[:-1])
@@ -98,7 +120,10 @@ def vq_quantize(z: torch.Tensor, codebook: torch.Tensor, *, metric: str = "l2",
         indices: int64 `z.shape[:-1]`.
         loss: scalar `mean||sg[z] - e||^2 + commitment_weight * mean||z - sg[e]||^2`; the
             codebook is trained by the first term, the encoder by the second. 0 if z is empty.
+
+    Raises: as `vq_lookup`; ValueError for a commitment_weight that is not finite and >= 0.
     """
+    _checks.number("commitment_weight", commitment_weight, low=0.0)
     indices = vq_lookup(z, codebook, metric=metric, backend=backend)
     codes = codebook
     if metric == "cosine":
@@ -122,11 +147,19 @@ def vq_ema_update_(codebook: torch.Tensor, cluster_size: torch.Tensor, embed_sum
         codebook: (K, D) float, contiguous; overwritten with embed_sum / smoothed counts.
         cluster_size: (K,) EMA of code counts; embed_sum: (K, D) EMA of summed vectors; both
             contiguous, same dtype as codebook.
-        z: (..., D) vectors; indices: int64 z.shape[:-1], their codes (from vq_lookup).
-        decay: EMA decay in [0, 1]. eps: Laplace smoothing constant > 0.
+        z: (..., D) vectors; indices: int64 z.shape[:-1], their codes (from vq_lookup), each
+            in [0, K).
+        decay: EMA decay in [0, 1]. eps: Laplace smoothing constant > 0 (both finite).
 
     Semantics (VQ-VAE-2 / Sonnet VectorQuantizerEMA, no zero-debiasing): see
-    `wmkernels.reference.vq.vq_ema_update_`.
+    `wmkernels.reference.vq.vq_ema_update_`; a row of z holding NaN/inf makes only its own
+    code non-finite (`nn.VectorQuantizer` skips such batches).
+
+    Raises:
+        TypeError: dtypes, non-number decay/eps. ValueError: shapes (K, D >= 1), devices,
+        non-contiguous state, decay/eps out of range or not finite, an index outside [0, K)
+        (checked on CPU tensors and by the C++ kernels; the cuda one reads the range back,
+        a host sync).
     """
     _checks.tensor("codebook", codebook, ndim=2)
     _checks.tensor("cluster_size", cluster_size, ndim=1)
@@ -144,12 +177,19 @@ def vq_ema_update_(codebook: torch.Tensor, cluster_size: torch.Tensor, embed_sum
     if z.shape[-1] != D or indices.shape != z.shape[:-1]:
         raise ValueError(f"z must be (..., {D}) and indices z.shape[:-1]; got z "
                          f"{tuple(z.shape)} and indices {tuple(indices.shape)}")
+    if K == 0 or D == 0:
+        raise ValueError(f"codebook must be (K, D) with K, D >= 1, got {tuple(codebook.shape)}")
     for name, t in (("codebook", codebook), ("cluster_size", cluster_size),
                     ("embed_sum", embed_sum)):
         if not t.is_contiguous():
             raise ValueError(f"{name} must be contiguous (it is updated in place)")
-    if not 0.0 <= decay <= 1.0 or eps <= 0.0:
-        raise ValueError(f"decay must be in [0, 1] and eps > 0; got decay={decay}, eps={eps}")
+    decay = _checks.number("decay", decay, low=0.0, high=1.0)
+    eps = _checks.number("eps", eps, low=0.0, low_open=True)
+    if indices.numel() and indices.device.type == "cpu" and not torch.compiler.is_compiling():
+        lo, hi = torch.aminmax(indices)
+        if lo < 0 or hi >= K:
+            raise ValueError(f"indices must be in [0, K) = [0, {K}), got values in "
+                             f"[{int(lo)}, {int(hi)}]")
     flat_z, flat_i = z.reshape(-1, D), indices.reshape(-1)
     name = routing.select("vq_ema_update_", codebook.device, backend)
     if name == "reference":

@@ -60,7 +60,12 @@ def maskgit_sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int | 
         if top_k is not None and top_k < V:
             kth = torch.topk(t, top_k, dim=-1).values[:, -1:]
             t = t.masked_fill(t < kth, float("-inf"))
-        t = (t / temperature).nan_to_num(posinf=torch.finfo(t.dtype).max, neginf=float("-inf"))
+        # shifted by the row maximum first, so that a tiny temperature cannot overflow x / T
+        # to +inf (which would spread the mass over every positive logit): the maximum
+        # becomes 0 / T = 0 (NaN when T underflows to 0 in the compute dtype) and the others
+        # go to -inf, i.e. the argmax, as the temperature goes to 0
+        t = ((t - t.amax(-1, keepdim=True)) / temperature).nan_to_num(
+            nan=0.0, neginf=float("-inf"))
         probs = torch.softmax(t, dim=-1)
         tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
     conf = torch.softmax(x, dim=-1).gather(-1, tokens[:, None]).squeeze(-1).float()

@@ -80,6 +80,11 @@ def vq_lookup(z: torch.Tensor, codebook: torch.Tensor, metric: str) -> torch.Ten
     out = torch.empty(N, dtype=torch.long, device=z.device)
     if N == 0:
         return out
+    # a non-finite code becomes a zero vector whose bias carries its distance (NaN, or +inf),
+    # so inf - inf never happens (the policy: wmkernels/reference/vq.py; rows of z holding
+    # NaN/inf are resolved by the caller)
+    bad, has_nan = ~codebook.isfinite().all(1), codebook.isnan().any(1)
+    codebook = codebook.masked_fill(bad[:, None], 0)
     if metric == "cosine":
         codes = torch.nn.functional.normalize(codebook.float(), dim=-1).to(z.dtype)
         bias = torch.zeros(K, dtype=torch.float32, device=z.device)
@@ -88,6 +93,7 @@ def vq_lookup(z: torch.Tensor, codebook: torch.Tensor, metric: str) -> torch.Ten
         codes = codebook
         bias = codebook.float().pow(2).sum(1)
         scale = 2.0
+    bias = bias.masked_fill(bad, float("inf")).masked_fill(has_nan, float("nan"))
     block_d = max(16, min(64, triton.next_power_of_2(D)))
     precision = "tf32x3" if z.dtype == torch.float32 else "tf32"
     grid = lambda meta: (triton.cdiv(N, meta["BLOCK_N"]),)
