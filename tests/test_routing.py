@@ -162,3 +162,111 @@ def test_use_backend_is_read_while_tracing_under_compile():
     with wmkernels.use_backend("cuda"), pytest.raises(Exception, match=r"use_backend\('cuda'\)"):
         torch.compile(f, fullgraph=True, backend="eager")(q)
     torch._dynamo.reset()
+
+
+# The canonical shapes of shared/BENCHMARKS.md: op, sizes, dtype, SDPA views exist (packed
+# QKV: spatial views do, temporal views do not).
+ATT = dict(H=16, D=64, causal=True)
+CANONICAL = {
+    "attn-spatial-genie": ("spatial_attention", dict(ATT, B=8, Tq=16, Tk=16, S=1024),
+                           torch.bfloat16, True),
+    "attn-spatial-dit": ("spatial_attention", dict(ATT, B=2, Tq=16, Tk=16, S=4096, D=128),
+                         torch.bfloat16, True),
+    "attn-temporal-genie": ("temporal_attention", dict(ATT, B=8, Tq=16, Tk=16, S=1024),
+                            torch.bfloat16, False),
+    "attn-temporal-long": ("temporal_attention", dict(ATT, B=2, Tq=64, Tk=64, S=1024),
+                           torch.bfloat16, False),
+    "attn-temporal-decode": ("temporal_attention", dict(ATT, B=8, Tq=1, Tk=16, S=1024),
+                             torch.bfloat16, False),
+    "vq-tokenizer-fp32": ("vq_lookup", dict(N=131072, K=1024, D=32), torch.float32, False),
+    "vq-tokenizer-bf16": ("vq_lookup", dict(N=131072, K=1024, D=32), torch.bfloat16, False),
+    "vq-large": ("vq_lookup", dict(N=131072, K=8192, D=256), torch.bfloat16, False),
+    "vq-actions": ("vq_lookup", dict(N=131072, K=8, D=32), torch.float32, False),
+}
+# shape -> (inference, training) choice on an sm_90 GPU and on CPU
+EXPECTED = {
+    "attn-spatial-genie": ("triton", "triton", "sdpa"),  # tensor cores; cuda C++ is FFMA
+    "attn-spatial-dit": ("triton", "triton", "sdpa"),
+    "attn-temporal-genie": ("cuda", "triton", "cpu"),  # memory-bound: equal bytes, then
+    "attn-temporal-long": ("cuda", "triton", "cpu"),  # the unfused C++ backward's bytes
+    "attn-temporal-decode": ("cuda", "triton", "cpu"),
+    "vq-tokenizer-fp32": ("triton", None, "cpu"),
+    "vq-tokenizer-bf16": ("triton", None, "cpu"),
+    "vq-large": ("triton", None, "cpu"),  # 10x under the FFMA kernel's floor (issue 20)
+    "vq-actions": ("cuda", None, "cpu"),  # K = 8: memory-bound, equal bytes -> preference
+}
+
+
+@pytest.mark.parametrize("shape", list(CANONICAL))
+def test_rule_at_canonical_shapes(shape):
+    op, sizes, dtype, view = CANONICAL[shape]
+    infer, train, cpu = EXPECTED[shape]
+    got = routing.rank(op, routing.Call("cuda", dtype, sizes, view, False, (9, 0)))
+    assert got[0][0] == infer, got
+    assert "roofline H100 SXM" in got[0][1] and "FLOP/B" in got[0][1]
+    if train:
+        assert routing.rank(op, routing.Call("cuda", dtype, sizes, view, True, (9, 0)))[0][0] \
+            == train
+    assert routing.rank(op, routing.Call("cpu", torch.float32, sizes, view))[0][0] == cpu
+
+
+def test_rule_roofline_regimes():
+    """Above the scalar ridge point tensor cores win by about their peak ratio; far below
+    it the implementation moving the fewest bytes wins."""
+    op, sizes, dtype, view = CANONICAL["vq-large"]
+    est = {n: float(w.rsplit("est. ", 1)[1].split()[0]) for n, w in routing.rank(
+        op, routing.Call("cuda", dtype, sizes, view, False, (9, 0)))}
+    assert est["cuda"] / est["triton"] > 10  # 989 vs 67 TFLOP/s
+    assert est["reference"] > est["triton"]  # the N x K distance matrix round trip
+    # temporal attention on copies (reference) moves ~3x the bytes of a strided kernel
+    op, sizes, dtype, view = CANONICAL["attn-temporal-decode"]
+    ranked = [n for n, _ in routing.rank(op, routing.Call("cuda", dtype, sizes, view, False,
+                                                          (8, 0)))]
+    assert ranked.index("reference") > ranked.index("cuda")
+    assert ranked.index("reference") > ranked.index("triton")
+
+
+def test_rule_peaks_by_capability():
+    from wmkernels import roofline
+
+    assert roofline.peaks((9, 0)).name == "H100 SXM"
+    assert roofline.peaks((8, 0)).name == "A100 SXM"
+    assert roofline.peaks((8, 9)).name == "L4"
+    assert roofline.peaks((8, 7)).name == "A10"  # nearest older listed
+    assert roofline.peaks((12, 0)).name == "H100 SXM"
+    assert roofline.peaks((6, 1)).name == "T4"
+
+
+def test_rule_routes_around_what_a_kernel_cannot_run():
+    op, sizes, _, view = CANONICAL["attn-spatial-genie"]
+    got = routing.rank(op, routing.Call("cuda", torch.float64, sizes, view, False, (9, 0)))
+    assert got[0][0] == "sdpa" and {"triton", "cuda"}.isdisjoint(n for n, _ in got[:2])
+    got = routing.rank(op, routing.Call("cuda", torch.bfloat16, dict(sizes, D=512), view))
+    assert got[0][0] == "sdpa"
+
+
+def test_rule_without_views_or_sizes():
+    op, sizes, _, _ = CANONICAL["attn-spatial-genie"]
+    assert routing.rank(op, routing.Call("cpu", torch.float32, sizes, False))[0][0] == "cpu"
+    assert routing.rank("maskgit_step", routing.Call("cuda"))[0][0] == "cuda"
+
+
+def test_default_path_on_cpu_and_record():
+    """What runs by default on CPU, read back from the record the benches use."""
+    if not _extension.has_cpu():
+        pytest.skip(_extension.LOAD_ERROR)
+    qkv = torch.randn(1, 3, 5, 3, 2, 8)
+    q, k, v = qkv.unbind(3)
+    split = [torch.randn(3, 2, 5, 2, 8).transpose(0, 1) for _ in range(3)]  # B, T split
+    with routing.record() as seen:
+        wmkernels.spatial_attention(q, k, v)
+        wmkernels.temporal_attention(q, k, v)
+    assert set(seen["spatial_attention"]) == {"sdpa"}
+    assert set(seen["temporal_attention"]) == {"cpu"}
+    with routing.record() as seen:
+        wmkernels.spatial_attention(*split)
+        wmkernels.spatial_attention(q, k, v, backend="reference")
+    assert set(seen["spatial_attention"]) == {"cpu", "reference"}
+    assert "asked for: backend='reference'" in seen["spatial_attention"]["reference"]
+    assert routing.explain("vq_lookup", CPU) == ("cpu", routing.rank(
+        "vq_lookup", routing.Call("cpu"))[0][1])

@@ -1,15 +1,28 @@
 """Which implementation runs an op: the routing rule shared by every public function.
 
 Order of choice: the `backend=` argument, then the innermost `use_backend(name)` block, then
-the `WMK_BACKEND` environment variable, then the first available entry of the op's preference
-list for the tensor's device. A backend that is asked for explicitly but cannot run raises an
-error that says why.
+the `WMK_BACKEND` environment variable, then the rule (`rank`). A backend that is asked for
+explicitly but cannot run raises an error that says why.
+
+The rule is a pure function of the op, the device (type and compute capability), the call's
+sizes and dtype, and whether zero-copy SDPA views exist (`Call`); it returns the op's
+implementations best first, each with its reason, and the first one that is implemented and
+available runs:
+  CUDA: the roofline of wmkernels.roofline (FLOP and bytes per call and implementation, the
+        device's datasheet peaks by compute capability): the smallest estimated time wins, so
+        compute-bound calls go to tensor-core implementations and memory-bound calls to the
+        one that moves the fewest bytes; equal estimates (within 2%) keep PREFERENCE order.
+  CPU:  measured (see CPU_MEASURED): SDPA on zero-copy views for spatial attention when the
+        views exist, the C++ kernels otherwise.
+Ops or calls without sizes fall back to PREFERENCE order.
 
 Backends:
   reference  eager PyTorch (wmkernels/reference): the semantics and the baseline
   cpu        C++ kernels of the extension, CPU tensors
   triton     Triton kernels; on CUDA tensors, or CPU tensors under TRITON_INTERPRET=1
   cuda       CUDA C++ kernels of the extension, CUDA tensors
+  sdpa       torch's scaled_dot_product_attention on zero-copy views (attention ops only;
+             a reshaped copy where no view exists), any device
 
 Backends registered at run time (`register_backend`, e.g. a test suite's emulator) run only
 when asked for by name: the rule never picks them.
@@ -19,19 +32,35 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import importlib.util
 import os
 from collections.abc import Callable
 
 import torch
 
-from wmkernels import _extension
+from wmkernels import _extension, roofline
 
-NAMES = ("reference", "cpu", "triton", "cuda")
+NAMES = ("reference", "cpu", "triton", "cuda", "sdpa")
 
-# Best first, per device type. Triton is not preferred on CPU: there it only runs in the
-# interpreter, which is for testing.
-PREFERENCE = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
+# Tie order, best first, per device type. Triton is never chosen on CPU: there it only runs
+# in the interpreter, which is for testing.
+PREFERENCE = {"cuda": ("cuda", "triton", "sdpa", "reference"),
+              "cpu": ("cpu", "sdpa", "reference")}
+
+# CPU decisions, measured on a 2-core AMD EPYC (torch 2.13.0+cpu, fp32, OMP_NUM_THREADS=1,
+# medians of 3 interleaved rounds of 7 runs on a shared machine: bench/sdpa_views.py).
+# Spatial, packed QKV, SDPA on (B*T, H, S, D) views against the cpu kernel: forward
+# 0.57-0.86x its time (S = 16..1024, D = 32/64), forward+backward 0.49-0.90x. Temporal,
+# causal: the cpu kernel is level or faster; SDPA on contiguous (B, S*H, T, D) views took
+# 0.90-1.35x its forward time and 1.00-1.57x forward+backward, on reshaped packed views
+# 1.15-1.64x.
+CPU_MEASURED = {
+    "spatial_attention": "SDPA on views measured 0.57-0.86x the cpu kernel's time (fwd), "
+                         "0.49-0.90x (fwd+bwd) on a 2-core AMD EPYC",
+    "temporal_attention": "the cpu kernel measured level with or faster than SDPA on views "
+                          "(SDPA 0.90-1.35x fwd, 1.00-1.57x fwd+bwd) on a 2-core AMD EPYC",
+}
 
 # op name -> backends that implement it (filled by wmkernels.ops.* at import).
 _OPS: dict[str, tuple[str, ...]] = {}
@@ -118,7 +147,7 @@ def unavailable_reason(backend: str, device_type: str) -> str | None:
         if device_type != runs:
             return f"the {backend} backend runs {runs} tensors, got a {device_type} tensor"
         return reason()
-    if backend == "reference":
+    if backend in ("reference", "sdpa"):
         return None
     if backend == "cpu":
         if device_type != "cpu":
@@ -141,8 +170,105 @@ def unavailable_reason(backend: str, device_type: str) -> str | None:
     return f"unknown backend {backend!r}; expected one of {names()}"
 
 
-def select(op: str, device: torch.device, backend: str | None) -> str:
-    """The backend that runs `op` on `device` (see module docstring for the rule)."""
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """What the rule knows about one call: no tensors, so the rule is a pure function.
+
+    sizes: per op, e.g. attention B, Tq, Tk, S, H, D, causal; vq_lookup N, K, D (empty: the
+    rule falls back to PREFERENCE). view: zero-copy SDPA views exist. grad: a backward will
+    run. capability: the CUDA device's (major, minor).
+    """
+    device: str
+    dtype: torch.dtype = torch.float32
+    sizes: dict = dataclasses.field(default_factory=dict)
+    view: bool = False
+    grad: bool = False
+    capability: tuple[int, int] | None = None
+
+
+@torch.compiler.assume_constant_result
+def _capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
+def call(x: torch.Tensor, *, view: bool = False, grad: bool = False, **sizes) -> Call:
+    """The `Call` of an op whose main input is `x` (device, dtype, capability from `x`)."""
+    cap = None
+    if x.device.type == "cuda":
+        cap = _capability(x.device.index or 0)
+        # The roofline compares sizes; under torch.compile(dynamic=True) that would need
+        # guards on symbolic floats, so the CUDA choice specializes on the traced sizes.
+        sizes = {k: int(v) for k, v in sizes.items()}
+    return Call(x.device.type, x.dtype, sizes, view, grad, cap)
+
+
+def rank(op: str, c: Call) -> list[tuple[str, str]]:
+    """The rule: the implementations of `op` for call `c`, best first, each with its reason.
+    Pure: it looks at neither the machine nor what is installed."""
+    order = tuple(n for n in PREFERENCE.get(c.device, ("reference",))
+                  if n in _OPS.get(op, NAMES))
+    if c.device == "cuda" and c.sizes:
+        return _rank_roofline(op, c, order)
+    if c.device == "cpu" and op == "spatial_attention" and c.view:
+        first = [("sdpa", CPU_MEASURED[op] + "; the (B*T, H, S, D) views exist")]
+        return first + [(n, "the (B*T) views exist, SDPA on them measured faster")
+                        for n in order if n != "sdpa"]
+    if c.device == "cpu" and op in CPU_MEASURED:
+        why = CPU_MEASURED[op] if op == "temporal_attention" else (
+            "no zero-copy (B*T, H, S, D) view (strides of B and T do not merge): our kernel "
+            "reads the strides, SDPA would need copies")
+        return [(n, why) for n in order]
+    return [(n, f"{c.device} preference order {order}") for n in order]
+
+
+def _rank_roofline(op: str, c: Call, order) -> list[tuple[str, str]]:
+    p = roofline.peaks(c.capability)
+    est = {}
+    for n in order:
+        cost = roofline.cost(op, n, c.dtype, c.sizes, view=c.view, grad=c.grad)
+        if cost is not None:
+            est[n] = (cost.seconds(p, c.dtype), cost)
+    if not est:
+        return [(n, f"no roofline model: cuda preference order {order}") for n in order]
+    best = min(t for t, _ in est.values())
+    # equal estimates (within 2%) keep the preference order
+    close = [n for n in order if n in est and est[n][0] <= best * 1.02]
+    ranked = close + sorted((n for n in est if n not in close), key=lambda n: est[n][0])
+    ridge = p.fp32 / p.bandwidth
+    out = []
+    for n in ranked:
+        t, cost = est[n]
+        bound = "compute" if cost.flops / cost.bytes > (
+            ridge if cost.unit == "fp32" else p.tensor16 / p.bandwidth) else "memory"
+        out.append((n, f"roofline {p.name}: {cost.flops / 1e9:.3g} GFLOP, {cost.bytes / 1e6:.4g} "
+                       f"MB, {cost.flops / cost.bytes:.0f} FLOP/B ({cost.unit} units, "
+                       f"{bound}-bound; scalar ridge {ridge:.0f} FLOP/B) -> est. "
+                       f"{t * 1e3:.3g} ms"))
+    unmodelled = [n for n in order if n not in est]
+    return out + [(n, "cannot serve this call (dtype or size)") for n in unmodelled]
+
+
+# Records of the backends chosen inside `record()` blocks (see there).
+_RECORD: contextvars.ContextVar[dict | None] = contextvars.ContextVar("wmk_record",
+                                                                      default=None)
+
+
+@contextlib.contextmanager
+def record():
+    """Collect the backend every op called inside the block ran on: yields a dict
+    {op: {backend: reason}}, filled as ops run. Benches label rows with it, so a row names
+    the backend that actually ran. Not filled while torch.compile traces."""
+    seen: dict = {}
+    token = _RECORD.set(seen)
+    try:
+        yield seen
+    finally:
+        _RECORD.reset(token)
+
+
+def explain(op: str, device: torch.device, backend: str | None = None,
+            c: Call | None = None) -> tuple[str, str]:
+    """(backend that runs `op`, why): see the module docstring for the order of choice."""
     implemented = _OPS[op]
     source = "backend={!r}"
     if backend is None:
@@ -158,11 +284,21 @@ def select(op: str, device: torch.device, backend: str | None) -> str:
         reason = unavailable_reason(backend, device.type)
         if reason is not None:
             raise RuntimeError(f"{op}: {asked} cannot run: {reason}")
-        return backend
-    for name in PREFERENCE.get(device.type, ("reference",)):
+        return backend, f"asked for: {asked}"
+    for name, why in rank(op, c or Call(device.type)):
         if name in implemented and unavailable_reason(name, device.type) is None:
-            return name
-    return "reference"
+            return name, why
+    return "reference", "no other implementation can run here"
+
+
+def select(op: str, device: torch.device, backend: str | None, c: Call | None = None) -> str:
+    """The backend that runs `op` on `device` for call `c` (see `explain`)."""
+    name, why = explain(op, device, backend, c)
+    if not torch.compiler.is_compiling():
+        seen = _RECORD.get()
+        if seen is not None:
+            seen.setdefault(op, {})[name] = why
+    return name
 
 
 def backends() -> dict[str, dict[str, dict[str, str]]]:

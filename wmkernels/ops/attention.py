@@ -190,7 +190,7 @@ def spatial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
 
     Args:
         q, k, v: (B, T, S, H, D), same dtype (float16/bfloat16/float32; float64 on the
-            reference and cpu backends) and device. Any strides with a unit last stride,
+            reference, cpu and sdpa backends) and device. Any strides with a unit last stride,
             e.g. views of a packed (B, T, S, 3, H, D) projection: no copy is made.
         scale: multiplies q.k; default D ** -0.5.
         backend: "reference" | "cpu" | "triton" | "cuda" | "sdpa" (torch's SDPA on

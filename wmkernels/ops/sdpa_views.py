@@ -1,0 +1,64 @@
+"""The `sdpa` attention backend: torch's scaled_dot_product_attention on zero-copy views.
+
+Spatial attention over (B, T, S, H, D) is SDPA over `q.view(B*T, S, H, D).transpose(1, 2)`,
+which exists whenever the (B, T) strides merge (packed-QKV views included). Temporal
+attention is SDPA over `q.view(B, T, S*H, D).transpose(1, 2)`, which exists when the (S, H)
+strides merge (contiguous q, k, v; not views of a packed (..., 3, H, D) projection). Where
+the view does not exist the same call runs on a reshaped copy: correct, but the copy is what
+the routing rule avoids by sending such calls to our kernels. Autograd, float64 and
+torch.compile are SDPA's own.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from wmkernels.reference.attention import causal_mask
+
+
+def _merges(x: torch.Tensor, dim: int) -> bool:
+    """True if dims `dim` and `dim + 1` of `x` can be viewed as one."""
+    size, stride = x.shape, x.stride()
+    return size[dim] == 1 or size[dim + 1] == 1 or stride[dim] == size[dim + 1] * stride[dim + 1]
+
+
+def spatial_view_exists(*xs: torch.Tensor) -> bool:
+    """Whether every (B, T, S, H, D) tensor has a zero-copy (B*T, H, S, D) view."""
+    return all(_merges(x, 0) for x in xs)
+
+
+def temporal_view_exists(*xs: torch.Tensor) -> bool:
+    """Whether every (B, T, S, H, D) tensor has a zero-copy (B, S*H, T, D) view."""
+    return all(_merges(x, 2) for x in xs)
+
+
+def _back(out: torch.Tensor, shape) -> torch.Tensor:
+    # SDPA on CPU writes (N, L, heads, D) memory, so this is a view there, a copy elsewhere.
+    return out.transpose(1, 2).reshape(shape).contiguous()
+
+
+def spatial_attention(q, k, v, scale: float) -> torch.Tensor:
+    """Spatial attention of (B, T, S, H, D) q, k, v via SDPA over (B*T, H, S, D) views."""
+    B, T, S, H, D = q.shape
+    t = lambda x: x.reshape(B * T, S, H, D).transpose(1, 2)
+    return _back(F.scaled_dot_product_attention(t(q), t(k), t(v), scale=scale), q.shape)
+
+
+def temporal_attention(q, k, v, causal: bool, scale: float) -> torch.Tensor:
+    """Temporal attention via SDPA over (B, S*H, T, D) views; causal is bottom-right aligned
+    (query frame i sees key frames j <= Tk - Tq + i)."""
+    B, Tq, S, H, D = q.shape
+    Tk = k.shape[1]
+    t = lambda x: x.reshape(B, x.shape[1], S * H, D).transpose(1, 2)
+    # SDPA's is_causal is top-left aligned: equal to ours only when Tq == Tk. With one
+    # query frame every key frame is visible, so no mask at all.
+    mask, top_left = None, False
+    if causal and Tq > 1:
+        if Tq == Tk:
+            top_left = True
+        else:
+            mask = causal_mask(Tq, Tk, q.device)
+    out = F.scaled_dot_product_attention(t(q), t(k), t(v), attn_mask=mask, is_causal=top_left,
+                                         scale=scale)
+    return _back(out, q.shape)
