@@ -93,7 +93,8 @@ def vq_lookup(z: torch.Tensor, codebook: torch.Tensor, *, metric: str = "l2",
         RuntimeError: the requested backend cannot run here (the message says why).
     """
     _check_lookup(z, codebook, metric)
-    name = routing.select("vq_lookup", z.device, backend)
+    name = routing.select("vq_lookup", z.device, backend, routing.call(
+        z, N=z.numel() // z.shape[-1], K=codebook.shape[0], D=z.shape[-1]))
     if name == "triton" and z.dtype == torch.float64:
         raise TypeError("the triton vq_lookup runs float16/bfloat16/float32; got float64 z")
     _checks.kernel_dtype(name, "vq_lookup", "z", z)
