@@ -13,6 +13,7 @@ import glob
 import os
 import re
 import subprocess
+import sys
 
 from setuptools import setup
 
@@ -50,7 +51,14 @@ def _extensions():
         import torch
         from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
     except ImportError:
-        print("wmkernels: torch not importable; installing the pure-Python package")
+        # pip hides a build's output unless it fails or runs with -v, so the installed package
+        # also warns at import (wmkernels/_extension.py); this banner is for build logs.
+        bar = "!" * 78
+        print(f"\n{bar}\nwmkernels: torch is not importable in this build environment, so the C++\n"
+              "kernels are NOT built (pip's build isolation hides the installed torch): the ops\n"
+              "will run the slow eager reference. Reinstall with\n"
+              f"    pip install --no-build-isolation --force-reinstall --no-deps .\n{bar}",
+              file=sys.stderr)
         return [], {}
 
     sources = ["csrc/ops.cpp", *sorted(glob.glob("csrc/cpu/*.cpp"))]

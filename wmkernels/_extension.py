@@ -5,18 +5,40 @@ Importing `_C` registers the C++ ops under `torch.ops.wmk` (schemas in csrc/ops.
 
 from __future__ import annotations
 
-import torch  # noqa: F401  (the extension links against libtorch; load it first)
+import importlib.util
+import warnings
 
-try:
-    from wmkernels import _C  # type: ignore[attr-defined]
+import torch  # (the extension links against libtorch; load it first)
 
-    BUILD_INFO: dict = dict(_C.build_info())
-    LOAD_ERROR: str | None = None
-except ImportError as exc:  # not built, or built against another torch
-    _C = None
-    BUILD_INFO = {}
-    LOAD_ERROR = f"C++ extension not built or not loadable ({exc}); reinstall with "
-    LOAD_ERROR += "`pip install --no-build-isolation -e .` to build it"
+# The one command that builds the extension against the torch that is installed.
+REINSTALL = "pip install --no-build-isolation --force-reinstall --no-deps <wmkernels source dir>"
+
+
+def _load():
+    """-> (module or None, why not). Tells "not in this install" (a pure-Python build: pip's
+    build isolation, WMK_BUILD_EXT=0, a failed compile) from "present but not loadable"
+    (built against another torch), instead of Python's generic import error."""
+    spec = importlib.util.find_spec("wmkernels._C")
+    if spec is None:
+        return None, ("C++ extension not built: this install of wmkernels has no wmkernels._C "
+                      "(a pure-Python build: pip's build isolation hid torch from the build, "
+                      f"WMK_BUILD_EXT=0, or the compile failed); rebuild it with `{REINSTALL}`")
+    try:
+        from wmkernels import _C as module  # type: ignore[attr-defined]
+    except ImportError as exc:
+        return None, (f"C++ extension {spec.origin} does not load with torch "
+                      f"{torch.__version__} (built against another torch?): {exc}; rebuild it "
+                      f"with `{REINSTALL}`")
+    return module, None
+
+
+_C, LOAD_ERROR = _load()
+BUILD_INFO: dict = dict(_C.build_info()) if _C is not None else {}
+if _C is None:
+    # Once per process (a module runs once): without the extension every op silently runs
+    # the eager reference, 10x or more slower.
+    warnings.warn(f"wmkernels: {LOAD_ERROR}. The ops run the slow eager reference.",
+                  RuntimeWarning, stacklevel=2)
 
 
 def has_cpu() -> bool:
