@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from wmkernels import routing
 from wmkernels.bench import peaks
 from wmkernels.bench.timing import peak_memory, time_fn
 
@@ -91,10 +92,24 @@ def bench_package(name: str) -> str:
     return "models" if name in MODELS else "ops"
 
 
+def ran(case: Case) -> dict[str, dict[str, str]]:
+    """The wmkernels backends one call of the case ran, per op, with the rule's reasons
+    (recorded by the ops themselves, so a row names what actually ran)."""
+    with routing.record() as seen:
+        case.fn()
+    return seen
+
+
+def _ran_label(seen: dict) -> str:
+    return "; ".join(f"{op}: {'+'.join(sorted(b))}" for op, b in sorted(seen.items())) or "-"
+
+
 def run_case(case: Case, device: str, peak: dict) -> dict:
+    seen = ran(case)
     ms = time_fn(case.fn, device)
     mem = peak_memory(case.fn, device)
     row = {"op": case.op, "shape": case.shape, "backend": case.backend, "dtype": case.dtype,
+           "ran": _ran_label(seen), "why": {op: b for op, b in seen.items()},
            "ms": ms, "GBps": case.bytes / ms / 1e6 if case.bytes else None,
            "TFLOPs": case.flops / ms / 1e9 if case.flops else None, "peak_mem_bytes": mem,
            "params": case.params}
@@ -145,7 +160,8 @@ def _fmt(v, spec):
 def format_row(r: dict) -> str:
     return (f"  {r['op']:<22} {r['shape']:<22} {r['backend']:<13} {r['dtype']:<9} "
             f"{r['ms']:>9.3f} ms "
-            f"{_fmt(r['GBps'], '>8.1f')} GB/s {_fmt(r['TFLOPs'], '>7.3f')} TFLOP/s")
+            f"{_fmt(r['GBps'], '>8.1f')} GB/s {_fmt(r['TFLOPs'], '>7.3f')} TFLOP/s  "
+            f"ran: {r.get('ran', '-')}")
 
 
 def markdown(result: dict) -> str:
@@ -155,13 +171,16 @@ def markdown(result: dict) -> str:
              f"{env['date']}, `{env['command']}`", "",
              f"Measured peaks: copy {peak['copy_GBps']:.1f} GB/s, {peak['matmul_dtype']} matmul "
              f"{peak['matmul_TFLOPs']:.2f} TFLOP/s", "",
-             "| op | shape | backend | dtype | median ms | GB/s | TFLOP/s | % copy peak "
+             "Column `ran`: the wmkernels backend each op of the row actually ran (recorded by "
+             "the ops; `-`: no wmkernels op).", "",
+             "| op | shape | backend | ran | dtype | median ms | GB/s | TFLOP/s | % copy peak "
              "| % matmul peak | speedup vs eager | peak mem MiB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         mem = r["peak_mem_bytes"] / 2**20 if r["peak_mem_bytes"] is not None else None
         lines.append(
-            f"| {r['op']} | {r['shape']} | {r['backend']} | {r['dtype']} | {r['ms']:.3f} | "
+            f"| {r['op']} | {r['shape']} | {r['backend']} | {r.get('ran', '-')} | {r['dtype']} | "
+            f"{r['ms']:.3f} | "
             f"{_fmt(r['GBps'], '.1f')} | {_fmt(r['TFLOPs'], '.3f')} | "
             f"{_fmt(r['pct_copy_peak'], '.1f')} | {_fmt(r['pct_matmul_peak'], '.1f')} | "
             f"{_fmt(r['speedup_vs_eager'], '.2f')} | {_fmt(mem, '.1f')} |")

@@ -60,8 +60,9 @@ def _step_fn(batch: int, enc: EncoderConfig, pred: PredictorConfig, device: str,
 
 
 def cases(device: str, quick: bool) -> list:
-    """Rows: "eager" (attention on backend="reference") and "wmk-<backend>" (the backend
-    wmkernels picks on `device`), same weights, masks and inputs."""
+    """Rows: "eager" (attention on backend="reference") and "wmk" (the backends wmkernels
+    picks on `device`: the results' `ran` column names them), same weights, masks and
+    inputs."""
     if quick:
         name = "vjepa-quick/cpu"
     elif device == "cuda":
@@ -82,6 +83,6 @@ def cases(device: str, quick: bool) -> list:
                          f"no wmkernels attention kernel on {device} yet: the best available "
                          "backend is the reference, which is the eager row"))
     else:
-        rows.append(Case(op=OP, shape=name, backend=f"wmk-{best}", dtype=dtype,
+        rows.append(Case(op=OP, shape=name, backend="wmk", dtype=dtype,
                          fn=_step_fn(batch, enc, pred, device, None), params=params))
     return rows

@@ -22,8 +22,6 @@ from wmkernels.models.sora.config import base, tiny
 from wmkernels.models.sora.dit import DiT, DiTConfig
 from wmkernels.models.sora.flow import euler_sample, flow_loss, guided
 
-LABELS = {"cpu": "wmk-cpu", "triton": "wmk-triton", "cuda": "wmk-cuda"}
-
 
 def _dit_flops(dit: DiT, batch: int, frames: int, tokens: int, text_tokens: int) -> int:
     """Useful forward flops: 2 per weight per token for the token-wise linears, plus
@@ -117,6 +115,6 @@ def _cases(device: str, cfg, batch: int, latent: tuple, shape: str, dtype) -> li
             out.append(Skip(op, shape, "wmk", f"no wmkernels attention backend beyond the "
                             f"reference runs on {device} here"))
         else:
-            out.append(Case(op, shape, LABELS[chosen], dt, make(fast, None), flops=flops,
+            out.append(Case(op, shape, "wmk", dt, make(fast, None), flops=flops,
                             params=params))
     return out

@@ -4,8 +4,10 @@ Rows per shape, forward (`spatial_attention`, `temporal_attention`) and forward+
 (`..._fwdbwd`): eager (rearrange + SDPA + rearrange back, as repos write it), compile
 (torch.compile of eager), sdpa (SDPA on zero-copy strided views of the packed QKV),
 flex (FlexAttention, compiled, on the same views; GPU only), and the wmk backends that can
-run. `st_block_fwdbwd` times a Genie ST block built on the eager ops against the same block
-on the wmk kernels. On CPU the shapes are scaled (`<name>/cpu`, real sizes in params).
+run: "wmk" is the default path (no backend=: what the routing rule picks; the `ran` column
+of the results names it), "wmk-<backend>" one backend forced. `st_block_fwdbwd` times a
+Genie ST block built on the eager ops against the same block on the wmk kernels. On CPU the
+shapes are scaled (`<name>/cpu`, real sizes in params).
 """
 
 from __future__ import annotations
@@ -58,9 +60,10 @@ def _views(qkv, tq):
 
 
 def _sdpa_views(kind, q, k, v, causal_mask):
-    """SDPA on zero-copy views: spatial (B*T, H, S, D) via a free reshape; temporal
-    (B, S, H, T, D) via a permute. No 4-D zero-copy view of a packed projection exists for
-    temporal attention, so there SDPA gets 5-D inputs (its math path on CUDA)."""
+    """The "SDPA on views" peer, the best a user writes with torch alone: spatial
+    (B*T, H, S, D) via a free reshape; temporal (B, S, H, T, D) via a permute. No 4-D
+    zero-copy view of a packed projection exists for temporal attention, so there SDPA gets
+    5-D inputs (its math path on CUDA)."""
     if kind == "spatial":
         B, T, S, H, D = q.shape
         t = lambda x: x.reshape(B * T, S, H, D).transpose(1, 2)
@@ -129,6 +132,7 @@ def _attention_cases(name, spec, device, dtype, quick):
             skips.append(Skip(op, name, label, reason))
         else:
             impls[label] = (lambda b: lambda q, k, v: fn(q, k, v, backend=b))(be)
+    impls["wmk"] = fn  # the default path: the routing rule decides
 
     cases = list(skips)
     for label, impl in impls.items():
@@ -158,8 +162,8 @@ def _block_cases(name, B, T, S, dim, heads, device, dtype):
     base = STBlock(dim, heads, backend="reference").to(device=device, dtype=dtype)
     fast = "cpu" if device == "cpu" else "triton"
     cases = []
-    for label, backend in (("eager", "reference"), (WMK[fast], fast)):
-        reason = routing.unavailable_reason(backend, device)
+    for label, backend in (("eager", "reference"), (WMK[fast], fast), ("wmk", None)):
+        reason = backend and routing.unavailable_reason(backend, device)
         if reason:
             cases.append(Skip("st_block_fwdbwd", name, label, reason))
             continue
