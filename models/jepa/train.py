@@ -186,13 +186,13 @@ def _masks_to(masks, device: torch.device):
 
 
 def _trainer(model, params, cfg, loss_fn, batch_fn, *, steps, seed, out, on_step, variant,
-             log_every, progress) -> Trainer:
+             clips, log_every, progress) -> Trainer:
     opt = make_optimizer(params, cfg.lr, cfg.weight_decay)
     schedule = Schedule(opt, steps=steps, warmup=cfg.warmup, lr=cfg.lr, on_step=on_step)
     tcfg = TrainConfig(steps=steps, log_every=log_every, out_dir=None if out is None
                        else str(out), seed=seed, grad_clip=1.0, progress=progress)
     return Trainer(model, opt, loss_fn, batch_fn, tcfg, scheduler=schedule,
-                   configs={"model": cfg, "jepa": {"variant": variant}})
+                   configs={"model": cfg, "jepa": {"variant": variant, "clips": clips}})
 
 
 def train_jepa(variant: str, cfg: IJEPAConfig | VJEPAConfig, *, steps: int | None = None,
@@ -257,7 +257,8 @@ def train_jepa(variant: str, cfg: IJEPAConfig | VJEPAConfig, *, steps: int | Non
     trainer = _trainer(wrap_ddp(model, dist), params, cfg,
                        loss_fn, batch_fn, steps=steps, seed=seed, out=out,
                        on_step=lambda s: model.update_target(momentum_at(s, steps, *cfg.ema)),
-                       variant=variant, log_every=log_every, progress=progress)
+                       variant=variant, clips=video.shape[0], log_every=log_every,
+                       progress=progress)
     trainer.fit()
     return model, trainer
 
@@ -306,6 +307,6 @@ def train_ac(jepa_checkpoint: str | Path, cfg: ACConfig, *, steps: int | None = 
 
     trainer = _trainer(model, list(model.predictor.parameters()), cfg, loss_fn, batch_fn,
                        steps=steps, seed=seed, out=out, on_step=None, variant="ac",
-                       log_every=log_every, progress=progress)
+                       clips=video.shape[0], log_every=log_every, progress=progress)
     trainer.fit()
     return model, trainer

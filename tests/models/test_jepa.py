@@ -297,6 +297,11 @@ def test_train_checkpoint_round_trip_and_resume(tmp_path):
     # Asking for more steps in the same directory resumes at step 2.
     _, resumed = train_jepa("vjepa", model.cfg, steps=3, pool=pool, out=tmp_path)
     assert len(resumed.losses) == 1 and load_model(tmp_path)[1]["step"] == 3
+    # Another seed or another pool of clips is another run: refused, not mixed in.
+    with pytest.raises(ValueError, match="train.seed: saved 0, now 1"):
+        train_jepa("vjepa", model.cfg, steps=4, seed=1, pool=pool, out=tmp_path)
+    with pytest.raises(ValueError, match="jepa.clips: saved 4, now 5"):
+        train_jepa("vjepa", model.cfg, steps=4, pool=clip_pool(5, 8, 32, seed=0), out=tmp_path)
     (tmp_path / "bad.safetensors").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError):
         load_model(tmp_path / "bad.safetensors")
