@@ -64,6 +64,9 @@ def _lam_process(cfg_dict: dict, clips: int, out_dir: str, threads: int, parent:
     would use. The weights go back through out_dir's phase checkpoint, the logged rows
     through out_dir/history.json."""
     die_with_parent(parent)
+    # Ctrl-C reaches the whole process group: the parent stops this process (terminate), so
+    # here it would only add a second traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     cfg = GenieConfig.from_dict(cfg_dict)
     torch.manual_seed(cfg.train.seed)

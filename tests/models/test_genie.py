@@ -370,9 +370,9 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux /proc")
-@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM", "SIGINT"])
 def test_killing_genie_train_ends_its_lam_process(tmp_path, sig):
-    """`wmk genie train` trains the LAM in a spawned child: killed (even by SIGKILL, which
+    """`wmk genie train` trains the LAM in a spawned child: stopped (even by SIGKILL, which
     runs no cleanup), it must not leave the child training on as an orphan."""
     import os
     import signal
