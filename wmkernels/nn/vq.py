@@ -4,11 +4,14 @@ mean the same thing, so switching is a rename of the import."""
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wmkernels.ops.vq import vq_ema_update_, vq_lookup, vq_quantize
+from wmkernels import _checks
+from wmkernels.ops.vq import METRICS, vq_ema_update_, vq_lookup, vq_quantize
 
 
 class VectorQuantizer(nn.Module):
@@ -25,11 +28,20 @@ class VectorQuantizer(nn.Module):
             batch without EMA) falls below this are replaced by random vectors of the batch.
         kmeans_init: initialize the codebook by k-means on the first training batch.
         kmeans_iters: Lloyd iterations for kmeans_init.
+        eps: Laplace smoothing of the EMA counts (> 0).
         backend: passed to the ops (None = automatic).
 
     forward(x) -> (quantized, indices, loss): quantized like x with straight-through
     gradient, indices int64 x.shape[:-1], loss a scalar. After each forward,
     `self.perplexity` holds exp(entropy) of the batch's code usage (K = all used evenly).
+
+    A training batch holding NaN or inf leaves the codebook untouched (no EMA update, no
+    dead-code restart, k-means init postponed) and warns; an empty first batch postpones the
+    k-means init silently.
+
+    Raises: TypeError / ValueError for arguments of the wrong type or out of range (dim,
+    codebook_size >= 1; metric; commitment_weight, dead_code_threshold >= 0; ema_decay in
+    [0, 1] or None; kmeans_iters >= 0; eps > 0; all finite).
     """
 
     def __init__(self, dim: int, codebook_size: int, *, metric: str = "l2",
@@ -37,8 +49,15 @@ class VectorQuantizer(nn.Module):
                  dead_code_threshold: float = 0.0, kmeans_init: bool = False,
                  kmeans_iters: int = 10, eps: float = 1e-5, backend: str | None = None):
         super().__init__()
-        if dim < 1 or codebook_size < 1:
-            raise ValueError(f"dim and codebook_size must be >= 1, got {dim}, {codebook_size}")
+        _checks.integer("dim", dim, low=1)
+        _checks.integer("codebook_size", codebook_size, low=1)
+        _checks.choice("metric", metric, METRICS)
+        _checks.number("commitment_weight", commitment_weight, low=0.0)
+        if ema_decay is not None:
+            _checks.number("ema_decay", ema_decay, low=0.0, high=1.0)
+        _checks.number("dead_code_threshold", dead_code_threshold, low=0.0)
+        _checks.integer("kmeans_iters", kmeans_iters, low=0)
+        _checks.number("eps", eps, low=0.0, low_open=True)
         self.dim, self.codebook_size, self.metric = dim, codebook_size, metric
         self.commitment_weight, self.ema_decay, self.eps = commitment_weight, ema_decay, eps
         self.dead_code_threshold, self.kmeans_iters = dead_code_threshold, kmeans_iters
@@ -77,12 +96,41 @@ class VectorQuantizer(nn.Module):
         with torch.no_grad():
             self._track_usage(counts)
             if self.training:
-                if self.ema_decay is not None and flat_idx.numel():
-                    vq_ema_update_(self.codebook, self.cluster_size, self.embed_sum,
-                                   flat.detach().to(self.codebook.dtype), flat_idx,
-                                   decay=self.ema_decay, eps=self.eps, backend=self.backend)
-                self._restart_dead_codes(flat.detach(), counts)
+                self._train_codebook(flat.detach(), flat_idx, counts)
         return quantized, indices, loss
+
+    def _codebook_state(self) -> list[torch.Tensor]:
+        extra = [self.cluster_size, self.embed_sum] if self.ema_decay is not None else []
+        return [self.codebook, *extra]
+
+    def _train_codebook(self, flat: torch.Tensor, flat_idx: torch.Tensor,
+                        counts: torch.Tensor) -> None:
+        """EMA update and dead-code restarts, only from a finite batch: one NaN would reach
+        the EMA sums (and, through restarts, the codes themselves), after which every vector
+        maps to the poisoned code. Compiled graphs keep the old state by a select instead of
+        a branch (and cannot warn)."""
+        if torch.compiler.is_compiling():
+            finite = flat.isfinite().all()
+            old = [t.clone() for t in self._codebook_state()]
+            self._update_codebook(flat, flat_idx, counts)
+            for t, before in zip(self._codebook_state(), old, strict=True):
+                # .data: a Parameter codebook may be saved for this step's backward
+                t.data.copy_(torch.where(finite, t, before))
+            return
+        if not bool(flat.isfinite().all()):
+            warnings.warn("VectorQuantizer: the training batch holds NaN or inf; the codebook "
+                          "is left untouched (no EMA update, no dead-code restart)",
+                          RuntimeWarning, stacklevel=3)
+            return
+        self._update_codebook(flat, flat_idx, counts)
+
+    def _update_codebook(self, flat: torch.Tensor, flat_idx: torch.Tensor,
+                         counts: torch.Tensor) -> None:
+        if self.ema_decay is not None and flat_idx.numel():
+            vq_ema_update_(self.codebook, self.cluster_size, self.embed_sum,
+                           flat.to(self.codebook.dtype), flat_idx, decay=self.ema_decay,
+                           eps=self.eps, backend=self.backend)
+        self._restart_dead_codes(flat, counts)
 
     @staticmethod
     def _sync_kmeans_pending(module, incompatible_keys) -> None:
@@ -94,7 +142,6 @@ class VectorQuantizer(nn.Module):
         perplexity = torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())
         # an empty batch keeps the last value; a select, not a branch, keeps compiled graphs whole
         self.perplexity.copy_(torch.where(total > 0, perplexity, self.perplexity))
-
 
     def _restart_dead_codes(self, flat: torch.Tensor, counts: torch.Tensor) -> None:
         if self.dead_code_threshold <= 0 or flat.shape[0] == 0:
@@ -129,7 +176,14 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def _kmeans_init(self, flat: torch.Tensor) -> None:
         """k-means++ seeding, then Lloyd iterations with the fused lookup as the assignment
-        step, on the first training batch."""
+        step, on the first training batch. An empty batch postpones it (nothing to cluster),
+        and so does one holding NaN or inf (with a warning)."""
+        if flat.shape[0] == 0:
+            return
+        if not bool(flat.isfinite().all()):
+            warnings.warn("VectorQuantizer: the first training batch holds NaN or inf; the "
+                          "k-means init waits for a finite batch", RuntimeWarning, stacklevel=3)
+            return
         K = self.codebook_size
         data = flat.to(self.codebook.dtype)
         if self.metric == "cosine":
