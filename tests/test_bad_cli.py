@@ -125,7 +125,8 @@ CASES = [
         ("nope", "invalid choice"),
         ("info --verbose", "unrecognized arguments"),
         ("bench --op nope --no-write", "--op \\['nope'\\]: unknown"),
-        ("bench --device tpu", "argument --device: invalid choice"),
+        ("bench --device tpu", "--device: expected cpu, cuda or cuda:N, got 'tpu'"),
+        ("bench --device cuda:99", NO_CUDA),
         ("bench --op vq --out {text}", "--out .* is a file"),
         ("bench --op vq --out {under_file}", "--out .* is not a writable folder"),
         # genie train (and the shared training options of demo)

@@ -31,6 +31,7 @@ MODEL_COMMANDS = {   # command: (models subpackage, function adding its parser, 
     "sora": ("sora", "add_sora_parser", "Sora-style text-to-video: train, sample, eval"),
     "jepa": ("jepa", "add_jepa_parser", "I-JEPA / V-JEPA training, probes, planning"),
 }
+MODELS_EXTRA = ("einops", "safetensors", "tqdm", "imageio", "matplotlib")   # pyproject.toml
 # What a command raises for bad input. Anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, OSError)
 
@@ -196,6 +197,8 @@ def _add_model_command(sub, name: str) -> None:
     try:
         module = importlib.import_module(f"wmkernels.models.{package}.cli")
     except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] not in MODELS_EXTRA:
+            raise
         fail(f"`wmk {name}` needs the models extra (pip install 'wmkernels[models]'): {err}")
     getattr(module, adder)(sub)
 
@@ -211,7 +214,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--op", action="append",
                    help="op or model pipeline to run (repeatable); default: all")
     p.add_argument("--shape", action="append", help="only these shape names (repeatable)")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if present")
+    p.add_argument("--device", type=device, choices=["cpu", "cuda"],
+                   help="default: cuda if present")
     p.add_argument("--quick", action="store_true", help="tiny shapes: a smoke test")
     p.add_argument("--out", help="results folder (default bench/results/<device>)")
     p.add_argument("--no-write", action="store_true", help="print only")
