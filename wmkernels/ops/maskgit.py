@@ -24,6 +24,7 @@ from collections.abc import Callable
 import torch
 
 from wmkernels import _checks, _extension, routing
+from wmkernels.ops import maskgit_schedules
 from wmkernels.reference import maskgit as reference
 
 ORDERS = ("confidence", "random")
@@ -308,21 +309,17 @@ def maskgit_schedule(step: int, total_steps: int, num_initial: int | torch.Tenso
 
 
 def _decode_loop(logits_fn, tokens, mask, steps, schedule, temperature, top_k,
-                 choice_temperature, order, generator, backend):
+                 choice_temperature, order, generator, backend, convention):
     """The MaskGIT loop on device tensors only (no host sync), so it can be captured."""
     n0 = mask.sum(-1)
     for step in range(steps):
         logits = logits_fn(tokens, mask)
-        unknown = mask.sum(-1)
-        k = maskgit_schedule(step, steps, n0, schedule)
-        if step < steps - 1:
-            # MaskGIT: reveal at least one and keep at least one masked before the last step
-            k = torch.clamp(torch.minimum(unknown - 1, k), min=1)
-            k = torch.minimum(k, unknown)
-        ct = choice_temperature * (1.0 - (step + 1) / steps)
-        tokens, mask = maskgit_step(logits, tokens, mask, k, temperature=temperature,
-                                    top_k=top_k, choice_temperature=ct, order=order,
-                                    generator=generator, backend=backend)
+        k = maskgit_schedules.kept_masked(convention, step, steps, n0, mask.sum(-1), schedule)
+        t, ct, tk = maskgit_schedules.step_settings(convention, step, steps, temperature,
+                                                    choice_temperature, top_k, logits.shape[-1])
+        tokens, mask = maskgit_step(logits, tokens, mask, k, temperature=t, top_k=tk,
+                                    choice_temperature=ct, order=order, generator=generator,
+                                    backend=backend)
     return tokens, mask
 
 
@@ -357,21 +354,28 @@ _MAX_GRAPHS = 4
 def maskgit_decode(logits_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                    tokens: torch.Tensor, mask: torch.Tensor, *, steps: int = 25,
                    schedule: str = "cosine", temperature: float = 1.0,
-                   top_k: int | None = None, choice_temperature: float = 4.5,
+                   top_k: int | None = None, choice_temperature: float | None = None,
                    order: str = "confidence", generator: torch.Generator | None = None,
-                   cuda_graph: bool = False, backend: str | None = None) -> torch.Tensor:
+                   cuda_graph: bool = False, backend: str | None = None,
+                   convention: str = "maskgit") -> torch.Tensor:
     """Full MaskGIT decoding: `steps` calls of `logits_fn` and `maskgit_step`.
 
-    At step s (0-based) the number kept masked is `maskgit_schedule(s, steps, n0, schedule)`
-    with n0 the per-row unknown count at the start, clamped (as MaskGIT does) to
-    [1, unknown - 1] before the last step, and 0 at the last step; the choice temperature is
-    annealed as choice_temperature * (1 - (s + 1) / steps).
+    `convention` picks the loop of a known implementation (`wmkernels.ops.maskgit_schedules`):
+    "maskgit" (google-research/maskgit): at step s (0-based) the number kept masked is
+    `maskgit_schedule(s, steps, n0, schedule)` with n0 the per-row unknown count at the
+    start, clamped (as MaskGIT does) to [1, unknown - 1] before the last step, and 0 at the
+    last step; fixed temperature; the choice temperature (default 4.5) is annealed as
+    choice_temperature * (1 - (s + 1) / steps). "muse" (muse-maskgit-pytorch's `generate`):
+    counts from linspace(0, 1, steps) including 1 with int() truncation and at least one,
+    temperature annealed to 0, top_k default ceil(0.1 V), no confidence noise by default.
 
     Args:
         logits_fn: (tokens (B, N) int64, mask (B, N) bool) -> logits (B, N, V).
         tokens: (B, N) int64 with any placeholder at masked positions. mask: (B, N) bool.
         steps: >= 1. schedule, temperature, top_k, choice_temperature, order, generator,
-            backend: as in `maskgit_schedule` / `maskgit_step`.
+            backend: as in `maskgit_schedule` / `maskgit_step`; top_k and
+            choice_temperature None: the convention's default.
+        convention: "maskgit" | "muse".
         cuda_graph: on CUDA, capture the whole loop (logits_fn included, which must then be
             capturable) in a CUDA graph on the first call and replay it on later calls with
             the same logits_fn, shapes and settings. A replay re-reads only `tokens` and
@@ -393,7 +397,9 @@ def maskgit_decode(logits_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tenso
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     _checks.choice("schedule", schedule, SCHEDULES)
     _checks.choice("order", order, ORDERS)
-    args = (steps, schedule, temperature, top_k, choice_temperature, order, generator, backend)
+    _checks.choice("convention", convention, maskgit_schedules.CONVENTIONS)
+    args = (steps, schedule, temperature, top_k, choice_temperature, order, generator, backend,
+            convention)
     run = lambda t, m: _decode_loop(logits_fn, t, m, *args)
     if not (cuda_graph and tokens.is_cuda):
         return run(tokens, mask)[0]
