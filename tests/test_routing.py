@@ -270,3 +270,21 @@ def test_default_path_on_cpu_and_record():
     assert "asked for: backend='reference'" in seen["spatial_attention"]["reference"]
     assert routing.explain("vq_lookup", CPU) == ("cpu", routing.rank(
         "vq_lookup", routing.Call("cpu"))[0][1])
+
+
+def test_cpu_rule_for_temporal_views():
+    """SDPA on views for KV-cache decode (Tq < Tk, no backward); the kernel otherwise."""
+    sizes = dict(B=1, Tq=1, Tk=16, S=256, H=4, D=64, causal=True)
+    first = lambda **kw: routing.rank("temporal_attention", routing.Call(
+        "cpu", torch.float32, dict(sizes, **kw.pop("sizes", {})), **kw))[0][0]
+    assert first(view=True) == "sdpa"
+    assert first(view=True, sizes=dict(Tq=4)) == "sdpa"
+    assert first(view=True, grad=True) == "cpu"
+    assert first(view=True, sizes=dict(Tq=16)) == "cpu"
+    assert first(view=False) == "cpu"
+    # through the public op: a contiguous decode query and a KV-cache prefix
+    cache = torch.randn(2, 8, 3, 2, 16)
+    q = torch.randn(2, 1, 3, 2, 16)
+    with routing.record() as seen:
+        wmkernels.temporal_attention(q, cache[:, :5], cache[:, :5])
+    assert set(seen["temporal_attention"]) == {"sdpa"}

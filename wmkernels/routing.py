@@ -12,8 +12,9 @@ available runs:
         device's datasheet peaks by compute capability): the smallest estimated time wins, so
         compute-bound calls go to tensor-core implementations and memory-bound calls to the
         one that moves the fewest bytes; equal estimates (within 2%) keep PREFERENCE order.
-  CPU:  measured (see CPU_MEASURED): SDPA on zero-copy views for spatial attention when the
-        views exist, the C++ kernels otherwise.
+  CPU:  measured (see CPU_MEASURED): SDPA on zero-copy views for spatial attention and for
+        temporal attention with Tq < Tk and no backward (KV-cache decode) when the views
+        exist, the C++ kernels otherwise.
 Ops or calls without sizes fall back to PREFERENCE order.
 
 Backends:
@@ -48,18 +49,26 @@ NAMES = ("reference", "cpu", "triton", "cuda", "sdpa")
 PREFERENCE = {"cuda": ("cuda", "triton", "sdpa", "reference"),
               "cpu": ("cpu", "sdpa", "reference")}
 
-# CPU decisions, measured on a 2-core AMD EPYC (torch 2.13.0+cpu, fp32, OMP_NUM_THREADS=1,
-# medians of 3 interleaved rounds of 7 runs on a shared machine: bench/sdpa_views.py).
-# Spatial, packed QKV, SDPA on (B*T, H, S, D) views against the cpu kernel: forward
-# 0.57-0.86x its time (S = 16..1024, D = 32/64), forward+backward 0.49-0.90x. Temporal,
-# causal: the cpu kernel is level or faster; SDPA on contiguous (B, S*H, T, D) views took
-# 0.90-1.35x its forward time and 1.00-1.57x forward+backward, on reshaped packed views
-# 1.15-1.64x.
+# CPU decisions, measured on a 2-core AMD EPYC (torch 2.13.0+cpu, fp32, OMP_NUM_THREADS=1;
+# interleaved rounds, medians, on a shared and loaded machine, so ranges over repeated runs:
+# `OMP_NUM_THREADS=1 python -m wmkernels.bench.sdpa_views`). Time of SDPA on zero-copy views
+# over the cpu kernel's:
+#   spatial, packed QKV, S = 16..1024, D = 32/64: forward 0.57-0.93x, forward+backward
+#     0.42-0.96x (one outlier run at 4.6x on a 0.3 ms call).
+#   temporal, contiguous q/k/v, Tq < Tk (KV-cache decode, Tk = 16): forward 0.50-0.94x.
+#   temporal, Tq = Tk = 16: forward 0.86-1.06x, forward+backward 1.19-1.28x; Tq = Tk = 64:
+#     forward 0.91-0.98x, forward+backward 0.65-0.98x (inconclusive: the kernel stays).
+#   temporal, packed QKV (no view: SDPA on a reshaped copy): forward 1.25-1.39x, forward +
+#     backward 1.10-1.58x.
 CPU_MEASURED = {
-    "spatial_attention": "SDPA on views measured 0.57-0.86x the cpu kernel's time (fwd), "
-                         "0.49-0.90x (fwd+bwd) on a 2-core AMD EPYC",
-    "temporal_attention": "the cpu kernel measured level with or faster than SDPA on views "
-                          "(SDPA 0.90-1.35x fwd, 1.00-1.57x fwd+bwd) on a 2-core AMD EPYC",
+    "spatial": "SDPA on (B*T, H, S, D) views measured 0.57-0.93x the cpu kernel's forward "
+               "time, 0.42-0.96x forward+backward (2-core AMD EPYC)",
+    "decode": "SDPA on (B, S*H, T, D) views measured 0.50-0.94x the cpu kernel's forward time "
+              "when Tq < Tk (2-core AMD EPYC)",
+    "kernel": "the cpu kernel measured level with or faster than SDPA on views here "
+              "(2-core AMD EPYC; see routing.CPU_MEASURED)",
+    "no view": "no zero-copy SDPA view of these strides: the kernel reads them in place, "
+               "SDPA would need copies (measured 1.10-1.58x slower)",
 }
 
 # op name -> backends that implement it (filled by wmkernels.ops.* at import).
@@ -209,16 +218,22 @@ def rank(op: str, c: Call) -> list[tuple[str, str]]:
                   if n in _OPS.get(op, NAMES))
     if c.device == "cuda" and c.sizes:
         return _rank_roofline(op, c, order)
-    if c.device == "cpu" and op == "spatial_attention" and c.view:
-        first = [("sdpa", CPU_MEASURED[op] + "; the (B*T, H, S, D) views exist")]
-        return first + [(n, "the (B*T) views exist, SDPA on them measured faster")
-                        for n in order if n != "sdpa"]
-    if c.device == "cpu" and op in CPU_MEASURED:
-        why = CPU_MEASURED[op] if op == "temporal_attention" else (
-            "no zero-copy (B*T, H, S, D) view (strides of B and T do not merge): our kernel "
-            "reads the strides, SDPA would need copies")
-        return [(n, why) for n in order]
+    if c.device == "cpu" and op in ("spatial_attention", "temporal_attention"):
+        return _rank_cpu_attention(op, c, order)
     return [(n, f"{c.device} preference order {order}") for n in order]
+
+
+def _rank_cpu_attention(op: str, c: Call, order) -> list[tuple[str, str]]:
+    if not c.view:
+        why = CPU_MEASURED["no view"]
+    elif op == "spatial_attention":
+        why = CPU_MEASURED["spatial"]
+    elif c.sizes and c.sizes["Tq"] < c.sizes["Tk"] and not c.grad:
+        why = CPU_MEASURED["decode"]
+    else:
+        return [(n, CPU_MEASURED["kernel"]) for n in order]
+    first = "sdpa" if c.view else order[0]
+    return [(first, why)] + [(n, why) for n in order if n != first]
 
 
 def _rank_roofline(op: str, c: Call, order) -> list[tuple[str, str]]:
