@@ -298,3 +298,21 @@ def test_the_wmk_process_reports_a_bad_checkpoint_in_one_line(files):
     assert run.stderr.splitlines() == [
         f"wmk: error: --checkpoint: checkpoint {files['sora_flip']!r} is corrupt: its tensors "
         "do not match the checksum saved with them"]
+
+
+def test_a_checkpoint_without_a_checksum_loads_with_one_warning_line(files, tmp_path, capsys):
+    """Checkpoints written before checksums were stored still load, and say so in one line."""
+    from safetensors import safe_open
+
+    from wmkernels.models.common.checkpoint_io import CHECKSUM_KEY
+
+    with safe_open(files["genie"], framework="pt") as f:
+        meta = {k: v for k, v in f.metadata().items() if k != CHECKSUM_KEY}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    old = tmp_path / "old.safetensors"
+    save_file(tensors, str(old), metadata=meta)
+    assert _run(["genie", "play", "--checkpoint", str(old), "--actions", "1",
+                 "--out", str(tmp_path), "--device", "cpu"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"wmk: warning: checkpoint {str(old)!r} carries no tensor checksum (written before "
+        "checksums were stored): loaded unverified"]
