@@ -12,6 +12,7 @@ tests/test_cli.py. The untrained checkpoints come from the smallest configs (sec
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -316,3 +317,18 @@ def test_a_checkpoint_without_a_checksum_loads_with_one_warning_line(files, tmp_
     assert capsys.readouterr().err.splitlines() == [
         f"wmk: warning: checkpoint {str(old)!r} carries no tensor checksum (written before "
         "checksums were stored): loaded unverified"]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="permissions do not bind root")
+def test_a_read_only_out_folder_is_refused(tmp_path, capsys):
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        assert _run(["sora", "train", "--out", str(folder)]) == 2
+        assert _run(["jepa", "train", "--variant", "ijepa", "--out", str(folder / "sub")]) == 2
+    finally:
+        folder.chmod(0o700)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and all("is not a writable folder" in line for line in lines)
