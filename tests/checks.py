@@ -53,16 +53,24 @@ def available_backends(op: str, device: str) -> list[str]:
     return [b for b in routing._OPS[op] if routing.unavailable_reason(b, device) is None]
 
 
+# Where the tests of each backend's CUDA-device parameter run when there is no GPU.
+NO_GPU = {"cuda": "the CUDA C++ kernels run on the CPU in emulation as cpu-cuda-sim",
+          "triton": "the Triton kernels run in the interpreter as cpu-triton",
+          "reference": "the reference runs as cpu-reference"}
+
+
 def backend_params(op: str):
     """pytest params (device, backend) for every backend of `op`, skipped with the reason
     when it cannot run here."""
     params = []
+    # the device type each backend runs; "cuda-sim" (tests/cuda_sim) runs CPU tensors
+    runs = {"cpu": "cpu", "cuda": "cuda", **{b: d for b, (d, _) in routing._EXTRA.items()}}
     for dev in ("cpu", "cuda"):
         for b in routing._OPS[op]:
-            if b == "cuda" and dev == "cpu" or b == "cpu" and dev == "cuda":
+            if runs.get(b, dev) != dev:
                 continue
-            reason = "no CUDA GPU" if dev == "cuda" and not HAS_CUDA else (
-                routing.unavailable_reason(b, dev))
+            reason = f"no CUDA GPU; {NO_GPU.get(b, 'no CPU stand-in')}" if (
+                dev == "cuda" and not HAS_CUDA) else routing.unavailable_reason(b, dev)
             marks = [pytest.mark.skip(reason=reason)] if reason else []
             params.append(pytest.param(dev, b, id=f"{dev}-{b}", marks=marks))
     return params

@@ -14,6 +14,9 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
+# The CUDA C++ kernels run on the CPU through a SIMT emulation: backend "cuda-sim".
+pytest_plugins = ("cuda_sim.plugin",)
+
 
 @pytest.fixture(autouse=True)
 def _seed(request):

@@ -47,3 +47,9 @@ def has_cpu() -> bool:
 
 def has_cuda() -> bool:
     return _C is not None and bool(BUILD_INFO.get("cuda"))
+
+
+def kernel_ops(backend: str):
+    """The torch.ops namespace of the C++ kernels that `backend` runs: `wmk`, or `wmk_sim` for
+    "cuda-sim", the test suite's emulation of the CUDA kernels on CPU tensors (tests/cuda_sim)."""
+    return torch.ops.wmk_sim if backend == "cuda-sim" else torch.ops.wmk

@@ -15,6 +15,7 @@
 #include <tuple>
 
 #include "attention_kernel.h"
+#include "registration.h"
 
 namespace wmk {
 namespace {
@@ -173,7 +174,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> temporal_bwd_cuda(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(wmk, CUDA, m) {
+TORCH_LIBRARY_IMPL(WMK_CUDA_LIBRARY, WMK_CUDA_DEVICE, m) {
   m.impl("spatial_attention_fwd", &spatial_fwd_cuda);
   m.impl("spatial_attention_bwd", &spatial_bwd_cuda);
   m.impl("temporal_attention_fwd", &temporal_fwd_cuda);

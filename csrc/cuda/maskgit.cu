@@ -7,6 +7,7 @@
 
 #include "maskgit_checks.h"
 #include "maskgit_kernel.h"
+#include "registration.h"
 
 namespace wmk {
 namespace {
@@ -23,7 +24,7 @@ MaskgitDtype kernel_dtype(const at::Tensor& logits, const char* op) {
 }
 
 void check_seed(const char* op, const at::Tensor& logits, const at::Tensor& seed) {
-  TORCH_CHECK(logits.is_cuda(), op, ": logits must be a CUDA tensor");
+  TORCH_CHECK(on_kernel_device(logits), op, ": logits must be a CUDA tensor");
   TORCH_CHECK(seed.device() == logits.device() && seed.scalar_type() == at::kLong &&
                   seed.numel() == 1,
               op, ": seed must be a one-element int64 tensor on the logits' device");
@@ -101,7 +102,7 @@ std::tuple<at::Tensor, at::Tensor> maskgit_step_cuda(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(wmk, CUDA, m) {
+TORCH_LIBRARY_IMPL(WMK_CUDA_LIBRARY, WMK_CUDA_DEVICE, m) {
   m.impl("maskgit_sample", &maskgit_sample_cuda);
   m.impl("maskgit_step", &maskgit_step_cuda);
 }

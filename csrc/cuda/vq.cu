@@ -6,6 +6,7 @@
 
 #include "vq_checks.h"
 #include "vq_kernel.h"
+#include "registration.h"
 
 #include <limits>
 
@@ -54,10 +55,21 @@ at::Tensor vq_lookup_cuda(const at::Tensor& z, const at::Tensor& codebook,
 void vq_ema_update_cuda(at::Tensor codebook, at::Tensor cluster_size, at::Tensor embed_sum,
                         const at::Tensor& z, const at::Tensor& indices, double decay,
                         double eps) {
-  TORCH_CHECK(codebook.scalar_type() == at::kFloat && cluster_size.scalar_type() == at::kFloat &&
-                  embed_sum.scalar_type() == at::kFloat,
-              "vq_ema_update_: the CUDA kernel keeps float32 state (codebook, cluster_size, "
-              "embed_sum); got ", codebook.scalar_type());
+  if (codebook.scalar_type() != at::kFloat) {
+    // The kernels keep float32 state: update float32 copies of other state, then write back
+    // (one rounding per element, as the other backends' low-precision state gets).
+    at::Tensor cb = codebook.to(at::kFloat), cs = cluster_size.to(at::kFloat);
+    at::Tensor es = embed_sum.to(at::kFloat);
+    vq_ema_update_cuda(cb, cs, es, z, indices, decay, eps);
+    codebook.copy_(cb);
+    cluster_size.copy_(cs);
+    embed_sum.copy_(es);
+    return;
+  }
+  TORCH_CHECK(cluster_size.scalar_type() == at::kFloat && embed_sum.scalar_type() == at::kFloat,
+              "vq_ema_update_: codebook, cluster_size and embed_sum must share a dtype, got ",
+              codebook.scalar_type(), ", ", cluster_size.scalar_type(), ", ",
+              embed_sum.scalar_type());
   check_vq_ema_update(codebook, cluster_size, embed_sum, z, indices, decay, eps);
   const c10::cuda::CUDAGuard guard(codebook.device());
   const int64_t K = codebook.size(0), D = codebook.size(1);
@@ -75,7 +87,7 @@ void vq_ema_update_cuda(at::Tensor codebook, at::Tensor cluster_size, at::Tensor
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(wmk, CUDA, m) {
+TORCH_LIBRARY_IMPL(WMK_CUDA_LIBRARY, WMK_CUDA_DEVICE, m) {
   m.impl("vq_lookup", &vq_lookup_cuda);
   m.impl("vq_ema_update_", &vq_ema_update_cuda);
 }

@@ -13,6 +13,7 @@ from checks import (
 
 import wmkernels
 from wmkernels import routing
+from wmkernels._extension import kernel_ops
 from wmkernels.reference import attention as reference
 
 SPATIAL = backend_params("spatial_attention")
@@ -245,7 +246,8 @@ OPS = {"cpu": ("spatial_attention_fwd", "spatial_attention_bwd", "temporal_atten
 def test_opcheck(device, backend):
     if backend in ("reference", "sdpa"):
         pytest.skip(f"{backend} is eager PyTorch, not an op of ours")
-    sf, sb, tf, tb = (getattr(torch.ops.wmk, name) for name in OPS[backend])
+    ops = {"cuda-sim": "cuda"}.get(backend, backend)
+    sf, sb, tf, tb = (getattr(kernel_ops(backend), name) for name in OPS[ops])
     qkv, (q, k, v) = packed(1, 3, 5, 2, 32, torch.float32, device, requires_grad=True)
     opcheck(sf, (q, k, v, 0.2))
     out, lse = sf(q, k, v, 0.2)

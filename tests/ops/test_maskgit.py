@@ -12,6 +12,7 @@ from checks import backend_params, gpu
 from scipy import stats
 
 import wmkernels
+from wmkernels._extension import kernel_ops
 from wmkernels.reference import maskgit as reference
 
 SAMPLE = backend_params("maskgit_sample")
@@ -23,7 +24,7 @@ def _dtypes(device, backend):
     if backend == "triton" and device == "cpu":
         return [torch.float32, torch.float16]  # the interpreter cannot do bf16
     low = [torch.float32, torch.float16, torch.bfloat16]
-    return low if backend in ("triton", "cuda") else low + [torch.float64]
+    return low if backend in ("triton", "cuda", "cuda-sim") else low + [torch.float64]
 
 
 def _gen(device, seed=0):
@@ -194,7 +195,7 @@ def test_sample_bad_input(device, backend):
             wmkernels.maskgit_sample(x, temperature=t, backend=backend)
     with pytest.raises(TypeError, match="generator"):
         wmkernels.maskgit_sample(x, generator=0, backend=backend)
-    if backend in ("triton", "cuda"):
+    if backend in ("triton", "cuda", "cuda-sim"):
         with pytest.raises(TypeError, match="float64"):
             wmkernels.maskgit_sample(x.double(), backend=backend)
 
@@ -539,7 +540,7 @@ def test_reference_remask_matches_float64_sort():
 def _kernel_ops(backend):
     if backend == "triton":
         return torch.ops.wmk.maskgit_sample_triton, torch.ops.wmk.maskgit_step_triton
-    return torch.ops.wmk.maskgit_sample, torch.ops.wmk.maskgit_step
+    return kernel_ops(backend).maskgit_sample, kernel_ops(backend).maskgit_step
 
 
 @pytest.mark.parametrize("device,backend", [p for p in STEP if p.values[1] != "reference"])

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from checks import assert_close, backend_params, dtypes_for, opcheck
 
 import wmkernels
+from wmkernels._extension import kernel_ops
 from wmkernels.reference import vq as ref
 
 LOOKUP = backend_params("vq_lookup")
@@ -44,7 +45,8 @@ def assert_nearest(idx, z, codebook, metric, dtype):
 
 
 def shapes_for(device, backend):
-    return SHAPES_INTERPRETED if backend == "triton" and device == "cpu" else SHAPES
+    emulated = backend in ("triton", "cuda-sim") and device == "cpu"
+    return SHAPES_INTERPRETED if emulated else SHAPES
 
 
 @pytest.mark.parametrize("metric", ["l2", "cosine"])
@@ -163,7 +165,7 @@ def test_env_backend_routing(monkeypatch):
 
 @pytest.mark.parametrize("device,backend", [p for p in LOOKUP if "reference" not in p.id])
 def test_opcheck(device, backend):
-    op = torch.ops.wmk.vq_lookup_triton if backend == "triton" else torch.ops.wmk.vq_lookup
+    op = torch.ops.wmk.vq_lookup_triton if backend == "triton" else kernel_ops(backend).vq_lookup
     z, cb = torch.randn(37, 16, device=device), torch.randn(19, 16, device=device)
     for metric in ("l2", "cosine"):
         opcheck(op, (z, cb, metric))
@@ -175,7 +177,7 @@ def test_opcheck_ema(device, backend):
     args = (torch.randn(K, D, device=device), torch.rand(K, device=device),
             torch.randn(K, D, device=device), torch.randn(31, D, device=device),
             torch.randint(0, K, (31,), device=device), 0.9, 1e-5)
-    opcheck(torch.ops.wmk.vq_ema_update_, args)
+    opcheck(kernel_ops(backend).vq_ema_update_, args)
 
 
 @pytest.mark.parametrize("dynamic", [False, True])
@@ -239,7 +241,7 @@ def test_quantize_empty():
 @pytest.mark.parametrize("device,backend", EMA)
 def test_ema_update_matches_onehot_reference(device, backend):
     for N, K, D in [(1, 1, 3), (1000, 37, 32), (4099, 1000, 3), (0, 5, 4)]:
-        dtype = torch.float64 if backend != "cuda" else torch.float32
+        dtype = torch.float64 if backend not in ("cuda", "cuda-sim") else torch.float32
         opts = dict(device=device, dtype=dtype)
         codebook, embed_sum = torch.randn(K, D, **opts), torch.randn(K, D, **opts)
         cluster_size = torch.rand(K, **opts) * 3

@@ -132,12 +132,12 @@ def _select(op: str, q, k, v, backend: str | None, causal: bool = False) -> str:
 
 def _check_kernel_support(op: str, backend: str, q: torch.Tensor) -> None:
     """dtype and head-dim limits of the kernel backends (the reference runs anything)."""
-    if backend in ("triton", "cuda") and q.dtype == torch.float64:
+    if backend in ("triton", "cuda", "cuda-sim") and q.dtype == torch.float64:
         raise TypeError(f"the {backend} {op} runs float16/bfloat16/float32; got float64 q "
                         "(use backend='cpu' or 'reference' for float64)")
     _checks.kernel_dtype(backend, op, "q", q)
     D = q.shape[-1]
-    if backend in ("triton", "cuda"):
+    if backend in ("triton", "cuda", "cuda-sim"):
         if D > MAX_HEAD_DIM:
             raise ValueError(f"the {backend} {op} supports head dims D <= {MAX_HEAD_DIM}, got "
                              f"D = {D} (backend='reference' runs any D)")
@@ -221,7 +221,7 @@ def spatial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     _check_kernel_support("spatial_attention", name, q)
     if name == "triton":
         return torch.ops.wmk.spatial_attention_triton_fwd(q, k, v, scale)[0]
-    return torch.ops.wmk.spatial_attention_fwd(q, k, v, scale)[0]
+    return _extension.kernel_ops(name).spatial_attention_fwd(q, k, v, scale)[0]
 
 
 def temporal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
@@ -266,4 +266,4 @@ def temporal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     _check_kernel_support("temporal_attention", name, q)
     if name == "triton":
         return torch.ops.wmk.temporal_attention_triton_fwd(q, k, v, causal, scale)[0]
-    return torch.ops.wmk.temporal_attention_fwd(q, k, v, causal, scale)[0]
+    return _extension.kernel_ops(name).temporal_attention_fwd(q, k, v, causal, scale)[0]

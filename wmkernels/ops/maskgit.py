@@ -146,7 +146,7 @@ def maskgit_sample(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int
 
 
 def _check_kernel_dtype(name: str, logits: torch.Tensor) -> None:
-    if name in ("triton", "cuda") and logits.dtype == torch.float64:
+    if name in ("triton", "cuda", "cuda-sim") and logits.dtype == torch.float64:
         raise TypeError(f"the {name} maskgit kernels run float16/bfloat16/float32 logits; got "
                         "float64 (use backend='reference' or 'cpu')")
     _checks.kernel_dtype(name, "maskgit kernels", "logits", logits)
@@ -159,7 +159,8 @@ def _sample(name, logits, temperature, top_k, generator):
     shape, V = logits.shape[:-1], logits.shape[-1]
     flat = logits.reshape(-1, V)
     seed = _seed(logits.device, generator)
-    op = torch.ops.wmk.maskgit_sample_triton if name == "triton" else torch.ops.wmk.maskgit_sample
+    ops = _extension.kernel_ops(name)
+    op = torch.ops.wmk.maskgit_sample_triton if name == "triton" else ops.maskgit_sample
     tokens, conf = op(flat, temperature, top_k or 0, seed)
     return tokens.view(shape), conf.view(shape)
 
@@ -171,7 +172,8 @@ def _step(name, logits, tokens, mask, k, temperature, top_k, choice_temperature,
                                       choice_temperature, order, generator)
     _check_kernel_dtype(name, logits)
     seed = _seed(logits.device, generator)
-    op = torch.ops.wmk.maskgit_step_triton if name == "triton" else torch.ops.wmk.maskgit_step
+    ops = _extension.kernel_ops(name)
+    op = torch.ops.wmk.maskgit_step_triton if name == "triton" else ops.maskgit_step
     return op(logits, tokens, mask, k, temperature, top_k or 0, choice_temperature,
               order == "random", seed)
 

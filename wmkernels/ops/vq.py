@@ -104,8 +104,9 @@ def vq_lookup(z: torch.Tensor, codebook: torch.Tensor, *, metric: str = "l2",
     elif name == "triton":
         idx = _nonfinite_rows(flat, codebook, torch.ops.wmk.vq_lookup_triton(flat, codebook,
                                                                               metric))
-    elif name == "cuda":
-        idx = _nonfinite_rows(flat, codebook, torch.ops.wmk.vq_lookup(flat, codebook, metric))
+    elif name in ("cuda", "cuda-sim"):
+        ops = _extension.kernel_ops(name)
+        idx = _nonfinite_rows(flat, codebook, ops.vq_lookup(flat, codebook, metric))
     else:
         idx = torch.ops.wmk.vq_lookup(flat, codebook, metric)
     return idx.view(z.shape[:-1])
@@ -196,5 +197,5 @@ def vq_ema_update_(codebook: torch.Tensor, cluster_size: torch.Tensor, embed_sum
     if name == "reference":
         reference.vq_ema_update_(codebook, cluster_size, embed_sum, flat_z, flat_i, decay, eps)
     else:
-        torch.ops.wmk.vq_ema_update_(codebook, cluster_size, embed_sum, flat_z, flat_i,
-                                     decay, eps)
+        _extension.kernel_ops(name).vq_ema_update_(codebook, cluster_size, embed_sum, flat_z,
+                                                   flat_i, decay, eps)
