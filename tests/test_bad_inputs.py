@@ -3,8 +3,8 @@
 Each case either gets the reference backend's answer (`REF`), or raises a TypeError /
 ValueError / RuntimeError whose message names the argument (`err("name")`). Cases that once
 crashed the process (out-of-range indices, a wrong log-sum-exp handed to the C++ backwards)
-run in one child process, so a regression fails a test instead of killing the run; the
-child is this file run as a script with the case ids.
+run in one child pytest process (the tests named test_child_*, skipped elsewhere), so a
+regression fails a test instead of killing the run.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import torch
 
 import wmkernels
-from wmkernels import routing
+from wmkernels import _extension, routing
 from wmkernels.nn import (
     MaskGITSampler,
     SpatialAttention,
@@ -34,6 +35,14 @@ from wmkernels.nn import (
 REF = "ref"
 ERRORS = (TypeError, ValueError, RuntimeError)
 NAN, INF = float("nan"), float("inf")
+ROOT = Path(__file__).resolve().parents[1]
+CHILD = os.environ.get("WMK_BAD_INPUT_CHILD") == "1"
+
+
+def gpu_kernels(name: str) -> dict:
+    """The expectation `name` (an error) on the backends of the GPU kernels, which run
+    neither float64 nor head dims above 256 (triton; cuda, and its CPU emulation)."""
+    return {b: name for b in ("triton", "cuda", "cuda-sim")}
 
 
 @dataclass
@@ -253,9 +262,9 @@ def attention_cases(op: str, run: Callable) -> list[Case]:
         ("v-nan", run(v=with_value(v, (0, 0, 2, 1, 3), NAN)), REF),
         ("q-inf", run(q=with_value(q, (0, 1, 2, 1, 3), INF)), REF),
         ("head-dim-1", run(*qkv((1, 3, 5, 2, 1))), REF),
-        ("head-dim-300", run(*qkv((1, 2, 3, 1, 300))), REF, {"triton": err("D")}),
+        ("head-dim-300", run(*qkv((1, 2, 3, 1, 300))), REF, gpu_kernels(err("D"))),
         ("bf16", run(*lowp), REF, {"triton": err("q")}),
-        ("float64", run(*[x.double() for x in (q, k, v)]), REF, {"triton": err("q")}),
+        ("float64", run(*[x.double() for x in (q, k, v)]), REF, gpu_kernels(err("q"))),
     ]
     return [Case(f"{op}-{i}", op, call, expect, on[0] if on else {})
             for i, call, expect, *on in cases]
@@ -342,7 +351,7 @@ MASKGIT_CASES = [
                                                  temperature=0.0), REF,
          on={"triton": err("logits")}),
     Case("sample-float64", "maskgit_sample", sample(rn(7, 11).double(), temperature=0.0), REF,
-         on={"triton": err("logits")}),
+         on=gpu_kernels(err("logits"))),
     Case("step-tokens-int32", "maskgit_step", step(tokens=torch.zeros(2, 6, dtype=torch.int32)),
          err("tokens")),
     Case("step-mask-float", "maskgit_step", step(mask=torch.ones(2, 6)), err("mask")),
@@ -541,7 +550,10 @@ def names(message: str, name: str) -> bool:
 
 PARAMS = [pytest.param(c, b, id=f"{c.id}-{b}") for c in CASES if not c.crash
           for b in backends_of(c)]
-CRASH = [c for c in CASES if c.crash]
+CRASH_PARAMS = [pytest.param(c, b, id=f"{c.id}-{b}") for c in CASES if c.crash
+                for b in backends_of(c)]
+child_only = pytest.mark.skipif(not CHILD, reason="crash-prone: runs in the child process of "
+                                "test_crash_prone_cases_in_a_child_process")
 
 
 @pytest.mark.parametrize("case,backend", PARAMS)
@@ -550,31 +562,24 @@ def test_bad_input(case, backend):
 
 
 def test_crash_prone_cases_in_a_child_process():
-    """The cases that once killed the process, in a child: a crash fails this test, naming
-    the case that was running."""
-    env = dict(os.environ, OMP_NUM_THREADS="2")
-    done = subprocess.run([sys.executable, __file__, *[c.id for c in CRASH]], env=env,
-                          capture_output=True, text=True, timeout=300)
-    lines = done.stdout.splitlines()
-    started = [ln.split(" ", 1)[1] for ln in lines if ln.startswith("start ")]
-    assert done.returncode == 0, (f"the child died (code {done.returncode}) during "
-                                  f"{started[-1] if started else '?'}:\n{done.stderr[-3000:]}")
-    passed = {ln.split(" ", 1)[1] for ln in lines if ln.startswith("ok ")}
-    want = {f"{c.id}-{b}" for c in CRASH for b in backends_of(c)}
-    assert passed == want, f"failed in the child: {sorted(want - passed)}\n{done.stdout}"
+    """The cases that once killed the process (test_child_*), in a child pytest: a crash
+    fails this test, naming the case that was running."""
+    if CHILD:
+        pytest.skip("this is the child")
+    env = dict(os.environ, WMK_BAD_INPUT_CHILD="1")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider",
+                           "-k", "test_child_", str(Path(__file__).relative_to(ROOT))],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    tail = done.stdout[-4000:] + done.stderr[-2000:]
+    assert done.returncode == 0, f"the child failed or died (code {done.returncode}):\n{tail}"
+    expected = len(CRASH_PARAMS) + len(TORCH_OP_PARAMS)
+    assert f" {expected} passed" in done.stdout, f"expected {expected} passed:\n{tail}"
 
 
-def test_crash_prone_torch_ops_in_a_child_process():
-    """The public torch.ops.wmk C++ ops with arguments the Python front end would refuse:
-    each must raise, never read or write out of bounds."""
-    env = dict(os.environ, OMP_NUM_THREADS="2")
-    done = subprocess.run([sys.executable, __file__, "--torch-ops"], env=env,
-                          capture_output=True, text=True, timeout=300)
-    started = [ln.split(" ", 1)[1] for ln in done.stdout.splitlines() if ln.startswith("start ")]
-    assert done.returncode == 0, (f"the child died (code {done.returncode}) during "
-                                  f"{started[-1] if started else '?'}:\n{done.stdout[-2000:]}"
-                                  f"{done.stderr[-3000:]}")
-    assert done.stdout.count("\nok ") + done.stdout.startswith("ok ") == len(started) > 0
+@child_only
+@pytest.mark.parametrize("case,backend", CRASH_PARAMS)
+def test_child_crash_prone_case(case, backend):
+    run_case(case, backend)
 
 
 def _torch_op_cases():
@@ -648,26 +653,6 @@ def _torch_op_cases():
     return cases
 
 
-def _child(argv: list[str]) -> int:
-    """Run the named cases (or the torch.ops cases) here, reporting each on stdout."""
-    failures = 0
-    if argv == ["--torch-ops"]:
-        runs = [(cid, lambda f=f, n=n: _expect_error(f, n)) for cid, f, n in _torch_op_cases()]
-    else:
-        by_id = {c.id: c for c in CASES}
-        runs = [(f"{i}-{b}", lambda c=by_id[i], b=b: run_case(c, b)) for i in argv
-                for b in backends_of(by_id[i])]
-    for cid, run in runs:
-        print(f"start {cid}", flush=True)
-        try:
-            run()
-            print(f"ok {cid}", flush=True)
-        except BaseException as e:  # noqa: BLE001 - reported, the parent fails the test
-            failures += 1
-            print(f"fail {cid}: {type(e).__name__}: {e}", flush=True)
-    return 1 if failures else 0
-
-
 def _expect_error(fn, name):
     try:
         fn()
@@ -677,6 +662,14 @@ def _expect_error(fn, name):
     raise AssertionError("no error")
 
 
-if __name__ == "__main__":  # the child; TRITON_INTERPRET comes with the parent's environment
-    sys.exit(_child(sys.argv[1:]))
+TORCH_OP_PARAMS = [pytest.param(fn, name, id=cid) for cid, fn, name in (
+    _torch_op_cases() if _extension.has_cpu() else [])]
+
+
+@child_only
+@pytest.mark.parametrize("fn,name", TORCH_OP_PARAMS)
+def test_child_torch_op(fn, name):
+    """torch.ops.wmk C++ ops with arguments the Python front end would refuse: each must
+    raise, never read or write out of bounds."""
+    _expect_error(fn, name)
 
