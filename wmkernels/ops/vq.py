@@ -8,6 +8,8 @@ are registered here so every path traces under torch.compile(fullgraph=True).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -63,8 +65,10 @@ def _nonfinite_rows(flat: torch.Tensor, codebook: torch.Tensor,
     kernels that resolve only finite rows: NaN -> 0, else inf -> the first NaN code (0 if
     none)."""
     first_nan_code = codebook.isnan().any(1).int().argmax()
-    idx = torch.where(flat.isinf().any(1), first_nan_code, idx)
-    return idx.masked_fill(flat.isnan().any(1), 0)
+    # one pass over z: a row's largest |value| is NaN if it holds NaN, else inf if it holds inf
+    peak = torch.linalg.vector_norm(flat, ord=math.inf, dim=1)
+    idx = torch.where(peak == math.inf, first_nan_code, idx)
+    return idx.masked_fill(peak.isnan(), 0)
 
 
 def vq_lookup(z: torch.Tensor, codebook: torch.Tensor, *, metric: str = "l2",
