@@ -288,3 +288,17 @@ def test_cpu_rule_for_temporal_views():
     with routing.record() as seen:
         wmkernels.temporal_attention(q, cache[:, :5], cache[:, :5])
     assert set(seen["temporal_attention"]) == {"sdpa"}
+
+
+def test_cuda_rule_traces_under_compile():
+    """On a GPU the rule runs while torch.compile traces an op: it must not break the graph."""
+    op, sizes, dtype, view = CANONICAL["attn-spatial-genie"]
+
+    def f(x):
+        name, _ = routing.rank(op, routing.Call("cuda", dtype, sizes, view, False, (9, 0)))[0]
+        return x + (1 if name == "triton" else 2)
+
+    torch._dynamo.reset()
+    assert torch.equal(torch.compile(f, fullgraph=True, backend="eager")(torch.zeros(2)),
+                       torch.ones(2))
+    torch._dynamo.reset()
