@@ -303,3 +303,85 @@ def test_large_batch_heads_on_gpu(backend):
     ref = wmkernels.spatial_attention(q[:, :1].float(), k[:, :1].float(), v[:, :1].float(),
                                       backend="reference")
     assert (sp.float() - ref).abs().max().item() < 2e-2
+
+
+def _triton_on_cpu():
+    reason = routing.unavailable_reason("triton", "cpu")
+    if reason is not None:
+        pytest.skip(reason)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_triton_temporal_nonfinite_stays_in_its_sequence(causal):
+    """inf/NaN in k and v of one (b, s, h) must not reach the other sequences packed into
+    the same block-diagonal tile (0 * inf there is NaN), forward or backward; without a
+    causal mask that sequence's outputs are non-finite exactly where the reference's are."""
+    _triton_on_cpu()
+    B, T, S, H, D = 1, 4, 3, 2, 16  # 6 sequences of 4 frames share one tile
+    q, k, v = (torch.randn(B, T, S, H, D) for _ in range(3))
+    v[0, 1, 1, 0, 3], v[0, 2, 1, 0, 5], v[0, 0, 1, 0, 7] = float("inf"), float("nan"), -float(
+        "inf")
+    k[0, 3, 1, 0, 2] = float("inf")
+    poisoned = torch.zeros(S, H, dtype=torch.bool)
+    poisoned[1, 0] = True
+    grad = torch.randn(B, T, S, H, D)
+    outs = {}
+    for backend, dtype in (("triton", torch.float32), ("reference", torch.float64)):
+        leaves = [x.detach().to(dtype, copy=True).requires_grad_() for x in (q, k, v)]
+        out = wmkernels.temporal_attention(*leaves, causal=causal, backend=backend)
+        out.backward(grad.to(dtype))
+        outs[backend] = [out.detach()] + [x.grad for x in leaves]
+    for name, got, ref in zip(("out", "dq", "dk", "dv"), outs["triton"], outs["reference"],
+                              strict=True):
+        clean = got[:, :, ~poisoned]
+        assert torch.isfinite(clean).all(), f"{name}: non-finite values leaked"
+        torch.testing.assert_close(clean.double(), ref[:, :, ~poisoned], atol=1e-4, rtol=1e-4)
+    if not causal:
+        got, ref = outs["triton"][0][:, :, poisoned], outs["reference"][0][:, :, poisoned]
+        assert torch.equal(torch.isfinite(got), torch.isfinite(ref))
+
+
+@pytest.mark.parametrize("op", ["spatial", "temporal"])
+def test_triton_offsets_past_2_31(op):
+    """A row (spatial) or frame (temporal) index times its stride passing 2^31 elements:
+    the kernels compute such offsets in 64 bits. The views stride through 4 GiB of address
+    space of which only a few pages are ever touched."""
+    _triton_on_cpu()
+    D, step = 16, 2 ** 30  # the stride fits in int32, 2 * stride does not
+    try:
+        buf = torch.empty(2 * step + 64, dtype=torch.float16)
+    except RuntimeError:
+        pytest.skip("cannot reserve 4 GiB of address space here")
+    if op == "spatial":  # (B, T, S, H, D) = (1, 1, 3, 1, D), rows `step` apart
+        size, stride = (1, 1, 3, 1, D), (0, 0, step, D, 1)
+    else:  # (1, 3, 1, 1, D), frames `step` apart
+        size, stride = (1, 3, 1, 1, D), (0, step, D, D, 1)
+    q, k, v = (buf.as_strided(size, stride, offset) for offset in (0, D, 2 * D))
+    for x in (q, k, v):
+        x.copy_(torch.randn(size))
+    dense = [x.contiguous() for x in (q, k, v)]
+    scale = D ** -0.5
+    if op == "spatial":
+        fwd, bwd = (torch.ops.wmk.spatial_attention_triton_fwd,
+                    torch.ops.wmk.spatial_attention_triton_bwd)
+        extra = ()
+    else:
+        fwd, bwd = (torch.ops.wmk.temporal_attention_triton_fwd,
+                    torch.ops.wmk.temporal_attention_triton_bwd)
+        extra = (True,)
+    out, lse = fwd(q, k, v, *extra, scale)
+    ref_out, ref_lse = fwd(*dense, *extra, scale)
+    torch.testing.assert_close(out, ref_out, atol=0, rtol=0)
+    grad = torch.randn(size, dtype=torch.float16)
+    for got, ref in zip(bwd(grad, q, k, v, out, lse, *extra, scale),
+                        bwd(grad, *dense, ref_out, ref_lse, *extra, scale), strict=True):
+        torch.testing.assert_close(got, ref, atol=0, rtol=0)
+
+
+def test_triton_refuses_float32_head_dims_over_128():
+    """fp32 tiles past D = 128 cannot run without spilling: refused before any launch."""
+    _triton_on_cpu()
+    x = torch.randn(1, 2, 3, 1, 160)
+    for fn in (wmkernels.spatial_attention, wmkernels.temporal_attention):
+        with pytest.raises(ValueError, match="float32 head dims D <= 128"):
+            fn(x, x, x, backend="triton")

@@ -633,3 +633,22 @@ def test_sampler_refuses_non_finite_temperatures():
                dict(choice_temperature=float("inf")), dict(choice_temperature=-1.0)):
         with pytest.raises(ValueError, match=next(iter(kw))):
             wmkernels.nn.MaskGITSampler(**kw)
+
+
+@pytest.mark.parametrize("device,backend", STEP)
+@pytest.mark.parametrize("order", ["confidence", "random"])
+def test_step_column_major_tokens_and_mask(device, backend, order):
+    """tokens/mask given as column-major views (x.t().contiguous().t()) give the same step
+    as row-major ones: outputs are laid out as the kernels write them, whatever the inputs'
+    strides."""
+    B, N, V = 3, 37, 20
+    logits, tokens, mask = _step_inputs(B, N, V, device)
+    col = lambda x: x.t().contiguous().t()
+    assert not col(tokens).is_contiguous()
+    want = wmkernels.maskgit_step(logits, tokens, mask, 9, order=order,
+                                  generator=_gen(device, 3), backend=backend)
+    got = wmkernels.maskgit_step(logits, col(tokens), col(mask), 9, order=order,
+                                 generator=_gen(device, 3), backend=backend)
+    _check_step(logits, tokens, mask, 9, *got)
+    for w, g in zip(want, got, strict=True):
+        assert torch.equal(w, g)

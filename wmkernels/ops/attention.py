@@ -127,7 +127,19 @@ def _select(op: str, q, k, v, backend: str | None, causal: bool = False) -> str:
     grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
     call = routing.call(q, view=exists(q, k, v), grad=grad, B=B, Tq=Tq, Tk=k.shape[1], S=S,
                         H=H, D=D, causal=causal)
-    return routing.select(op, q.device, backend, call)
+    return routing.select(op, q.device, backend, call, lambda name: _refusal(op, name, q))
+
+
+def _refusal(op: str, backend: str, q: torch.Tensor) -> str | None:
+    """Why `_check_kernel_support` refuses this call on a GPU kernel backend, else None: the
+    routing rule then takes the next implementation instead of failing."""
+    if backend not in ("triton", "cuda"):
+        return None
+    try:
+        _check_kernel_support(op, backend, q)
+    except (TypeError, ValueError) as err:
+        return str(err)
+    return None
 
 
 def _check_kernel_support(op: str, backend: str, q: torch.Tensor) -> None:
@@ -141,6 +153,11 @@ def _check_kernel_support(op: str, backend: str, q: torch.Tensor) -> None:
         if D > MAX_HEAD_DIM:
             raise ValueError(f"the {backend} {op} supports head dims D <= {MAX_HEAD_DIM}, got "
                              f"D = {D} (backend='reference' runs any D)")
+        # fp32 runs three tf32 products per dot: past D = 128 its tiles spill kilobytes of
+        # registers at any block size (bench/results/static), so the Triton kernels refuse it
+        if backend == "triton" and q.dtype == torch.float32 and D > 128:
+            raise ValueError(f"the triton {op} supports float32 head dims D <= 128, got D = {D}"
+                             " (use bfloat16/float16 q, k, v, or backend='cuda' or 'reference')")
         if D not in FAST_HEAD_DIMS and (op, backend, D) not in _WARNED and not (
                 torch.compiler.is_compiling()):
             _WARNED.add((op, backend, D))

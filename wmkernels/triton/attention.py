@@ -17,31 +17,33 @@ so the key loop runs once; longer T falls back to BLOCK_P = 1 and flash-style ke
 The backward uses the same packing: dK/dV programs loop over query chunks, dQ programs
 over key chunks, no atomics.
 
-Roofline (H100, bf16): attn-temporal-genie (B8 T16 S1024 H16 D64) moves 4 x 268 MB and
-does 69 GFLOP useful (8x that in the block-diagonal dot): memory-bound, ~0.32 ms at
-3.35 TB/s. attn-spatial-genie (same sizes) is 4.4 TFLOP against 1 GB: compute-bound, bound
-by the bf16 tensor-core peak. fp32 inputs use `tf32x3` dots (fp32-level accuracy).
+Roofline (H100 SXM: 3.35 TB/s, ~990 TFLOP/s dense bf16), with the bench's FLOP formula
+4 * (B*T*H or B*S*H) * (query, key) pairs * D: attn-spatial-genie (B8 T16 S1024 H16 D64)
+is 0.55 TFLOP against 1.07 GB (q, k, v read, out written): 512 FLOP/B, compute-bound,
+>= 0.55 ms at the tensor-core peak. attn-temporal-genie (same sizes, causal: 136 pairs
+of 256) is 4.6 GFLOP useful against the same 1.07 GB: memory-bound, >= 0.32 ms; the
+block-diagonal tiles score each position's 16 query frames against all 64 columns of
+the tile (1024 pairs for 136 useful), so the tensor cores do ~7.5x the useful work (~34
+GFLOP), still far below the compute bound. fp32 inputs use `tf32x3` dots (fp32-level accuracy).
+
+Launch parameters (tiles, warps, stages) are chosen per (kernel, head dim, dtype, shared
+memory of the device) by `spatial_config` / `temporal_config`, so that a call fits the
+device's shared memory and does not spill registers; tests/gates compile them for sm_80,
+sm_86 and sm_90.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import torch
 import triton
 import triton.language as tl
 
+from wmkernels.triton.launch import Launch, run, smem_limit
+
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 LOG2E = 1.4426950408889634
-
-# Rows of one tile (query rows, and key rows per chunk). The interpreter runs tiny tiles.
-_SPATIAL_BLOCK = 16 if _INTERPRET else 64
-_TEMPORAL_ROWS = 32 if _INTERPRET else 64
-
-
-def _ctx(x: torch.Tensor):
-    return torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
 
 
 def _precision(x: torch.Tensor) -> str:
@@ -65,7 +67,8 @@ def _spatial_fwd_kernel(
 ):
     bth = tl.program_id(0).to(tl.int64)
     b, t, h = bth // (T * H), (bth // H) % T, bth % H
-    rows = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    # row and frame indices are int64: index x stride can pass 2^31 (packed QKV, long videos)
+    rows = tl.program_id(1).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     ds = tl.arange(0, BLOCK_D)
     row_ok, d_ok = rows < S, ds < D
     q = tl.load(q_ptr + b * sqb + t * sqt + h * sqh + rows[:, None] * sqs + ds[None, :],
@@ -76,7 +79,7 @@ def _spatial_fwd_kernel(
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for n0 in range(0, S, BLOCK_N):
-        cols = n0 + tl.arange(0, BLOCK_N)
+        cols = n0 + tl.arange(0, BLOCK_N).to(tl.int64)
         col_ok = cols < S
         kv_mask = col_ok[:, None] & d_ok[None, :]
         k = tl.load(k_base + cols[:, None] * sks + ds[None, :], mask=kv_mask, other=0.0)
@@ -104,7 +107,7 @@ def _spatial_bwd_dkdv_kernel(
 ):
     bth = tl.program_id(0).to(tl.int64)
     b, t, h = bth // (T * H), (bth // H) % T, bth % H
-    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    cols = tl.program_id(1).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     ds = tl.arange(0, BLOCK_D)
     col_ok, d_ok = cols < S, ds < D
     kv_mask = col_ok[:, None] & d_ok[None, :]
@@ -117,7 +120,7 @@ def _spatial_bwd_dkdv_kernel(
     q_base = q_ptr + b * sqb + t * sqt + h * sqh
     g_base = g_ptr + b * sgb + t * sgt + h * sgh
     for m0 in range(0, S, BLOCK_M):
-        rows = m0 + tl.arange(0, BLOCK_M)
+        rows = m0 + tl.arange(0, BLOCK_M).to(tl.int64)
         row_ok = rows < S
         mask = row_ok[:, None] & d_ok[None, :]
         q = tl.load(q_base + rows[:, None] * sqs + ds[None, :], mask=mask, other=0.0)
@@ -145,7 +148,7 @@ def _spatial_bwd_dq_kernel(
 ):
     bth = tl.program_id(0).to(tl.int64)
     b, t, h = bth // (T * H), (bth // H) % T, bth % H
-    rows = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = tl.program_id(1).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     ds = tl.arange(0, BLOCK_D)
     row_ok, d_ok = rows < S, ds < D
     mask = row_ok[:, None] & d_ok[None, :]
@@ -159,7 +162,7 @@ def _spatial_bwd_dq_kernel(
     k_base = k_ptr + b * skb + t * skt + h * skh
     v_base = v_ptr + b * svb + t * svt + h * svh
     for n0 in range(0, S, BLOCK_N):
-        cols = n0 + tl.arange(0, BLOCK_N)
+        cols = n0 + tl.arange(0, BLOCK_N).to(tl.int64)
         col_ok = cols < S
         kv_mask = col_ok[:, None] & d_ok[None, :]
         k = tl.load(k_base + cols[:, None] * sks + ds[None, :], mask=kv_mask, other=0.0)
@@ -178,6 +181,62 @@ def _block_d(D: int) -> int:
     return max(16, triton.next_power_of_2(D))
 
 
+def _pick(candidates, smem: int, estimate):
+    """The first candidate whose estimated shared memory fits `smem`, else the last (the
+    smallest). The estimates are upper bounds of what Triton allocates (checked for sm_80,
+    sm_86 and sm_90 by tests/gates/test_triton_compile.py)."""
+    for cand in candidates:
+        if estimate(*cand) <= smem:
+            return cand
+    return candidates[-1]
+
+
+# (BLOCK_M, BLOCK_N, num_warps, num_stages), fastest first. fp32 runs three tf32 dots per
+# product (tf32x3), which needs about twice the registers: its tiles are smaller so that
+# nothing spills.
+_SPATIAL_CANDIDATES = {
+    (2, 64): [(64, 64, 4, 3), (64, 32, 4, 2), (32, 32, 4, 2)],
+    (2, 128): [(64, 64, 8, 3), (64, 64, 8, 2), (64, 32, 8, 2), (32, 32, 4, 2)],
+    (2, 256): [(64, 64, 8, 3), (64, 64, 8, 2), (64, 32, 8, 2), (32, 32, 4, 2), (32, 32, 4, 1)],
+    (4, 64): [(32, 32, 4, 2), (16, 16, 4, 1)],
+    (4, 128): [(32, 32, 4, 2), (32, 32, 4, 1), (16, 16, 4, 1)],
+    (4, 256): [(32, 32, 4, 1), (16, 16, 4, 1)],
+}
+
+
+def _smem_estimate(kind: str, bm: int, bn: int, bd: int, es: int, stages: int) -> int:
+    """Upper bound of the shared memory of a spatial kernel (bytes): the streamed operand
+    tiles times the pipeline stages, the resident ones once, and the score tiles."""
+    if kind == "fwd":  # streams k, v; holds q
+        return stages * 2 * bn * bd * es + bm * bd * es + bm * bn * 4
+    if kind == "dkdv":  # streams q, dO; holds k, v
+        return stages * 2 * bm * bd * es + 2 * bn * bd * es + 2 * bm * bn * 4
+    return stages * 2 * bn * bd * es + 2 * bm * bd * es + 2 * bm * bn * 4  # dq
+
+
+def spatial_config(kind: str, D: int, dtype: torch.dtype, smem: int) -> dict:
+    """Launch parameters of a spatial kernel (`kind` "fwd", "dkdv" or "dq") at head dim D
+    on a device with `smem` bytes of shared memory per block."""
+    bd = _block_d(D)
+    if _INTERPRET:  # the interpreter's cost is per tile element, not per program
+        return dict(BLOCK_M=16, BLOCK_N=16, BLOCK_D=bd, num_warps=4, num_stages=1)
+    es = dtype.itemsize
+    cands = _SPATIAL_CANDIDATES[(min(es, 4), max(64, bd))]
+    bm, bn, warps, stages = _pick(
+        cands, smem, lambda m, n, w, s: _smem_estimate(kind, m, n, bd, es, s))
+    return dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, num_warps=warps, num_stages=stages)
+
+
+def spatial_fwd_launches(q, k, v, out, lse, scale: float, smem: int) -> list[Launch]:
+    """The launches of `spatial_fwd` (see triton/launch.py)."""
+    B, T, S, H, D = q.shape
+    meta = spatial_config("fwd", D, q.dtype, smem)
+    return [Launch(_spatial_fwd_kernel, (B * T * H, triton.cdiv(S, meta["BLOCK_M"])),
+                   (q, k, v, out, lse, T, S, H, D, scale * LOG2E,
+                    *_strides(q), *_strides(k), *_strides(v)),
+                   dict(PRECISION=_precision(q), **meta))]
+
+
 def spatial_fwd(q, k, v, scale: float):
     """q, k, v (B, T, S, H, D) strided, fp16/bf16/fp32 -> out contiguous, lse (B, T, H, S)."""
     B, T, S, H, D = q.shape
@@ -185,19 +244,29 @@ def spatial_fwd(q, k, v, scale: float):
     lse = torch.empty((B, T, H, S), dtype=torch.float32, device=q.device)
     if out.numel() == 0:
         return out, lse
-    blk = _SPATIAL_BLOCK
-    with _ctx(q):
-        _spatial_fwd_kernel[(B * T * H, triton.cdiv(S, blk))](
-            q, k, v, out, lse, T, S, H, D, scale * LOG2E,
-            *_strides(q), *_strides(k), *_strides(v),
-            PRECISION=_precision(q), BLOCK_M=blk, BLOCK_N=blk, BLOCK_D=_block_d(D),
-            num_warps=4 if D <= 64 else 8)
+    run(spatial_fwd_launches(q, k, v, out, lse, scale, smem_limit(q)), q)
     return out, lse
 
 
 def _delta(grad, out):
     """rowsum(dO * O) per query row, (B, T, S, H) fp32 (indexed like the rows)."""
     return (grad.float() * out.float()).sum(-1)
+
+
+def spatial_bwd_launches(grad, q, k, v, lse, delta, dq, dk, dv, scale: float,
+                         smem: int) -> list[Launch]:
+    """The launches of `spatial_bwd`: dK/dV per key block, then dQ per query block."""
+    B, T, S, H, D = q.shape
+    args = (T, S, H, D, scale, *_strides(q), *_strides(k), *_strides(v), *_strides(grad))
+    launches = []
+    for kind, kernel, outs in (("dkdv", _spatial_bwd_dkdv_kernel, (dk, dv)),
+                               ("dq", _spatial_bwd_dq_kernel, (dq,))):
+        meta = spatial_config(kind, D, q.dtype, smem)
+        rows = meta["BLOCK_N"] if kind == "dkdv" else meta["BLOCK_M"]
+        launches.append(Launch(kernel, (B * T * H, triton.cdiv(S, rows)),
+                               (q, k, v, grad, lse, delta, *outs, *args),
+                               dict(PRECISION=_precision(q), **meta)))
+    return launches
 
 
 def spatial_bwd(grad, q, k, v, out, lse, scale: float):
@@ -210,15 +279,8 @@ def spatial_bwd(grad, q, k, v, out, lse, scale: float):
     if grad.stride(-1) != 1:
         grad = grad.contiguous()
     delta = _delta(grad, out)
-    lse = lse.contiguous()
-    blk = _SPATIAL_BLOCK
-    args = (T, S, H, D, scale, *_strides(q), *_strides(k), *_strides(v), *_strides(grad))
-    meta = dict(PRECISION=_precision(q), BLOCK_M=blk, BLOCK_N=blk, BLOCK_D=_block_d(D),
-                num_warps=4 if D <= 64 else 8)
-    grid = (B * T * H, triton.cdiv(S, blk))
-    with _ctx(q):
-        _spatial_bwd_dkdv_kernel[grid](q, k, v, grad, lse, delta, dk, dv, *args, **meta)
-        _spatial_bwd_dq_kernel[grid](q, k, v, grad, lse, delta, dq, *args, **meta)
+    run(spatial_bwd_launches(grad, q, k, v, lse.contiguous(), delta, dq, dk, dv, scale,
+                             smem_limit(q)), q)
     return dq, dk, dv
 
 
@@ -234,6 +296,28 @@ def _position(pos, S, H):
 
 
 @triton.jit
+def _dot_isolated(w, x, ok, acc, PRECISION: tl.constexpr):
+    """acc + w @ x for a packed tile whose weights w are zero outside `ok` (other
+    positions). A non-finite x would give 0 * inf = NaN in every row of the tile, so the
+    non-finite entries stay out of the tensor-core dot and are added back, as +-inf or NaN,
+    only to the rows that see them (the rare branch: one extra fp32 dot of counts)."""
+    finite = tl.abs(x.to(tl.float32)) < float("inf")  # False for +-inf and NaN
+    acc = tl.dot(w, tl.where(finite, x, 0.0).to(x.dtype), acc, input_precision=PRECISION)
+    if tl.min(finite.to(tl.int32)) == 0:
+        # count, per output entry, the +inf (1), -inf (128) and NaN (16384) entries it sees:
+        # small integers, exact in fp16 operands and the fp32 sum (at most 64 columns)
+        code = tl.where(x != x, 16384.0, tl.where(x > 0, 1.0, 128.0))
+        code = tl.where(finite, 0.0, code).to(tl.float16)
+        cnt = tl.dot(ok.to(tl.float16), code, out_dtype=tl.float32)
+        n_neg = tl.floor(cnt * (1.0 / 128.0))
+        n_pos = cnt - n_neg * 128.0
+        fix = tl.where(n_neg > 0, float("-inf"), 0.0)
+        fix = tl.where(n_pos > 0, tl.where(n_neg > 0, float("nan"), float("inf")), fix)
+        acc = acc + tl.where(cnt >= 16384.0, float("nan"), fix)
+    return acc
+
+
+@triton.jit
 def _temporal_fwd_kernel(
     q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, NPOS, TQ, TK, S, H, D, qk_scale,
     sqb, sqt, sqs, sqh, skb, skt, sks, skh, svb, svt, svs, svh,
@@ -245,7 +329,7 @@ def _temporal_fwd_kernel(
     pos_r = tl.program_id(0).to(tl.int64) * BLOCK_P + r // BLOCK_I
     pos_c = tl.program_id(0).to(tl.int64) * BLOCK_P + c // BLOCK_J
     i0 = tl.program_id(1) * BLOCK_I
-    i = i0 + r % BLOCK_I
+    i = (i0 + r % BLOCK_I).to(tl.int64)  # i * stride can pass 2^31
     ds = tl.arange(0, BLOCK_D)
     d_ok = ds < D
     row_ok = (pos_r < NPOS) & (i < TQ)
@@ -263,7 +347,7 @@ def _temporal_fwd_kernel(
     if CAUSAL:  # later key frames are masked for every row of this tile
         j_end = tl.minimum(TK, TK - TQ + i0 + BLOCK_I)
     for j0 in range(0, j_end, BLOCK_J):
-        j = j0 + c % BLOCK_J
+        j = (j0 + c % BLOCK_J).to(tl.int64)
         col_ok = (pos_c < NPOS) & (j < TK)
         kv_mask = col_ok[:, None] & d_ok[None, :]
         k = tl.load(k_rows + (j * skt)[:, None], mask=kv_mask, other=0.0)
@@ -279,7 +363,7 @@ def _temporal_fwd_kernel(
         alpha = tl.exp2(m_i - m_safe)
         p = tl.exp2(sco - m_safe[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+        acc = _dot_isolated(p.to(v.dtype), v, ok, acc * alpha[:, None], PRECISION)
         m_i = m_new
     l_safe = tl.where(row_ok, l_i, 1.0)
     acc = acc / l_safe[:, None]
@@ -303,7 +387,7 @@ def _temporal_bwd_dkdv_kernel(
     pos_r = tl.program_id(0).to(tl.int64) * BLOCK_P + r // BLOCK_I
     pos_c = tl.program_id(0).to(tl.int64) * BLOCK_P + c // BLOCK_J
     j0 = tl.program_id(1) * BLOCK_J
-    j = j0 + c % BLOCK_J
+    j = (j0 + c % BLOCK_J).to(tl.int64)  # j * stride can pass 2^31
     ds = tl.arange(0, BLOCK_D)
     d_ok = ds < D
     col_ok = (pos_c < NPOS) & (j < TK)
@@ -323,7 +407,7 @@ def _temporal_bwd_dkdv_kernel(
     if CAUSAL:
         i_start = tl.maximum(0, j0 - (TK - TQ)) // BLOCK_I * BLOCK_I
     for i0 in range(i_start, TQ, BLOCK_I):
-        i = i0 + r % BLOCK_I
+        i = (i0 + r % BLOCK_I).to(tl.int64)
         row_ok = (pos_r < NPOS) & (i < TQ)
         mask = row_ok[:, None] & d_ok[None, :]
         q = tl.load(q_rows + (i * sqt)[:, None], mask=mask, other=0.0)
@@ -335,10 +419,10 @@ def _temporal_bwd_dkdv_kernel(
         if CAUSAL:
             ok = ok & (j[None, :] <= (TK - TQ + i)[:, None])
         p = tl.where(ok, tl.exp(sco - lse[:, None]), 0.0)
-        dv += tl.dot(tl.trans(p.to(g.dtype)), g, input_precision=PRECISION)
+        dv = _dot_isolated(tl.trans(p.to(g.dtype)), g, tl.trans(ok), dv, PRECISION)
         dp = tl.dot(g, tl.trans(v), input_precision=PRECISION)
-        dsc = p * (dp - delta[:, None]) * scale
-        dk += tl.dot(tl.trans(dsc.to(q.dtype)), q, input_precision=PRECISION)
+        dsc = tl.where(ok, p * (dp - delta[:, None]) * scale, 0.0)  # no 0 * inf from dp
+        dk = _dot_isolated(tl.trans(dsc.to(q.dtype)), q, tl.trans(ok), dk, PRECISION)
     off = (((bc * TK + j) * S + sc) * (H * D) + hc * D)[:, None] + ds[None, :]
     tl.store(dk_ptr + off, dk.to(dk_ptr.dtype.element_ty), mask=kv_mask)
     tl.store(dv_ptr + off, dv.to(dv_ptr.dtype.element_ty), mask=kv_mask)
@@ -357,7 +441,7 @@ def _temporal_bwd_dq_kernel(
     pos_r = tl.program_id(0).to(tl.int64) * BLOCK_P + r // BLOCK_I
     pos_c = tl.program_id(0).to(tl.int64) * BLOCK_P + c // BLOCK_J
     i0 = tl.program_id(1) * BLOCK_I
-    i = i0 + r % BLOCK_I
+    i = (i0 + r % BLOCK_I).to(tl.int64)  # i * stride can pass 2^31
     ds = tl.arange(0, BLOCK_D)
     d_ok = ds < D
     row_ok = (pos_r < NPOS) & (i < TQ)
@@ -377,7 +461,7 @@ def _temporal_bwd_dq_kernel(
     if CAUSAL:  # later key frames are masked for every row of this tile
         j_end = tl.minimum(TK, TK - TQ + i0 + BLOCK_I)
     for j0 in range(0, j_end, BLOCK_J):
-        j = j0 + c % BLOCK_J
+        j = (j0 + c % BLOCK_J).to(tl.int64)
         col_ok = (pos_c < NPOS) & (j < TK)
         kv_mask = col_ok[:, None] & d_ok[None, :]
         k = tl.load(k_rows + (j * skt)[:, None], mask=kv_mask, other=0.0)
@@ -388,15 +472,28 @@ def _temporal_bwd_dq_kernel(
             ok = ok & (j[None, :] <= (TK - TQ + i)[:, None])
         p = tl.where(ok, tl.exp(sco - lse[:, None]), 0.0)
         dp = tl.dot(g, tl.trans(v), input_precision=PRECISION)
-        dsc = p * (dp - delta[:, None]) * scale
-        dq += tl.dot(dsc.to(k.dtype), k, input_precision=PRECISION)
+        dsc = tl.where(ok, p * (dp - delta[:, None]) * scale, 0.0)  # no 0 * inf from dp
+        dq = _dot_isolated(dsc.to(k.dtype), k, ok, dq, PRECISION)
     off = ((b * TQ + i) * S + s) * (H * D) + h * D
     tl.store(dq_ptr + off[:, None] + ds[None, :], dq.to(dq_ptr.dtype.element_ty), mask=mask)
 
 
-def _temporal_tiles(tq: int, tk: int):
+# (tile rows, num_warps, num_stages), fastest first: 64-row tiles pack a whole T <= 64
+# sequence per position. 8 warps even at D = 64: with 4, the dK/dV kernel spills (the
+# non-finite branch of _dot_isolated holds a second [rows, D] accumulator); fp32 (tf32x3)
+# and wide heads take 32 rows so that nothing spills.
+_TEMPORAL_CANDIDATES = {
+    (2, 64): [(64, 8, 2), (32, 4, 2)],
+    (2, 128): [(64, 8, 2), (32, 4, 2), (32, 4, 1)],
+    (2, 256): [(64, 8, 2), (32, 8, 2), (32, 4, 1), (16, 4, 1)],
+    (4, 64): [(32, 4, 2), (16, 4, 1)],
+    (4, 128): [(32, 8, 2), (32, 4, 1), (16, 4, 1)],
+    (4, 256): [(32, 8, 1), (16, 4, 1)],
+}
+
+
+def _temporal_tiles(tq: int, tk: int, rows: int):
     """(BLOCK_P, BLOCK_I, BLOCK_J): a whole (padded) sequence per tile when it fits."""
-    rows = _TEMPORAL_ROWS
     bi = min(rows, max(1, triton.next_power_of_2(tq)))
     bj = min(rows, max(1, triton.next_power_of_2(tk)))
     bp = max(1, rows // max(bi, bj))
@@ -405,23 +502,75 @@ def _temporal_tiles(tq: int, tk: int):
     return bp, bi, bj
 
 
+def temporal_config(kind: str, tq: int, tk: int, D: int, dtype: torch.dtype,
+                    smem: int) -> dict:
+    """Launch parameters of a temporal kernel (`kind` "fwd", "dkdv" or "dq")."""
+    bd = _block_d(D)
+    if _INTERPRET:
+        bp, bi, bj = _temporal_tiles(tq, tk, 32)
+        return dict(BLOCK_P=bp, BLOCK_I=bi, BLOCK_J=bj, BLOCK_D=bd, num_warps=4,
+                    num_stages=1)
+    es = dtype.itemsize
+
+    def estimate(rows, warps, stages):
+        bp, bi, bj = _temporal_tiles(tq, tk, rows)
+        m, n = bp * bi, bp * bj
+        # the main tiles as in the spatial kernels, plus the fp32 operands of the rare
+        # non-finite branch of _dot_isolated
+        return _smem_estimate(kind, m, n, bd, es, stages) + (m * n + n * bd) * 4
+
+    rows, warps, stages = _pick(_TEMPORAL_CANDIDATES[(min(es, 4), max(64, bd))], smem,
+                                estimate)
+    bp, bi, bj = _temporal_tiles(tq, tk, rows)
+    return dict(BLOCK_P=bp, BLOCK_I=bi, BLOCK_J=bj, BLOCK_D=bd, num_warps=warps,
+                num_stages=stages)
+
+
+def temporal_fwd_launches(q, k, v, out, lse, causal: bool, scale: float,
+                          smem: int) -> list[Launch]:
+    """The launches of `temporal_fwd`."""
+    B, tq, S, H, D = q.shape
+    tk = k.shape[1]
+    meta = temporal_config("fwd", tq, tk, D, q.dtype, smem)
+    npos = B * S * H
+    grid = (triton.cdiv(npos, meta["BLOCK_P"]), triton.cdiv(tq, meta["BLOCK_I"]))
+    return [Launch(_temporal_fwd_kernel, grid,
+                   (q, k, v, out, lse, npos, tq, tk, S, H, D, scale * LOG2E,
+                    *_strides(q), *_strides(k), *_strides(v)),
+                   dict(CAUSAL=causal, PRECISION=_precision(q), **meta))]
+
+
 def temporal_fwd(q, k, v, causal: bool, scale: float):
     """q (B, Tq, S, H, D), k/v (B, Tk, S, H, D) strided -> out contiguous, lse (B, S, H, Tq)."""
     B, tq, S, H, D = q.shape
-    tk = k.shape[1]
     out = torch.empty((B, tq, S, H, D), dtype=q.dtype, device=q.device)
     lse = torch.empty((B, S, H, tq), dtype=torch.float32, device=q.device)
     if out.numel() == 0:
         return out, lse
-    bp, bi, bj = _temporal_tiles(tq, tk)
-    npos = B * S * H
-    with _ctx(q):
-        _temporal_fwd_kernel[(triton.cdiv(npos, bp), triton.cdiv(tq, bi))](
-            q, k, v, out, lse, npos, tq, tk, S, H, D, scale * LOG2E,
-            *_strides(q), *_strides(k), *_strides(v),
-            CAUSAL=causal, PRECISION=_precision(q), BLOCK_P=bp, BLOCK_I=bi, BLOCK_J=bj,
-            BLOCK_D=_block_d(D), num_warps=4)
+    run(temporal_fwd_launches(q, k, v, out, lse, causal, scale, smem_limit(q)), q)
     return out, lse
+
+
+def temporal_bwd_launches(grad, q, k, v, lse, delta, dq, dk, dv, causal: bool, scale: float,
+                          smem: int) -> list[Launch]:
+    """The launches of `temporal_bwd`: dK/dV per key chunk, then dQ per query chunk."""
+    B, tq, S, H, D = q.shape
+    tk = k.shape[1]
+    npos = B * S * H
+    args = (npos, tq, tk, S, H, D, scale,
+            *_strides(q), *_strides(k), *_strides(v), *_strides(grad))
+    kv = temporal_config("dkdv", tq, tk, D, q.dtype, smem)
+    qm = temporal_config("dq", tq, tk, D, q.dtype, smem)
+    return [
+        Launch(_temporal_bwd_dkdv_kernel,
+               (triton.cdiv(npos, kv["BLOCK_P"]), triton.cdiv(tk, kv["BLOCK_J"])),
+               (q, k, v, grad, lse, delta, dk, dv, *args),
+               dict(CAUSAL=causal, PRECISION=_precision(q), **kv)),
+        Launch(_temporal_bwd_dq_kernel,
+               (triton.cdiv(npos, qm["BLOCK_P"]), triton.cdiv(tq, qm["BLOCK_I"])),
+               (q, k, v, grad, lse, delta, dq, *args),
+               dict(CAUSAL=causal, PRECISION=_precision(q), **qm)),
+    ]
 
 
 def temporal_bwd(grad, q, k, v, out, lse, causal: bool, scale: float):
@@ -437,17 +586,6 @@ def temporal_bwd(grad, q, k, v, out, lse, causal: bool, scale: float):
     if grad.stride(-1) != 1:
         grad = grad.contiguous()
     delta = _delta(grad, out)
-    lse = lse.contiguous()
-    bp, bi, bj = _temporal_tiles(tq, tk)
-    npos = B * S * H
-    args = (npos, tq, tk, S, H, D, scale,
-            *_strides(q), *_strides(k), *_strides(v), *_strides(grad))
-    meta = dict(CAUSAL=causal, PRECISION=_precision(q), BLOCK_P=bp, BLOCK_I=bi, BLOCK_J=bj,
-                BLOCK_D=_block_d(D), num_warps=4)
-    with _ctx(q):
-        _temporal_bwd_dkdv_kernel[(triton.cdiv(npos, bp), triton.cdiv(tk, bj))](
-            q, k, v, grad, lse, delta, dk, dv, *args, **meta)
-        _temporal_bwd_dq_kernel[(triton.cdiv(npos, bp), triton.cdiv(tq, bi))](
-            q, k, v, grad, lse, delta, dq, *args, **meta)
+    run(temporal_bwd_launches(grad, q, k, v, lse.contiguous(), delta, dq, dk, dv, causal,
+                              scale, smem_limit(q)), q)
     return dq, dk, dv
-

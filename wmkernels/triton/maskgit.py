@@ -23,19 +23,23 @@ so launch overhead matters and the decode loop should run in a CUDA graph.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
 
 from wmkernels.routing import INTERPRET
+from wmkernels.triton.launch import Launch, run
 
-MAX_V = 1 << 17  # a row must fit the registers of one program
-MAX_N = 1 << 16
+# A row must fit the registers of one program. Past these sizes the compiled kernels spill
+# kilobytes of stack per thread and take minutes to compile (V = 2^17: 9 KB of stack,
+# N = 2^16: 4 KB; bench/results/static), so the API refuses them instead.
+MAX_V = 1 << 15
+MAX_N = 1 << 14
 
-_INT32_MIN: tl.constexpr = -(1 << 31)
-_INT32_MAX: tl.constexpr = (1 << 31) - 1
+# A global a kernel reads must be a tl.constexpr object: the compiler rejects a plain (or
+# merely annotated) global with "Cannot access global variable" (the interpreter does not).
+_INT32_MIN = tl.constexpr(-(1 << 31))
+_INT32_MAX = tl.constexpr((1 << 31) - 1)
 
 
 @triton.jit
@@ -162,23 +166,19 @@ def _launch_settings(V: int) -> tuple[int, int, int]:
     return block_v, block_r, warps
 
 
-def _device(t: torch.Tensor):
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
-
-
-def _run_sample(logits, mask, kept, tok, out, seed, R, N, stride_b, stride_n, temperature,
-                top_k, choice_temperature, step, random_order):
+def _sample_launch(logits, mask, kept, tok, out, seed, R, N, stride_b, stride_n, temperature,
+                   top_k, choice_temperature, step, random_order) -> Launch:
     V = logits.shape[-1]
     if V > MAX_V:
         raise ValueError(f"the triton maskgit sampler holds a row in registers: V must be "
                          f"<= {MAX_V}, got {V}")
     block_v, block_r, warps = _launch_settings(V)
-    with _device(logits):
-        _sample_kernel[(triton.cdiv(R, block_r),)](
-            logits, mask, kept, tok, out, seed, R, N, V, stride_b, stride_n, R * V,
-            max(temperature, 1e-30), top_k, choice_temperature,
-            STEP=step, SAMPLE=temperature > 0 and V > 1, TOP_K=0 < top_k < V,
-            RANDOM=random_order, BLOCK_R=block_r, BLOCK_V=block_v, num_warps=warps)
+    return Launch(_sample_kernel, (triton.cdiv(R, block_r),),
+                  (logits, mask, kept, tok, out, seed, R, N, V, stride_b, stride_n, R * V,
+                   max(temperature, 1e-30), top_k, choice_temperature),
+                  dict(STEP=step, SAMPLE=temperature > 0 and V > 1, TOP_K=0 < top_k < V,
+                       RANDOM=random_order, BLOCK_R=block_r, BLOCK_V=block_v,
+                       num_warps=warps))
 
 
 def _last_dim_contiguous(x: torch.Tensor) -> torch.Tensor:
@@ -192,18 +192,24 @@ def maskgit_sample(logits: torch.Tensor, temperature: float, top_k: int, seed: t
     conf = torch.empty(R, dtype=torch.float32, device=logits.device)
     if R == 0:
         return tokens, conf
-    x = _last_dim_contiguous(logits)
-    _run_sample(x, tokens, tokens, tokens, conf, seed, R, 1, x.stride(0), 0, temperature, top_k,
-                0.0, False, False)
+    run(sample_launches(_last_dim_contiguous(logits), temperature, top_k, seed, tokens, conf),
+        logits)
     return tokens, conf
+
+
+def sample_launches(x, temperature, top_k, seed, tokens, conf) -> list[Launch]:
+    """The launches of `maskgit_sample` on logits `x` (unit last stride)."""
+    return [_sample_launch(x, tokens, tokens, tokens, conf, seed, x.shape[0], 1, x.stride(0), 0,
+                           temperature, top_k, 0.0, False, False)]
 
 
 def maskgit_step(logits, tokens, mask, num_masked, temperature, top_k, choice_temperature,
                  random_order, seed):
     """One step: logits (B, N, V), tokens (B, N) int64, mask (B, N) bool, num_masked (B,)."""
     B, N, _ = logits.shape
-    out_tokens = torch.empty_like(tokens)
-    out_mask = torch.empty_like(mask)
+    # the kernels index (b, n) as b * N + n: outputs are row-major whatever the inputs' strides
+    out_tokens = torch.empty((B, N), dtype=tokens.dtype, device=tokens.device)
+    out_mask = torch.empty((B, N), dtype=mask.dtype, device=mask.device)
     if B * N == 0:
         return out_tokens, out_mask
     if N > MAX_N:
@@ -211,23 +217,32 @@ def maskgit_step(logits, tokens, mask, num_masked, temperature, top_k, choice_te
                          f"<= {MAX_N}, got {N}")
     x = _last_dim_contiguous(logits)
     tokens, mask, num_masked = tokens.contiguous(), mask.contiguous(), num_masked.contiguous()
+    scratch = None
+    if not random_order:  # sampled tokens and scores, read by the re-mask
+        scratch = (torch.empty(B * N, dtype=torch.long, device=logits.device),
+                   torch.empty(B * N, dtype=torch.float32, device=logits.device))
+    run(step_launches(x, tokens, mask, num_masked, temperature, top_k, choice_temperature,
+                      random_order, seed, out_tokens, out_mask, scratch), logits)
+    return out_tokens, out_mask
+
+
+def step_launches(x, tokens, mask, num_masked, temperature, top_k, choice_temperature,
+                  random_order, seed, out_tokens, out_mask, scratch) -> list[Launch]:
+    """The launches of `maskgit_step` (contiguous tokens/mask/num_masked, logits `x` with
+    a unit last stride, row-major outputs; `scratch` = (sampled, score) unless random)."""
+    B, N, V = x.shape
     block_n = triton.next_power_of_2(N)
     warps = 4 if block_n <= 2048 else 8 if block_n <= 8192 else 16
-    sample = lambda kept, tok, score: _run_sample(
+    sample = lambda kept, tok, score: _sample_launch(
         x, mask, kept, tok, score, seed, B * N, N, x.stride(0), x.stride(1), temperature, top_k,
         choice_temperature, True, random_order)
-    remask = lambda score, sampled: _remask_kernel[(B,)](
-        score, sampled, tokens, mask, num_masked, out_tokens, out_mask.view(torch.int8), seed,
-        B * N * x.shape[2], N, RANDOM=random_order, BLOCK_N=block_n, num_warps=warps)
-    with _device(logits):
-        if random_order:
-            # the scores are noise only: choose first, then sample just the revealed
-            # positions straight into out_tokens
-            remask(out_tokens, out_tokens)
-            sample(out_mask, out_tokens, out_tokens)
-        else:
-            sampled = torch.empty(B * N, dtype=torch.long, device=logits.device)
-            score = torch.empty(B * N, dtype=torch.float32, device=logits.device)
-            sample(mask, sampled, score)
-            remask(score, sampled)
-    return out_tokens, out_mask
+    remask = lambda score, sampled: Launch(
+        _remask_kernel, (B,),
+        (score, sampled, tokens, mask, num_masked, out_tokens, out_mask.view(torch.int8), seed,
+         B * N * V, N), dict(RANDOM=random_order, BLOCK_N=block_n, num_warps=warps))
+    if random_order:
+        # the scores are noise only: choose first, then sample just the revealed positions
+        # straight into out_tokens
+        return [remask(out_tokens, out_tokens), sample(out_mask, out_tokens, out_tokens)]
+    sampled, score = scratch
+    return [sample(mask, sampled, score), remask(score, sampled)]
