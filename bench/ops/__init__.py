@@ -1,3 +1,3 @@
 """One module per op; each defines `cases(device, quick) -> list[Case | Skip]`."""
 
-OPS = ("vq", "maskgit", "attention")
+OPS = ("vq", "maskgit", "attention", "integrations")

@@ -3,17 +3,25 @@ libraries, so a version they were not tested with gets a warning, not silence.""
 
 from __future__ import annotations
 
+import functools
 import warnings
 from importlib import metadata
+
+
+@functools.cache
+def _installed(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)  # scans site-packages: milliseconds, so once
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def check_version(dist: str, tested: tuple[str, ...]) -> str:
     """Return the installed version of distribution `dist`; warn (UserWarning) when it is
     not one of `tested`. Raises ImportError naming the pip package when it is missing."""
-    try:
-        version = metadata.version(dist)
-    except metadata.PackageNotFoundError as exc:
-        raise ImportError(f"{dist} is not installed (pip install {dist})") from exc
+    version = _installed(dist)
+    if version is None:
+        raise ImportError(f"{dist} is not installed (pip install {dist})")
     if version not in tested:
         warnings.warn(
             f"wmkernels.integrations was tested with {dist} {', '.join(tested)}; "

@@ -37,7 +37,7 @@ from wmkernels.ops.vq import vq_ema_update_, vq_lookup
 
 TESTED_VERSIONS = ("1.32.0",)
 
-_ORIGINAL: dict = {}  # "VectorQuantize.forward" / "Codebook.forward" -> original, while applied
+_ORIGINAL: dict = {}  # the replaced forwards and VectorQuantize.forward's signature, while applied
 # Set by the patched VectorQuantize.forward for the codebook call it makes when the
 # VectorQuantize options are covered: a Codebook used on its own keeps its code.
 _COVERED = contextvars.ContextVar("wmkernels_vq_covered", default=False)
@@ -145,7 +145,7 @@ def _ema_update(cb, flatten, ind, mask):
 
 def _vq_forward(self, *args, **kwargs):
     original = _ORIGINAL["VectorQuantize.forward"]
-    bound = inspect.signature(original).bind(self, *args, **kwargs).arguments
+    bound = _ORIGINAL["VectorQuantize.signature"].bind(self, *args, **kwargs).arguments
     reason = vector_quantize_fallback_reason(
         self, bound.get("indices"), bound.get("topk"), bound.get("codebook_transform_fn"))
     token = _COVERED.set(reason is None)
@@ -173,6 +173,7 @@ def apply_to_vector_quantize_pytorch() -> None:
     if _ORIGINAL:
         return
     _ORIGINAL["VectorQuantize.forward"] = lib.VectorQuantize.forward
+    _ORIGINAL["VectorQuantize.signature"] = inspect.signature(lib.VectorQuantize.forward)
     _ORIGINAL["Codebook.forward"] = lib.Codebook.forward
     lib.VectorQuantize.forward = _vq_forward
     lib.Codebook.forward = torch.amp.autocast("cuda", enabled=False)(_codebook_forward)
@@ -185,3 +186,4 @@ def unapply_from_vector_quantize_pytorch() -> None:
     lib = _library()
     lib.VectorQuantize.forward = _ORIGINAL.pop("VectorQuantize.forward")
     lib.Codebook.forward = _ORIGINAL.pop("Codebook.forward")
+    _ORIGINAL.clear()
