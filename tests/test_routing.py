@@ -302,3 +302,14 @@ def test_cuda_rule_traces_under_compile():
     assert torch.equal(torch.compile(f, fullgraph=True, backend="eager")(torch.zeros(2)),
                        torch.ones(2))
     torch._dynamo.reset()
+
+
+def test_rule_skips_what_the_op_refuses():
+    """An op's own limits (e.g. a kernel's head-dim limit) send the rule to the next
+    implementation; an explicit choice still gets the refusal."""
+    op, sizes, _, _ = CANONICAL["attn-spatial-genie"]
+    c = routing.Call("cpu", torch.float32, sizes, True)
+    assert routing.explain(op, CPU, None, c)[0] == "sdpa"
+    no_sdpa = lambda name: "refused" if name == "sdpa" else None
+    assert routing.explain(op, CPU, None, c, no_sdpa)[0] == AUTO
+    assert routing.explain(op, CPU, "sdpa", c, no_sdpa)[0] == "sdpa"

@@ -282,8 +282,11 @@ def record():
 
 
 def explain(op: str, device: torch.device, backend: str | None = None,
-            c: Call | None = None) -> tuple[str, str]:
-    """(backend that runs `op`, why): see the module docstring for the order of choice."""
+            c: Call | None = None,
+            refuses: Callable[[str], str | None] | None = None) -> tuple[str, str]:
+    """(backend that runs `op`, why): see the module docstring for the order of choice.
+    `refuses(name)`, when given, says why the op's own checks refuse this call on `name`
+    (e.g. a kernel's head-dim limit): the rule then takes the next implementation."""
     implemented = _OPS[op]
     source = "backend={!r}"
     if backend is None:
@@ -301,14 +304,16 @@ def explain(op: str, device: torch.device, backend: str | None = None,
             raise RuntimeError(f"{op}: {asked} cannot run: {reason}")
         return backend, f"asked for: {asked}"
     for name, why in rank(op, c or Call(device.type)):
-        if name in implemented and unavailable_reason(name, device.type) is None:
+        if (name in implemented and unavailable_reason(name, device.type) is None
+                and not (refuses and refuses(name))):
             return name, why
     return "reference", "no other implementation can run here"
 
 
-def select(op: str, device: torch.device, backend: str | None, c: Call | None = None) -> str:
+def select(op: str, device: torch.device, backend: str | None, c: Call | None = None,
+           refuses: Callable[[str], str | None] | None = None) -> str:
     """The backend that runs `op` on `device` for call `c` (see `explain`)."""
-    name, why = explain(op, device, backend, c)
+    name, why = explain(op, device, backend, c, refuses)
     if not torch.compiler.is_compiling():
         seen = _RECORD.get()
         if seen is not None:

@@ -127,7 +127,19 @@ def _select(op: str, q, k, v, backend: str | None, causal: bool = False) -> str:
     grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
     call = routing.call(q, view=exists(q, k, v), grad=grad, B=B, Tq=Tq, Tk=k.shape[1], S=S,
                         H=H, D=D, causal=causal)
-    return routing.select(op, q.device, backend, call)
+    return routing.select(op, q.device, backend, call, lambda name: _refusal(op, name, q))
+
+
+def _refusal(op: str, backend: str, q: torch.Tensor) -> str | None:
+    """Why `_check_kernel_support` refuses this call on a GPU kernel backend, else None: the
+    routing rule then takes the next implementation instead of failing."""
+    if backend not in ("triton", "cuda"):
+        return None
+    try:
+        _check_kernel_support(op, backend, q)
+    except (TypeError, ValueError) as err:
+        return str(err)
+    return None
 
 
 def _check_kernel_support(op: str, backend: str, q: torch.Tensor) -> None:
