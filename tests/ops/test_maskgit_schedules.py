@@ -146,3 +146,18 @@ def test_unknown_convention_is_rejected():
     _, logits_fn, _ = _model()
     with pytest.raises(ValueError, match="convention"):
         _decode(logits_fn, 3, convention="google")
+
+
+def test_sampler_runs_the_muse_convention():
+    ids_fn, logits_fn, seen = _model()
+    ref = muse_generate(ids_fn, 5, 0.0)
+    seen.clear()
+    sampler = wmkernels.nn.MaskGITSampler(steps=5, temperature=0.0, convention="muse")
+    assert sampler.choice_temperature == 0.0  # muse has no confidence noise
+    out = sampler(logits_fn, torch.zeros(B, N, dtype=torch.long),
+                  torch.ones(B, N, dtype=torch.bool))
+    assert torch.equal(out, ref)
+    assert seen == [[n] * B for n in (16, 14, 11, 6, 1)]
+    assert wmkernels.nn.MaskGITSampler().choice_temperature == 4.5
+    with pytest.raises(ValueError, match="convention"):
+        wmkernels.nn.MaskGITSampler(convention="google")

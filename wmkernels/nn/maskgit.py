@@ -15,6 +15,7 @@ from wmkernels.ops.maskgit import (
     maskgit_sample,
     maskgit_step,
 )
+from wmkernels.ops.maskgit_schedules import CONVENTIONS
 
 
 class MaskGITSampler(nn.Module):
@@ -26,11 +27,13 @@ class MaskGITSampler(nn.Module):
         temperature: sampling temperature >= 0 (Genie: 2; 0 = argmax).
         top_k: None or the number of largest logits to sample from.
         choice_temperature: Gumbel noise scale on the confidences, annealed to 0 over the
-            steps (MaskGIT: 4.5).
+            steps; None: the convention's (MaskGIT: 4.5, muse: 0).
         order: "confidence" (MaskGIT) or "random" (reveal in a random order).
         cuda_graph: capture the decode loop in a CUDA graph and replay it (CUDA only; see
             `wmkernels.maskgit_decode` for what logits_fn must satisfy).
         backend: passed to the ops (None = automatic).
+        convention: "maskgit" | "muse": whose decode loop `forward` runs (see
+            `wmkernels.maskgit_decode`).
 
     forward(logits_fn, tokens, mask, generator=None) -> tokens: the full decode, with
     `logits_fn(tokens (B, N), mask (B, N)) -> logits (B, N, V)`. `step` and `sample` run one
@@ -38,9 +41,9 @@ class MaskGITSampler(nn.Module):
     """
 
     def __init__(self, *, steps: int = 25, schedule: str = "cosine", temperature: float = 1.0,
-                 top_k: int | None = None, choice_temperature: float = 4.5,
+                 top_k: int | None = None, choice_temperature: float | None = None,
                  order: str = "confidence", cuda_graph: bool = False,
-                 backend: str | None = None):
+                 backend: str | None = None, convention: str = "maskgit"):
         super().__init__()
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be an int >= 1, got {steps!r}")
@@ -49,6 +52,9 @@ class MaskGITSampler(nn.Module):
         if order not in ORDERS:
             raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
         _checks.number("temperature", temperature, low=0.0)
+        _checks.choice("convention", convention, CONVENTIONS)
+        if choice_temperature is None:
+            choice_temperature = 0.0 if convention == "muse" else 4.5
         _checks.number("choice_temperature", choice_temperature, low=0.0)
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
                                   or top_k < 1):
@@ -56,7 +62,7 @@ class MaskGITSampler(nn.Module):
         self.steps, self.schedule, self.temperature, self.top_k = steps, schedule, \
             temperature, top_k
         self.choice_temperature, self.order = choice_temperature, order
-        self.cuda_graph, self.backend = cuda_graph, backend
+        self.cuda_graph, self.backend, self.convention = cuda_graph, backend, convention
 
     def forward(self, logits_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                 tokens: torch.Tensor, mask: torch.Tensor,
@@ -65,7 +71,8 @@ class MaskGITSampler(nn.Module):
                               schedule=self.schedule, temperature=self.temperature,
                               top_k=self.top_k, choice_temperature=self.choice_temperature,
                               order=self.order, generator=generator,
-                              cuda_graph=self.cuda_graph, backend=self.backend)
+                              cuda_graph=self.cuda_graph, backend=self.backend,
+                              convention=self.convention)
 
     def step(self, logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
              num_masked: int | torch.Tensor, *, choice_temperature: float | None = None,
@@ -85,4 +92,4 @@ class MaskGITSampler(nn.Module):
         return (f"steps={self.steps}, schedule={self.schedule!r}, "
                 f"temperature={self.temperature}, top_k={self.top_k}, "
                 f"choice_temperature={self.choice_temperature}, order={self.order!r}, "
-                f"cuda_graph={self.cuda_graph}")
+                f"cuda_graph={self.cuda_graph}, convention={self.convention!r}")
