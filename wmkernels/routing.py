@@ -60,6 +60,9 @@ PREFERENCE = {"cuda": ("cuda", "triton", "sdpa", "reference"),
 #     forward 0.91-0.98x, forward+backward 0.65-0.98x (inconclusive: the kernel stays).
 #   temporal, packed QKV (no view: SDPA on a reshaped copy): forward 1.25-1.39x, forward +
 #     backward 1.10-1.58x.
+# With 2 threads this machine was too loaded to time (runs quantized to the scheduler's
+# slices); the committed 2-thread bench (bench/results/cpu-amd-epyc-2c/attention.md, a quiet
+# run) agrees for spatial: SDPA on views 0.93x the cpu kernel forward, 0.92x fwd+bwd.
 CPU_MEASURED = {
     "spatial": "SDPA on (B*T, H, S, D) views measured 0.57-0.93x the cpu kernel's forward "
                "time, 0.42-0.96x forward+backward (2-core AMD EPYC)",
