@@ -4,7 +4,6 @@ dtypes, backends, opcheck)."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 import torch
 
 from wmkernels import routing
+from wmkernels.bench.static.cuda_kernels import find_nvcc
 
 HAS_CUDA = torch.cuda.is_available()
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
@@ -21,15 +21,8 @@ DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _find_nvcc():
-    for candidate in (os.environ.get("NVCC"), shutil.which("nvcc"),
-                      "/usr/local/cuda/bin/nvcc", "/usr/local/cuda-13.0/bin/nvcc"):
-        if candidate and Path(candidate).exists():
-            return candidate
-    return None
-
-
-NVCC = _find_nvcc()
+# nvcc for the compile gates (tests/gates), found as the static report finds it; None if absent.
+NVCC = find_nvcc()
 
 gpu = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (none visible)")
 

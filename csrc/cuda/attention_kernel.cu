@@ -14,9 +14,13 @@
 // (4 warps x 4 rows) and streams 32-row K/V tiles through shared memory in fp32; lane j
 // scores key j of the tile (K rows padded by one float: no bank conflicts), the warp
 // shares max/sum by shuffles (online softmax), and each lane accumulates D/32 output
-// columns. A correct fp32-FMA kernel, not a tensor-core one: attn-spatial-genie is
-// compute-bound at ~4.4 TFLOP, so this runs near the fp32 FMA rate, far below the bf16
-// tensor-core peak that the Triton kernel reaches.
+// columns. A correct fp32-FMA kernel, not a tensor-core one (its SASS has FFMA and no
+// HMMA/HGMMA: bench/static/cuda_kernels.py). attn-spatial-genie is 4*B*T*H*S*S*D = 0.55 TFLOP
+// over 1.07 GB of bf16 q/k/v/out (512 FLOP/B): compute-bound. Scalar FFMA caps it at the fp32
+// rate, >= 8.2 ms at an H100 SXM's 67 TFLOP/s; each FFMA also needs about one shared-memory
+// load (one LDS warp-instruction per clock per SM against four FFMA), so nearer ~33 ms. The
+// dense bf16 tensor-core peak (990 TFLOP/s) that the Triton kernel and SDPA use allows ~0.6 ms.
+// Estimates, not measurements: this kernel is the portable fallback, not the fast path.
 //
 // Accumulation is fp32 for every input dtype; non-16-byte-aligned views take a scalar path.
 #include "attention_kernel.h"

@@ -23,9 +23,24 @@ int dtype_code(at::ScalarType t) {
   }
 }
 
+// The dispatcher picks this kernel when any argument is a CUDA tensor: every other argument
+// must be on that same device, or the kernel would be handed a host or foreign pointer.
+void check_device(const char* op, const char* name, const at::Tensor& t, const char* ref_name,
+                  const at::Tensor& ref) {
+  TORCH_CHECK(on_kernel_device(ref), op, ": ", ref_name, " must be a CUDA tensor, got ", ref.device());
+  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " must be on ", ref_name,
+              "'s device ", ref.device(), ", got ", t.device());
+}
+
 at::Tensor vq_lookup_cuda(const at::Tensor& z, const at::Tensor& codebook,
                           c10::string_view metric) {
-  check_vq_lookup(z, codebook, metric);
+  TORCH_CHECK(z.dim() == 2 && codebook.dim() == 2 && z.size(1) == codebook.size(1),
+              "vq_lookup: expected z (N, D) and codebook (K, D), got ", z.sizes(), " and ",
+              codebook.sizes());
+  TORCH_CHECK(z.scalar_type() == codebook.scalar_type(), "vq_lookup: z and codebook dtypes differ");
+  TORCH_CHECK(metric == "l2" || metric == "cosine", "vq_lookup: metric must be l2 or cosine");
+  TORCH_CHECK(codebook.size(0) > 0, "vq_lookup: codebook must have at least one code");
+  check_device("vq_lookup", "codebook", codebook, "z", z);
   const c10::cuda::CUDAGuard guard(z.device());
   at::Tensor out = at::empty({z.size(0)}, z.options().dtype(at::kLong));
   if (z.size(0) == 0) return out;
@@ -70,9 +85,25 @@ void vq_ema_update_cuda(at::Tensor codebook, at::Tensor cluster_size, at::Tensor
               "vq_ema_update_: codebook, cluster_size and embed_sum must share a dtype, got ",
               codebook.scalar_type(), ", ", cluster_size.scalar_type(), ", ",
               embed_sum.scalar_type());
-  check_vq_ema_update(codebook, cluster_size, embed_sum, z, indices, decay, eps);
-  const c10::cuda::CUDAGuard guard(codebook.device());
+  TORCH_CHECK(codebook.is_contiguous() && cluster_size.is_contiguous() &&
+                  embed_sum.is_contiguous(),
+              "vq_ema_update_: codebook, cluster_size and embed_sum must be contiguous");
+  check_device("vq_ema_update_", "cluster_size", cluster_size, "codebook", codebook);
+  check_device("vq_ema_update_", "embed_sum", embed_sum, "codebook", codebook);
+  check_device("vq_ema_update_", "z", z, "codebook", codebook);
+  check_device("vq_ema_update_", "indices", indices, "codebook", codebook);
+  // the kernels index every buffer by K, D and N: a mismatch would read or write past an end
+  TORCH_CHECK(codebook.dim() == 2, "vq_ema_update_: codebook must be (K, D), got ",
+              codebook.sizes());
   const int64_t K = codebook.size(0), D = codebook.size(1);
+  TORCH_CHECK(cluster_size.numel() == K && embed_sum.numel() == K * D,
+              "vq_ema_update_: cluster_size must be (K,) and embed_sum (K, D) with (K, D) = ",
+              codebook.sizes(), ", got ", cluster_size.sizes(), " and ", embed_sum.sizes());
+  TORCH_CHECK(z.dim() == 2 && z.size(1) == D && indices.numel() == z.size(0) &&
+                  indices.scalar_type() == at::kLong,
+              "vq_ema_update_: expected z (N, ", D, ") and int64 indices (N,), got z ",
+              z.sizes(), " and indices ", indices.sizes(), " ", indices.scalar_type());
+  const c10::cuda::CUDAGuard guard(codebook.device());
   check_vq_indices(indices, K);  // reads the index range back: a host sync
   at::Tensor zc = z.to(at::kFloat).contiguous();
   at::Tensor ic = indices.contiguous();

@@ -109,13 +109,16 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// A row whose index is outside [0, K) is skipped: the op refuses such indices before the
+// launch, and the kernel must still never write outside the scratch.
 __global__ void ema_scatter_kernel(const float* __restrict__ z, const int64_t* __restrict__ idx,
-                                   int64_t N, int64_t D, float* __restrict__ counts,
+                                   int64_t N, int64_t K, int64_t D, float* __restrict__ counts,
                                    float* __restrict__ sums) {
   const int64_t total = N * D;
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t i = e / D, j = e % D, k = idx[i];
+    if (k < 0 || k >= K) continue;
     atomicAdd(&sums[k * D + j], z[e]);
     if (j == 0) atomicAdd(&counts[k], 1.0f);
   }
@@ -207,7 +210,8 @@ cudaError_t wmk_vq_ema_update(float* codebook, float* cluster_size, float* embed
   float* n = scratch + K * (D + 1);
   cudaError_t err = cudaMemsetAsync(scratch, 0, sizeof(float) * (K * (D + 1) + 1), stream);
   if (err != cudaSuccess) return err;
-  ema_scatter_kernel<<<grid_for(N * D, 256), 256, 0, stream>>>(z, indices, N, D, counts, sums);
+  ema_scatter_kernel<<<grid_for(N * D, 256), 256, 0, stream>>>(z, indices, N, K, D, counts,
+                                                                sums);
   ema_counts_kernel<<<1, 1024, 0, stream>>>(cluster_size, counts, K, decay, n);
   ema_codebook_kernel<<<grid_for(K * D, 256), 256, 0, stream>>>(codebook, embed_sum,
                                                                 cluster_size, sums, n, K, D,

@@ -13,7 +13,8 @@ cudaError_t wmk_vq_lookup(const void* z, int64_t stride_zn, int64_t stride_zd,
                           const void* codebook, const void* bias, double scale, int64_t N,
                           int64_t K, int64_t D, int dtype, int64_t* out, cudaStream_t stream);
 
-// In-place EMA k-means update (float32 state). z: (N, D) contiguous float32; indices: (N,).
+// In-place EMA k-means update (float32 state). z: (N, D) contiguous float32; indices: (N,),
+// validated by the caller; a row with an index outside [0, K) is skipped, never written.
 // scratch: K * (D + 1) + 1 floats of device memory, overwritten.
 cudaError_t wmk_vq_ema_update(float* codebook, float* cluster_size, float* embed_sum,
                               const float* z, const int64_t* indices, int64_t N, int64_t K,
