@@ -24,7 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # nvcc for the compile gates (tests/gates), found as the static report finds it; None if absent.
 NVCC = find_nvcc()
 
-gpu = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU (none visible)")
+def gpu_only(why: str):
+    """Skip without a GPU; `why` says why the CPU stand-ins (cpu-cuda-sim, cpu-triton) cannot
+    run the test either."""
+    return pytest.mark.skipif(not HAS_CUDA, reason=f"needs a CUDA GPU (none visible): {why}")
 
 # Relative-RMS bounds per dtype, on top of the max-error rule.
 REL_RMS = {torch.float16: 2e-3, torch.bfloat16: 1e-2, torch.float32: 1e-5, torch.float64: 1e-7}

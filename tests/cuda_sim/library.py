@@ -153,7 +153,7 @@ def load() -> ctypes.CDLL:
     if reason is not None:
         raise RuntimeError(f"cuda-sim cannot run: {reason}")
     _LOAD_STATE["schemas"] = _define_schemas()  # kept alive: dropping it removes the ops
-    asan = ["-fsanitize=address", "-fno-omit-frame-pointer"] if SANITIZE else []
+    asan = ["-fsanitize=address", "-fno-omit-frame-pointer", "-g"] if SANITIZE else []
     path = torch.utils.cpp_extension.load(
         name="wmk_cuda_sim_asan" if SANITIZE else "wmk_cuda_sim",
         sources=_sources(),

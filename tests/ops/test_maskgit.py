@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from checks import backend_params, gpu
+from checks import backend_params, gpu_only
 from scipy import stats
 
 import wmkernels
@@ -585,7 +585,7 @@ def test_decode_cuda_graph_ignored_on_cpu():
     assert len(calls) == 3 and ((out >= 0) & (out < 5)).all()
 
 
-@gpu
+@gpu_only("CUDA graph capture and replay have no CPU emulation")
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
 def test_decode_cuda_graph_replays(backend):
     B, N, V, steps = 2, 64, 33, 5
