@@ -165,14 +165,14 @@ _PTXAS_USED = re.compile(r"Used (\d+) registers")
 _PTXAS_SMEM = re.compile(r"(\d+) bytes smem")
 
 
-def ptxas_resources(output: str) -> dict[str, dict[str, int]]:
-    """Mangled kernel name -> registers, stack, spill stores/loads and static shared memory,
-    from `-Xptxas -v` output of a single-arch build."""
-    res: dict[str, dict[str, int]] = {}
+def ptxas_resources(output: str) -> dict[tuple[int, str], dict[str, int]]:
+    """(arch, mangled kernel name) -> registers, stack, spill stores/loads and static shared
+    memory, from the `-Xptxas -v` output of a build."""
+    res: dict[tuple[int, str], dict[str, int]] = {}
     name = None
     for line in output.splitlines():
         if m := _PTXAS_ENTRY.search(line):
-            name = m.group(1)
+            name = (int(m.group(2)), m.group(1))
             res[name] = dict(registers=0, stack=0, spill_stores=0, spill_loads=0, smem=0)
         elif name and (m := _PTXAS_FRAME.search(line)):
             res[name].update(stack=int(m.group(1)), spill_stores=int(m.group(2)),
@@ -210,10 +210,10 @@ def kernel_table(arch: int, workdir: Path) -> list[dict]:
         build.check()
         res = ptxas_resources(build.output)
         sass = sass_functions(build.obj)
-        names = demangle(res)
-        for mangled, r in res.items():
-            counts = Counter(op.split(".")[0] for op in sass.get((arch, mangled), []))
-            rows.append(dict(file=build.src.name, kernel=names[mangled], **r,
+        names = demangle(name for _, name in res)
+        for key, r in res.items():
+            counts = Counter(op.split(".")[0] for op in sass.get(key, []))
+            rows.append(dict(file=build.src.name, kernel=names[key[1]], **r,
                              **{op: counts[op] for op in OPCODES}))
     return rows
 

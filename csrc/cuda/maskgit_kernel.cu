@@ -84,15 +84,14 @@ struct Stats {
   int64_t a;  // first index attaining m
 };
 
+// Field-wise selects, not a swap of the structs: the swap went through local memory on sm_90.
 __device__ __forceinline__ Stats merge(Stats p, Stats q) {
-  if (q.m > p.m || (q.m == p.m && q.a < p.a)) {
-    const Stats t = p;
-    p = q;
-    q = t;
-  }
-  // p has the larger max (or the same max and the lower index)
-  if (q.m > -INFINITY) p.s += q.s * __expf(q.m - p.m);
-  return p;
+  const bool q_first = q.m > p.m || (q.m == p.m && q.a < p.a);
+  // hi has the larger max (or the same max and the lower index)
+  Stats hi{q_first ? q.m : p.m, q_first ? q.s : p.s, q_first ? q.a : p.a};
+  const float lo_m = q_first ? p.m : q.m, lo_s = q_first ? p.s : q.s;
+  if (lo_m > -INFINITY) hi.s += lo_s * __expf(lo_m - hi.m);
+  return hi;
 }
 
 __device__ __forceinline__ void add(Stats& st, float x, int64_t v) {
@@ -250,7 +249,9 @@ struct SampleShared {
 };
 
 template <typename T>
-__global__ void __launch_bounds__(kSampleThreads) sample_kernel(SampleArgs a) {
+// At least 4 blocks per SM (the 40 KB of dynamic shared memory at kSmemMaxV allows 5 on
+// sm_90): 64 registers, where ptxas's own choice on sm_90 (40) spilled.
+__global__ void __launch_bounds__(kSampleThreads, 4) sample_kernel(SampleArgs a) {
   extern __shared__ float srow[];
   __shared__ SampleShared sh;
   const int64_t row = blockIdx.x;
