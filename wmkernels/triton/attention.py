@@ -192,15 +192,14 @@ def _pick(candidates, smem: int, estimate):
 
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages), fastest first. fp32 runs three tf32 dots per
-# product (tf32x3), which needs about twice the registers: its tiles are smaller so that
-# nothing spills.
+# product (tf32x3), which needs about twice the registers: its tiles are smaller and spread
+# over 8 warps so that nothing spills.
 _SPATIAL_CANDIDATES = {
     (2, 64): [(64, 64, 4, 3), (64, 32, 4, 2), (32, 32, 4, 2)],
-    (2, 128): [(64, 64, 8, 3), (64, 64, 8, 2), (64, 32, 8, 2), (32, 32, 4, 2)],
+    (2, 128): [(64, 64, 8, 2), (64, 32, 8, 2), (32, 32, 4, 2)],
     (2, 256): [(64, 64, 8, 3), (64, 64, 8, 2), (64, 32, 8, 2), (32, 32, 4, 2), (32, 32, 4, 1)],
-    (4, 64): [(32, 32, 4, 2), (16, 16, 4, 1)],
-    (4, 128): [(32, 32, 4, 2), (32, 32, 4, 1), (16, 16, 4, 1)],
-    (4, 256): [(32, 32, 4, 1), (16, 16, 4, 1)],
+    (4, 64): [(32, 32, 8, 2), (16, 16, 4, 1)],
+    (4, 128): [(32, 32, 8, 2), (32, 32, 8, 1), (16, 16, 4, 1)],
 }
 
 
@@ -222,6 +221,8 @@ def spatial_config(kind: str, D: int, dtype: torch.dtype, smem: int) -> dict:
         return dict(BLOCK_M=16, BLOCK_N=16, BLOCK_D=bd, num_warps=4, num_stages=1)
     es = dtype.itemsize
     cands = _SPATIAL_CANDIDATES[(min(es, 4), max(64, bd))]
+    if kind != "fwd" and bd >= 128:  # [*, D] fp32 accumulators and tiles: 32-key blocks
+        cands = [c for c in cands if c[1] <= 32]
     bm, bn, warps, stages = _pick(
         cands, smem, lambda m, n, w, s: _smem_estimate(kind, m, n, bd, es, s))
     return dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=bd, num_warps=warps, num_stages=stages)
@@ -478,17 +479,17 @@ def _temporal_bwd_dq_kernel(
     tl.store(dq_ptr + off[:, None] + ds[None, :], dq.to(dq_ptr.dtype.element_ty), mask=mask)
 
 
-# (tile rows, num_warps, num_stages), fastest first: 64-row tiles pack a whole T <= 64
-# sequence per position. 8 warps even at D = 64: with 4, the dK/dV kernel spills (the
-# non-finite branch of _dot_isolated holds a second [rows, D] accumulator); fp32 (tf32x3)
-# and wide heads take 32 rows so that nothing spills.
+# (tile rows, num_warps, num_stages), fastest first. 32-row tiles: with 64 the dK/dV and
+# dQ kernels spill on sm_80/sm_86 (the non-finite branch of _dot_isolated holds a second
+# [rows, D] accumulator); the kernels are memory-bound, so the smaller tensor-core tiles
+# (mma.sync rather than sm_90's 64-row wgmma) cost little. Wider heads take 8 warps, fp32
+# (tf32x3) 16 rows, for the same reason.
 _TEMPORAL_CANDIDATES = {
-    (2, 64): [(64, 8, 2), (32, 4, 2)],
-    (2, 128): [(64, 8, 2), (32, 4, 2), (32, 4, 1)],
-    (2, 256): [(64, 8, 2), (32, 8, 2), (32, 4, 1), (16, 4, 1)],
-    (4, 64): [(32, 4, 2), (16, 4, 1)],
-    (4, 128): [(32, 8, 2), (32, 4, 1), (16, 4, 1)],
-    (4, 256): [(32, 8, 1), (16, 4, 1)],
+    (2, 64): [(32, 4, 2)],
+    (2, 128): [(32, 8, 2), (32, 4, 1)],
+    (2, 256): [(32, 8, 2), (32, 4, 1), (16, 4, 1)],
+    (4, 64): [(16, 4, 2)],
+    (4, 128): [(16, 4, 2), (16, 4, 1)],
 }
 
 
