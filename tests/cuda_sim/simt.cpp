@@ -49,7 +49,6 @@ struct Fiber {
 struct Warp {
   unsigned present = 0;  // lanes that exist in the block
   unsigned mask = 0, arrived = 0;
-  const char* what = nullptr;
   uint64_t value[32];
   int src[32];
   uint64_t result[32];
@@ -333,7 +332,6 @@ uint64_t exchange(unsigned mask, uint64_t value, int src, const char* what) {
     fail("%s: lane %d reads lane %d, which is not in the mask 0x%08x", what, lane, src, mask);
   if (w.arrived == 0) {
     w.mask = mask;
-    w.what = what;
   } else if (w.mask != mask) {
     fail("%s: lane %d syncs with mask 0x%08x while lanes 0x%08x wait with mask 0x%08x", what,
          lane, mask, w.arrived, w.mask);
