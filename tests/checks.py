@@ -52,7 +52,8 @@ def available_backends(op: str, device: str) -> list[str]:
 # Where the tests of each backend's CUDA-device parameter run when there is no GPU.
 NO_GPU = {"cuda": "the CUDA C++ kernels run on the CPU in emulation as cpu-cuda-sim",
           "triton": "the Triton kernels run in the interpreter as cpu-triton",
-          "reference": "the reference runs as cpu-reference"}
+          "reference": "the reference runs as cpu-reference",
+          "sdpa": "torch SDPA on views runs as cpu-sdpa"}
 
 
 def backend_params(op: str):
