@@ -141,3 +141,26 @@ def test_half_and_bfloat16_conversions_are_bit_exact(lib):
         assert (got[nan] == 0x7fff).all()
         assert torch.equal(back[~nan], want[~nan].float())
         assert back[nan].isnan().all()
+
+
+def test_translation_keeps_lines():
+    """The rewrites keep every line where it was, so that compile errors and ASan reports
+    point at the right line of the .cu file."""
+    source = ("__global__ void k(float* x) {\n"
+              "  extern __shared__ float dyn[];\n"
+              "  __shared__ float tile[32][33];\n"
+              "}\n"
+              "void go(float* x, cudaStream_t s) {\n"
+              "  k<<<static_cast<unsigned>(4),\n"
+              "      128, 64, s>>>(\n"
+              "      x);\n"
+              "  k2<<<1, 32>>>();\n"
+              "}\n")
+    out = library.translate(source)
+    assert out.count("\n") == source.count("\n")
+    assert "float* dyn = ::wmk_sim::dynamic_shared<float>();" in out
+    assert "static float tile[32][33]; ::wmk_sim::block_shared(&tile, sizeof(tile));" in out
+    assert ("::wmk_sim::launch(::wmk_sim::Config(static_cast<unsigned>(4),\n      128, 64, s), k,"
+            in out)
+    assert "::wmk_sim::launch(::wmk_sim::Config(1, 32), k2)" in out
+    assert "<<<" not in out and "__shared__" not in out
