@@ -4,6 +4,7 @@ the static evidence about the GPU kernels that a machine without a GPU can produ
 from __future__ import annotations
 
 import datetime
+import os
 import platform
 import sys
 import time
@@ -54,7 +55,8 @@ def main() -> None:
             "was run on a GPU; speed, memory ordering and fast-math numerics are not checked.",
             "",
             f"Regenerate: `{COMMAND}` (writes sm_80.md, sm_86.md and sm_90.md). Generated "
-            f"{date} on {_cpu()} ({platform.machine()}), Python {platform.python_version()}, "
+            f"{date} on a {os.cpu_count()}-core {_cpu()} ({platform.machine()}), Python "
+            f"{platform.python_version()}, "
             f"torch {torch.__version__}, Triton {triton.__version__}. The compile gates "
             "(tests/gates) check the same compiles in the test suite.",
             "",

@@ -9,10 +9,12 @@ as a real call would, and `triton.compile(ASTSource(...), target=GPUTarget("cuda
 in a pool of worker processes, with a fresh cache directory (nothing is reused across runs).
 
 Per compile it records: shared memory (`metadata.shared`, against the arch's per-block
-limit), registers and stack frame from `cuobjdump -res-usage` (Triton kernels have no local
-arrays: a stack frame means spilled registers), tensor-core instructions (wgmma / mma in the
-PTX; HGMMA / HMMA in the SASS with `sass=True`), and the 32-bit multiplies of a stride
-argument in the TTIR (an index x stride product that can wrap at 2^31).
+limit), registers and stack frame from `cuobjdump -res-usage`, spill stores (STL
+instructions in the SASS where there is a stack frame: Triton kernels have no local arrays,
+so a store to local memory is a spilled register; a frame without one is a call frame),
+tensor-core instructions (wgmma / mma in the PTX; HGMMA / HMMA in the SASS with
+`sass=True`), and the 32-bit multiplies of a stride argument in the TTIR (an index x
+stride product that can wrap at 2^31).
 
 Used by tests/gates/test_triton_compile.py (the gate) and `python -m bench.static` (the
 report). Run it only where TRITON_INTERPRET is unset: the interpreter replaces compilation.
@@ -40,8 +42,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass(frozen=True)
 class Case:
-    """A call the API accepts: `shape` names it, `canonical` marks a BENCHMARKS.md shape
-    (a register spill fails the gate there only)."""
+    """A call the API accepts: `shape` names it, `canonical` marks a BENCHMARKS.md shape."""
 
     op: str
     shape: str
@@ -52,6 +53,16 @@ class Case:
     @property
     def name(self) -> str:
         return f"{self.op} {self.shape} {self.dtype}"
+
+    @property
+    def spill_free(self) -> bool:
+        """Where a register spill fails the gate: the canonical shapes, and attention's fast
+        head dims (D <= 128 in 16-bit types, D <= 64 in fp32). The other extremes must
+        compile and fit, and may spill (the report lists them)."""
+        D = self.params.get("D")
+        if self.canonical or not self.op.endswith("attention"):
+            return self.canonical
+        return D <= (64 if self.dtype == "float32" else 128)
 
 
 def _attention_cases() -> list[Case]:
@@ -69,7 +80,8 @@ def _attention_cases() -> list[Case]:
     # extremes: the largest head dim, and fp32 (three tf32 dots per product) up to its
     # largest head dim on triton (128: wmkernels.ops.attention._check_kernel_support)
     for kind in ("spatial", "temporal"):
-        for dtype, D in (("bfloat16", 256), ("float32", 64), ("float32", 128)):
+        for dtype, D in (("bfloat16", 128), ("bfloat16", 256), ("float32", 64),
+                         ("float32", 128)):
             cases.append(Case(f"{kind}_attention", f"B2 T16 S1024 H4 D{D}", dtype, False,
                               dict(kind=kind, B=2, tq=16, tk=16, S=1024, H=4, D=D, bwd=True)))
     return cases
@@ -273,12 +285,16 @@ def _compile(index: int) -> dict:
                                text=True, check=True).stdout
         m = re.search(r"REG:(\d+) STACK:(\d+)", usage)
         rec["regs"], rec["stack"] = int(m.group(1)), int(m.group(2))
-        if sass:
+        rec["spill_stores"] = 0
+        if sass or rec["stack"]:  # a stack frame may be a call frame: count the spill stores
             text = subprocess.run([_tool("cuobjdump"), "-sass", f.name], capture_output=True,
                                   text=True, check=True).stdout
             ops = Counter(re.findall(r"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9]*)",
                                      text, re.MULTILINE))
-            rec["sass"] = {op: ops[op] for op in ("HGMMA", "HMMA", "FFMA", "LDS", "STL", "LDL")}
+            rec["spill_stores"] = ops["STL"]  # stores to local memory: Triton has no arrays
+            if sass:
+                rec["sass"] = {op: ops[op] for op in ("HGMMA", "HMMA", "FFMA", "LDS", "STL",
+                                                      "LDL")}
     return rec
 
 
@@ -304,7 +320,8 @@ def compile_all(archs=ARCHS, sass: bool = False, workers: int = 2) -> dict:
                 key = _key(fn, src_args, options, arch)
                 jobs.setdefault(key, (fn, src_args, options, arch, sass))
                 uses.setdefault(key, []).append(dict(
-                    op=case.op, case=case.name, canonical=case.canonical, launch=label,
+                    op=case.op, case=case.name, canonical=case.canonical,
+                    spill_free=case.spill_free, launch=label,
                     constexprs={str(k[0]) if len(k) == 1 else str(k): v
                                 for k, v in src_args[1].items()},
                     num_warps=options["num_warps"], num_stages=options["num_stages"]))
@@ -365,8 +382,8 @@ def report(arch: int, result: dict | None = None) -> str:
         "SASS (`cuobjdump -sass`: HGMMA / HMMA instruction counts, static).",
         "",
         "| kernel | used by (case: launch) | constexprs | warps | stages | regs | stack B | "
-        "smem B | smem % of limit | tensor cores (PTX / SASS) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "spill stores | smem B | smem % of limit | tensor cores (PTX / SASS) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in sorted(recs, key=lambda r: (r["kernel"], r["uses"][0]["case"])):
         u0 = r["uses"][0]
@@ -376,20 +393,21 @@ def report(arch: int, result: dict | None = None) -> str:
                                                              "STEP", "PRECISION"))
         if "error" in r:
             lines.append(f"| `{r['kernel']}` | {used} | {consts} | {u0['num_warps']} | "
-                         f"{u0['num_stages']} | compile error: {r['error'][:120]} | | | | |")
+                         f"{u0['num_stages']} | compile error: {r['error'][:120]} | | | | | |")
             continue
         lines.append(
             f"| `{r['kernel']}` | {used} | {consts} | {u0['num_warps']} | {u0['num_stages']} | "
-            f"{r['regs']} | {r['stack']} | {r['shared']} | {100 * r['shared'] / r['limit']:.0f}"
+            f"{r['regs']} | {r['stack']} | {r['spill_stores']} | {r['shared']} | "
+            f"{100 * r['shared'] / r['limit']:.0f}"
             f" | {_tensor_cores(r)} |")
     over = [r for r in recs if r.get("shared", 0) > r["limit"]]
-    spills = [r for r in recs if r.get("stack", 0) > 0]
+    spills = [r for r in recs if r.get("spill_stores", 0) > 0]
     errors = [r for r in recs if "error" in r]
     lines += [
         "",
         f"{len(recs)} distinct compiles; compile errors: {len(errors)}; over the shared "
-        f"memory limit: {len(over)}; with a stack frame (spills): "
-        + (", ".join(sorted({f"`{r['kernel']}` ({r['stack']} B, "
+        f"memory limit: {len(over)}; spilling registers: "
+        + (", ".join(sorted({f"`{r['kernel']}` ({r['stack']} B of stack, "
                             f"{r['uses'][0]['case']})" for r in spills})) or "none") + ".",
         "",
     ]
