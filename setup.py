@@ -15,7 +15,7 @@ import re
 import subprocess
 import sys
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -29,6 +29,20 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 #   every division approximate. The kernels call the fast intrinsics (__expf, __logf) only where
 #   the argument range makes them safe, and say why beside each call.
 NVCC_FLAGS = ["-O3", "-std=c++20", "-lineinfo"]
+
+
+# models/ and bench/ live at the top of the repository but install under the package, so
+# site-packages gets `wmkernels.models` and `wmkernels.bench`, never bare `models`.
+PACKAGE_DIR = {"wmkernels": "wmkernels", "wmkernels.models": "models", "wmkernels.bench": "bench"}
+
+
+def _packages():
+    """Every directory holding an __init__.py under the three roots: none can be left out."""
+    found = []
+    for package, directory in PACKAGE_DIR.items():
+        subs = find_packages(os.path.join(ROOT, directory))
+        found += [package, *(f"{package}.{sub}" for sub in subs)]
+    return found
 
 
 def _nvcc_major(cuda_home):
@@ -77,7 +91,7 @@ def _extensions():
     kwargs = dict(
         name="wmkernels._C",
         extra_link_args=["-fopenmp"],
-        include_dirs=[os.path.join(ROOT, "csrc")],
+        include_dirs=[os.path.join(ROOT, "csrc", "include")],  # #include "wmk/..."
         optional=True,  # a failed compile leaves a working pure-Python package
     )
     if _want_cuda(torch, CUDA_HOME):
@@ -94,4 +108,4 @@ def _extensions():
 
 
 ext_modules, cmdclass = _extensions()
-setup(ext_modules=ext_modules, cmdclass=cmdclass)
+setup(package_dir=PACKAGE_DIR, packages=_packages(), ext_modules=ext_modules, cmdclass=cmdclass)

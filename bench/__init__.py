@@ -1,1 +1,4 @@
-"""Benchmark harness (installed as wmkernels.bench): `wmk bench` and `pytest bench`."""
+"""Benchmark harness (installed as wmkernels.bench): `wmk bench`.
+
+The same cases as a pytest-benchmark suite: tests/benchmarks/bench_ops.py (not installed).
+"""

@@ -24,14 +24,14 @@ from typing import NoReturn
 import torch
 
 # A pipeline's commands are imported only when they run: `wmk info` and `wmk bench` must
-# work without the `models` extra (safetensors, einops, ...).
+# work without the `models` extra (safetensors, tqdm, ...).
 MODEL_COMMANDS = {   # command: (models subpackage, function adding its parser, help)
     "genie": ("genie", "add_genie_parser", "Genie world model: train, play, evaluate"),
     "demo": ("genie", "add_demo_parser", "train, evaluate and play Genie on the embedded world"),
     "sora": ("sora", "add_sora_parser", "Sora-style text-to-video: train, sample, eval"),
     "jepa": ("jepa", "add_jepa_parser", "I-JEPA / V-JEPA training, probes, planning"),
 }
-MODELS_EXTRA = ("einops", "safetensors", "tqdm", "imageio", "matplotlib")   # pyproject.toml
+MODELS_EXTRA = ("safetensors", "tqdm", "imageio", "matplotlib")   # pyproject.toml
 # What a command raises for bad input. Anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, OSError)
 
@@ -140,7 +140,7 @@ def cmd_info(args) -> int:
 
     print(f"wmkernels {wmkernels.__version__}  python {platform.python_version()}  "
           f"torch {torch.__version__}")
-    for pkg in ("triton", "numpy", "einops", "safetensors", "matplotlib", "imageio"):
+    for pkg in ("triton", "numpy", "safetensors", "matplotlib", "imageio"):
         spec = importlib.util.find_spec(pkg)
         version = "not installed"
         if spec is not None:

@@ -1,4 +1,6 @@
-"""The benchmark cases as a pytest-benchmark suite: `pytest bench --benchmark-only`.
+"""The benchmark cases as a pytest-benchmark suite:
+`pytest tests/benchmarks/bench_ops.py --benchmark-only` (named bench_*.py so that `pytest -q` does
+not collect it; not in the wheel).
 
 Same case definitions as `wmk bench` (wmkernels.bench.ops.*); WMK_BENCH_QUICK=1 uses the tiny
 shapes. Timing here is pytest-benchmark's wall clock, so on CUDA each call synchronizes.
