@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 
 .PHONY: setup demo test lint clean
 
-$(VENV)/.installed: pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*.cu csrc/*/*.h)
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*/*.cpp csrc/*/*.cu csrc/*/*.h csrc/*/*/*.h)
 	$(PYTHON) -m venv $(VENV)
 	# torch 2.13.0 is pinned so pip takes the CPU wheel; on a CUDA machine install your CUDA
 	# torch first and run `pip install --no-build-isolation -e .` yourself (see README).
@@ -23,6 +23,7 @@ demo: setup
 	$(VENV)/bin/wmk demo
 
 test: setup
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/wmk info
 	$(PY) -m pytest -q
 

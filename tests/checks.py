@@ -25,9 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 NVCC = find_nvcc()
 
 def gpu_only(why: str):
-    """Skip without a GPU; `why` says why the CPU stand-ins (cpu-cuda-sim, cpu-triton) cannot
-    run the test either."""
-    return pytest.mark.skipif(not HAS_CUDA, reason=f"needs a CUDA GPU (none visible): {why}")
+    """Mark `gpu`, and skip without a GPU; `why` says why the CPU stand-ins (cpu-cuda-sim,
+    cpu-triton) cannot run the test either."""
+    skip = pytest.mark.skipif(not HAS_CUDA, reason=f"needs a CUDA GPU (none visible): {why}")
+    return lambda test: pytest.mark.gpu(skip(test))
 
 # Relative-RMS bounds per dtype, on top of the max-error rule.
 REL_RMS = {torch.float16: 2e-3, torch.bfloat16: 1e-2, torch.float32: 1e-5, torch.float64: 1e-7}
@@ -69,6 +70,8 @@ def backend_params(op: str):
             reason = f"no CUDA GPU; {NO_GPU.get(b, 'no CPU stand-in')}" if (
                 dev == "cuda" and not HAS_CUDA) else routing.unavailable_reason(b, dev)
             marks = [pytest.mark.skip(reason=reason)] if reason else []
+            if dev == "cuda":
+                marks.append(pytest.mark.gpu)
             params.append(pytest.param(dev, b, id=f"{dev}-{b}", marks=marks))
     return params
 

@@ -12,7 +12,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import pytest  # noqa: E402
+import pytest
 
 # The CUDA C++ kernels run on the CPU through a SIMT emulation: backend "cuda-sim".
 pytest_plugins = ("cuda_sim.plugin",)

@@ -15,8 +15,9 @@ from wmkernels.ops.maskgit import maskgit_decode, maskgit_sample, maskgit_schedu
 from wmkernels.ops.vq import vq_ema_update_, vq_lookup, vq_quantize
 from wmkernels.routing import backends, use_backend
 
+# The modules are built on the functions above.
 # isort: split
-from wmkernels import nn  # noqa: E402  (modules are built on the functions above)
+from wmkernels import nn
 
 __version__ = "0.1.0"
 

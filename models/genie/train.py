@@ -145,7 +145,7 @@ def train_tokenizer(model: Genie, batches: Callable[[int], Batch], steps: int | 
     config's eval_every)."""
     steps = model.cfg.train.tokenizer_steps if steps is None else steps
     model.tokenizer.train()
-    video_only = lambda step: batches(step)[:2]  # noqa: E731 - codes, if any, are not for it
+    video_only = lambda step: batches(step)[:2]  # codes, if any, are not for it
     return _fit(TokenizerObjective(model), model, video_only, steps, out_dir=out_dir,
                 log_every=log_every, progress=progress, dist=dist)
 
@@ -158,7 +158,7 @@ def train_lam(model: Genie, batches: Callable[[int], Batch], steps: int | None =
     time (models/genie/demo.py runs them in two processes on a CPU)."""
     steps = model.cfg.train.lam_steps if steps is None else steps
     model.lam.train()
-    video_only = lambda step: batches(step)[:2]  # noqa: E731
+    video_only = lambda step: batches(step)[:2]
     return _fit(LAMObjective(model), model, video_only, steps, out_dir=out_dir,
                 log_every=log_every, progress=progress, dist=dist)
 
