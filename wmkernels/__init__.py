@@ -11,7 +11,8 @@ Public API (see README):
 """
 
 from wmkernels.ops.attention import spatial_attention, temporal_attention
-from wmkernels.ops.maskgit import maskgit_decode, maskgit_sample, maskgit_schedule, maskgit_step
+from wmkernels.ops.maskgit import maskgit_sample, maskgit_schedule, maskgit_step
+from wmkernels.ops.maskgit_decode import maskgit_decode
 from wmkernels.ops.vq import vq_ema_update_, vq_lookup, vq_quantize
 from wmkernels.routing import backends, use_backend
 

@@ -14,6 +14,7 @@ import torch
 
 import wmkernels
 from wmkernels import routing
+from wmkernels.bench import baselines
 from wmkernels.bench.harness import Case, Skip
 from wmkernels.reference import maskgit as reference
 
@@ -78,7 +79,7 @@ def _shape_cases(op, shape, B, N, V, dt, device, quick, params):
                                                     backend=backend)
         eager = lambda: reference.maskgit_sample(logits, TEMPERATURE)
         # the google-research MaskGIT way (Gumbel-max over the whole tensor), as a peer
-        peer = lambda: reference.maskgit_sample_gumbel(logits, TEMPERATURE)
+        peer = lambda: baselines.maskgit_sample_gumbel(logits, TEMPERATURE)
 
     row = dict(op=op, shape=shape, dtype=dt, bytes=nbytes, params=params)
     cases.append(Case(backend="eager", fn=eager, **row))

@@ -13,6 +13,7 @@ import torch
 
 import wmkernels
 from wmkernels import routing
+from wmkernels.bench import baselines
 from wmkernels.bench.harness import Case, Skip
 from wmkernels.reference import vq as ref
 
@@ -43,7 +44,8 @@ def _shape_cases(device, quick, name, N, K, D, dtype):
                   bytes=(N + K) * D * es + N * 8, flops=2 * N * K * D,
                   params={"N": N, "K": K, "D": D})
     out = [Case(backend="eager", fn=lambda: ref.vq_lookup(z, codebook), **common),
-           Case(backend="eager-onehot", fn=lambda: ref.vq_lookup_onehot(z, codebook), **common)]
+           Case(backend="eager-onehot", fn=lambda: baselines.vq_lookup_onehot(z, codebook),
+                **common)]
     if quick:
         out.append(Skip("vq_lookup", name, "compile", "torch.compile skipped in quick mode"))
     else:

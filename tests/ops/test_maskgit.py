@@ -13,6 +13,7 @@ from scipy import stats
 
 import wmkernels
 from wmkernels._extension import kernel_ops
+from wmkernels.bench import baselines
 from wmkernels.reference import maskgit as reference
 
 SAMPLE = backend_params("maskgit_sample")
@@ -516,10 +517,10 @@ def test_compile_fullgraph(device, backend, dynamic):
     _check_step(logits, tokens, mask, 3, nt, nm)
 
 
-def test_reference_gumbel_variant_distribution():
+def test_bench_gumbel_baseline_distribution():
     V, R = 13, 3000
     row = torch.randn(V) * 1.5
-    tokens, conf = reference.maskgit_sample_gumbel(row.expand(R, V), 2.0, 6, _gen("cpu", 4))
+    tokens, conf = baselines.maskgit_sample_gumbel(row.expand(R, V), 2.0, 6, _gen("cpu", 4))
     assert _chi2_pvalue(tokens, _exact_probs(row, 2.0, 6)) > P_MIN
     torch.testing.assert_close(conf.double(), torch.softmax(row.double(), -1)[tokens])
 

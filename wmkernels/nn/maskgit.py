@@ -8,13 +8,8 @@ import torch
 from torch import nn
 
 from wmkernels import _checks
-from wmkernels.ops.maskgit import (
-    ORDERS,
-    SCHEDULES,
-    maskgit_decode,
-    maskgit_sample,
-    maskgit_step,
-)
+from wmkernels.ops.maskgit import ORDERS, SCHEDULES, maskgit_sample, maskgit_step
+from wmkernels.ops.maskgit_decode import maskgit_decode
 from wmkernels.ops.maskgit_schedules import CONVENTIONS
 
 

@@ -22,6 +22,8 @@ import math
 
 import torch
 
+from wmkernels.ops.maskgit import maskgit_schedule
+
 CONVENTIONS = ("maskgit", "muse")
 
 # mask ratio at time t in [0, 1] (1 at t = 0, 0 at t = 1), as float32 torch ops so the muse
@@ -49,8 +51,6 @@ def kept_masked(convention: str, step: int, steps: int, n0: torch.Tensor,
         t = torch.linspace(0, 1, steps)[step + 1]
         k = (_RATIO[schedule](t).to(n0.device) * n0.float()).long().clamp(min=1)
         return torch.minimum(k, unknown)
-    from wmkernels.ops.maskgit import maskgit_schedule
-
     k = maskgit_schedule(step, steps, n0, schedule)
     # MaskGIT: reveal at least one and keep at least one masked before the last step
     k = torch.clamp(torch.minimum(unknown - 1, k), min=1)

@@ -74,26 +74,6 @@ def maskgit_sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int | 
     return tokens.view(shape), conf.view(shape)
 
 
-def maskgit_sample_gumbel(logits: torch.Tensor, temperature: float = 1.0,
-                          top_k: int | None = None, generator: torch.Generator | None = None):
-    """The same sampler written as google-research MaskGIT does (jax.random.categorical):
-    argmax of logits / temperature + Gumbel noise over the whole (rows, V) tensor, then a
-    softmax and a gather for the confidence. A second eager baseline for the benchmarks
-    (its rows without a finite logit are not special-cased)."""
-    x = clean_logits(logits)
-    if temperature == 0:
-        tokens = x.argmax(-1)
-    else:
-        t = x
-        if top_k is not None and top_k < x.shape[-1]:
-            kth = torch.topk(t, top_k, dim=-1).values[..., -1:]
-            t = t.masked_fill(t < kth, float("-inf"))
-        g = gumbel(t.shape, t.device, generator).to(t.dtype)
-        tokens = (t / temperature + g).argmax(-1)
-    conf = torch.softmax(x, dim=-1).gather(-1, tokens[..., None]).squeeze(-1).float()
-    return tokens, conf
-
-
 def gumbel(shape, device, generator: torch.Generator | None = None) -> torch.Tensor:
     """Standard Gumbel noise in float32, from uniforms kept inside (0, 1)."""
     u = torch.rand(shape, dtype=torch.float32, device=device, generator=generator)

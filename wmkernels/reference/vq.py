@@ -42,15 +42,6 @@ def vq_lookup(z: torch.Tensor, codebook: torch.Tensor, metric: str = "l2") -> to
     return d.masked_fill(inf, float("inf")).masked_fill(nan, float("nan")).argmin(-1)
 
 
-def vq_lookup_onehot(z: torch.Tensor, codebook: torch.Tensor, metric: str = "l2"):
-    """The vector-quantize-pytorch style path: fp32 distance matrix, argmax, an N x K one-hot,
-    and the quantized vectors gathered by a one-hot GEMM. Returns (indices, quantized)."""
-    dist = -vq_distances(z, codebook, metric)
-    indices = dist.argmax(-1)
-    onehot = F.one_hot(indices, codebook.shape[0]).type(dist.dtype)
-    return indices, onehot @ codebook.to(dist.dtype)
-
-
 def vq_ema_update_(codebook, cluster_size, embed_sum, z, indices, decay=0.99, eps=1e-5):
     """In-place EMA k-means codebook update with Laplace smoothing (VQ-VAE-2, Sonnet's
     VectorQuantizerEMA without its zero-debiasing), from per-code counts and sums (fp32
