@@ -1,4 +1,5 @@
-"""Writing generated frames: an animated GIF and a PNG strip of frames side by side."""
+"""Writing generated frames: an animated GIF and a PNG strip of frames side by side, and a
+labelled grid (one labelled row per clip) as a PNG and a GIF."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import torch
+from PIL import Image, ImageDraw, ImageFont
 
 
 def to_uint8(frames: torch.Tensor, scale: int = 1) -> np.ndarray:
@@ -49,3 +51,50 @@ def save_strip(rows: list[torch.Tensor], path: str | os.PathLike, *, scale: int 
     path.parent.mkdir(parents=True, exist_ok=True)
     iio.imwrite(path, canvas)
     return path
+
+
+def _label_font(height: int):
+    try:   # a scalable font where Pillow has FreeType, else its fixed bitmap font
+        return ImageFont.load_default(size=max(10, height // 7))
+    except (TypeError, OSError):
+        return ImageFont.load_default()
+
+
+def labelled_grid(rows: list[torch.Tensor], labels: list[str], *, scale: int = 4,
+                  gap: int = 2, label_width: int = 96) -> np.ndarray:
+    """One row per (T, 3, H, W) tensor in [0, 1] (all the same T, H, W), frames side by
+    side, each row's label written in a white margin on its left; returns the image
+    (rows * (H*scale + gap) - gap, label_width + T * (W*scale + gap) - gap, 3) uint8."""
+    if not rows or len(labels) != len(rows):
+        raise ValueError(f"need one label per row and at least one row, got {len(rows)} rows "
+                         f"and {len(labels)} labels")
+    if len({tuple(r.shape) for r in rows}) != 1:
+        raise ValueError(f"all rows must have the same (T, 3, H, W) shape, got "
+                         f"{sorted({tuple(r.shape) for r in rows})}")
+    imgs = [to_uint8(r, scale) for r in rows]
+    cols, h, w = imgs[0].shape[:3]
+    canvas = np.full((len(imgs) * (h + gap) - gap, label_width + cols * (w + gap) - gap, 3),
+                     255, np.uint8)
+    for r, img in enumerate(imgs):
+        for c, frame in enumerate(img):
+            x = label_width + c * (w + gap)
+            canvas[r * (h + gap):r * (h + gap) + h, x:x + w] = frame
+    picture = Image.fromarray(canvas)
+    draw, font = ImageDraw.Draw(picture), _label_font(h)
+    for r, label in enumerate(labels):
+        draw.text((4, r * (h + gap) + h // 2), label, fill=(0, 0, 0), font=font, anchor="lm")
+    return np.asarray(picture)
+
+
+def save_grid(rows: list[torch.Tensor], labels: list[str], png: str | os.PathLike,
+              gif: str | os.PathLike, *, scale: int = 4, fps: float = 4.0) -> tuple[Path, Path]:
+    """Write `labelled_grid(rows, labels)` as a PNG (all frames side by side) and as a
+    looping GIF whose frame t shows every row's frame t, labelled; returns (png, gif)."""
+    png, gif = Path(png), Path(gif)
+    for path in (png, gif):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(png, labelled_grid(rows, labels, scale=scale))
+    frames = [labelled_grid([r[t:t + 1] for r in rows], labels, scale=scale)
+              for t in range(rows[0].shape[0])]
+    iio.imwrite(gif, np.stack(frames), duration=1000 / fps, loop=0)
+    return png, gif

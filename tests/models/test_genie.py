@@ -411,3 +411,155 @@ def test_killing_genie_train_ends_its_lam_process(tmp_path, sig):
         for pid in children:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _real_clips(n=24, frames=8, size=32, seed=3):
+    """Rendered world clips (float video in [0, 1]) and each clip's agent colour id."""
+    from wmkernels.models.data import WorldConfig, make_clips
+
+    clips = make_clips(n, frames=frames, seed=seed, config=WorldConfig(size=size))
+    return clips["video"], clips["attributes"]["agent_colour"]
+
+
+def _agent_box(video, colour, b, t):
+    """Rows and columns the agent covers in frame t of clip b (exact palette colour)."""
+    from wmkernels.models.data.world import PALETTE
+
+    rgb = torch.tensor(PALETTE[int(colour[b])], dtype=torch.float32)[:, None, None] / 255
+    ys, xs = torch.nonzero((video[b, t] == rgb).all(0), as_tuple=True)
+    return ys, xs
+
+
+@pytest.mark.parametrize("size", [16, 32, 64])
+def test_agent_detector_on_real_clips_finds_one_blob_at_the_true_place(size):
+    from wmkernels.models.genie.metrics import agent_mask, agent_metrics, centroid
+
+    video, colour = _real_clips(size=size)
+    m = agent_metrics(video, video.clone(), colour)
+    assert bool(m["one_blob"].all()) and bool((m["centroid_error"] == 0).all())
+    # the mask is exactly the agent's box of its palette colour (balls never share it)
+    mask = agent_mask(video, colour)
+    for b in range(0, video.shape[0], 5):
+        ys, xs = _agent_box(video, colour, b, 3)
+        assert int(mask[b, 3].sum()) == ys.numel() > 0
+        assert centroid(mask[b, 3]).tolist() == pytest.approx(
+            [xs.double().mean().item(), ys.double().mean().item()])
+
+
+def test_count_blobs_and_centroid_known_answers():
+    from wmkernels.models.genie.metrics import centroid, count_blobs
+
+    m = torch.zeros(5, 7, 7, dtype=torch.bool)
+    m[1, 1, 1] = m[1, 2, 2] = True                  # touching at a corner: one blob
+    m[2, 0, 0] = m[2, 0, 2] = True                  # a column apart: two
+    m[3, 0:6, 0] = m[3, 5, 0:6] = m[3, 0:6, 5] = True   # a U, labels spread around it: one
+    m[4, 0, 0] = m[4, 6, 6] = m[4, 3, 3] = True     # three
+    assert count_blobs(m).tolist() == [0, 1, 2, 1, 3]
+    assert count_blobs(m.view(5, 1, 7, 7)).shape == (5, 1)
+    c = centroid(m)
+    assert c[0].isnan().all() and c[2].tolist() == [1.0, 0.0]
+
+
+def test_frame_metrics_on_copies_erased_split_and_shifted_agents():
+    from wmkernels.models.data.world import BACKGROUND
+    from wmkernels.models.genie.evaluate import frame_metrics
+    from wmkernels.models.genie.metrics import agent_metrics
+
+    video, colour = _real_clips(n=6)
+    bg = torch.tensor(BACKGROUND, dtype=torch.float32)[:, None] / 255
+    erased, split, shifted = video.clone(), video.clone(), video.clone()
+    for b in range(video.shape[0]):
+        for t in range(video.shape[1]):
+            ys, xs = _agent_box(video, colour, b, t)
+            erased[b, t][:, ys, xs] = bg
+            split[b, t][:, ys[xs == xs.min() + 1], xs[xs == xs.min() + 1]] = bg
+            # the agent moved 3 px up: paint it out, then in 3 rows higher
+            shifted[b, t][:, ys, xs] = bg
+            shifted[b, t][:, ys - 3, xs] = video[b, t][:, ys, xs]
+    assert agent_metrics(erased, video, colour)["blobs"].eq(0).all()
+    assert agent_metrics(split, video, colour)["blobs"].eq(2).all()
+    err = agent_metrics(shifted, video, colour)["centroid_error"]
+    assert torch.allclose(err, torch.full_like(err, 3.0))
+    assert agent_metrics(erased, video, colour)["centroid_error"].isinf().all()
+
+    m = frame_metrics(video, colour, [(video.clone(), erased), (video.clone(), shifted)],
+                      recon=split)
+    T = video.shape[1]
+    assert m["frame_t"] == list(range(1, T))
+    assert m["frame_psnr_inferred"] == pytest.approx([100.0] * (T - 1))   # identical frames
+    assert m["frame_one_blob_inferred"] == [1.0] * (T - 1) and m["one_blob_recon"] == 0.0
+    assert m["frame_centroid_inferred"] == [0.0] * (T - 1) and m["within_2px_inferred"] == 1
+    # random: one seed shows no agent (a miss), the other's is 3 px off (also a miss)
+    assert m["frame_one_blob_random"] == [0.5] * (T - 1) and m["within_2px_random"] == 0
+    assert m["centroid_random"] == pytest.approx(3.0)
+    from wmkernels.models.genie.metrics import psnr
+    assert m["frame_psnr_copy"][1] == pytest.approx(float(psnr(video[:, 2], video[:, 0],
+                                                                dims=(1, 2, 3)).mean()))
+
+
+def test_teacher_forced_accuracy_compares_frame_t_with_its_true_tokens(cfg, monkeypatch):
+    from wmkernels.models.genie.evaluate import teacher_forced_accuracy
+
+    model = Genie(cfg).eval()
+    video = _video(cfg, B=3)
+    tokens = model.tokenizer.encode(video)[1]
+    V = cfg.tokenizer.codebook_size
+
+    def sees_the_past_only(tok, actions, mask):   # predicts frame t = frame t - 1
+        assert mask[:, -1].all() and not mask[:, :-1].any()
+        prev = torch.cat([tok[:, :1], tok[:, :-1]], 1)
+        return torch.nn.functional.one_hot(prev, V).float()
+
+    monkeypatch.setattr(model.dynamics, "_hidden", sees_the_past_only)
+    monkeypatch.setattr(model.dynamics, "head", torch.nn.Identity())
+    acc = teacher_forced_accuracy(model, video)
+    expected = [float((tokens[:, t] == tokens[:, t - 1]).double().mean())
+                for t in range(1, cfg.frames)]
+    assert acc["frame_token_accuracy"] == pytest.approx(expected)
+    assert acc["token_accuracy"] == pytest.approx(np.mean(expected))
+
+
+def test_evaluate_reports_every_frame_metric(cfg):
+    from wmkernels.models.genie.data import held_out
+    from wmkernels.models.genie.evaluate import evaluate
+
+    model = Genie(cfg).eval()
+    video, actions = held_out(cfg, 3, seed=cfg.train.seed)
+    m = evaluate(model, video, actions, seeds=(0, 1), speed=False)
+    json.dumps(m, allow_nan=False)   # plain JSON: no inf or NaN
+    n = cfg.frames - 1
+    for kind in ("inferred", "random", "copy", "recon"):
+        assert len(m[f"frame_psnr_{kind}"]) == n and np.isfinite(m[f"psnr_{kind}"])
+    for kind in ("inferred", "random", "recon"):
+        assert len(m[f"frame_one_blob_{kind}"]) == n and 0 <= m[f"one_blob_{kind}"] <= 1
+    for kind in ("inferred", "random"):
+        assert len(m[f"frame_within_2px_{kind}"]) == n == len(m[f"frame_centroid_{kind}"])
+    assert len(m["frame_token_accuracy"]) == n and 0 <= m["token_accuracy"] <= 1
+    # Δ4PSNR and the per-frame PSNR come from the same rollouts
+    assert m["control_psnr_inferred"] == pytest.approx(m["frame_psnr_inferred"][3])
+    with pytest.raises(ValueError, match="agent_colours"):
+        evaluate(model, _video(cfg, B=3), actions, speed=False)
+    with pytest.raises(ValueError, match="agent_colours"):
+        evaluate(model, video, actions, speed=False, agent_colours=torch.zeros(2))
+
+
+def test_play_picture_rows_are_real_reconstruction_and_each_action(cfg, tmp_path):
+    import imageio.v3 as iio
+
+    from wmkernels.models.genie.data import held_out
+    from wmkernels.models.genie.demo import write_action_grid
+    from wmkernels.models.genie.media import to_uint8
+
+    model = Genie(cfg).eval()
+    video, _ = held_out(cfg, 1, seed=cfg.train.seed)
+    png, gif = write_action_grid(model, video, tmp_path)
+    rows, T, cell, label = 2 + cfg.lam.num_actions, cfg.frames, cfg.image_size * 4, 96
+    image = iio.imread(png)
+    assert image.shape == (rows * (cell + 2) - 2, label + T * (cell + 2) - 2, 3)
+    # the first row is the real clip, frame by frame
+    for t in range(T):
+        x = label + t * (cell + 2)
+        assert np.array_equal(image[:cell, x:x + cell], to_uint8(video[0, t:t + 1], 4)[0])
+    assert (image[:, :label] < 128).any()   # the labels are drawn
+    frames = iio.imread(gif, index=None)
+    assert frames.shape[:3] == (T, rows * (cell + 2) - 2, label + cell)
