@@ -31,7 +31,7 @@ class TokenizerConfig:
     heads: int = 2                # paper 8 (head dim 64); ours keeps head dim 32
     enc_layers: int = 2           # paper 12
     dec_layers: int = 2           # paper 20
-    codebook_size: int = 1024     # paper 1024 (512 measured 0.5 dB lower on the tiny demo)
+    codebook_size: int = 1024     # paper 1024 (512 measured lower: RESULTS.md)
     code_dim: int = 32            # paper 32
     commitment_weight: float = 0.25
 
@@ -53,9 +53,7 @@ class LAMConfig:
 
     # paper 16 (on 160x90 frames). Ours is the tokenizer's patch, and the tiny world's agent
     # moves one patch per step: then "left" is the same operation on the patch grid wherever
-    # the agent is. At patch 8 (the agent moving half a patch) the codes named where the
-    # agent's edges fell inside a patch, not the action: NMI 0.16 against 0.34 at patch 4 on
-    # the same world, 600 LAM steps.
+    # the agent is (a larger patch made the codes name the agent's position: RESULTS.md).
     patch: int = 4
     dim: int = 64                 # paper 1024
     heads: int = 2                # paper 16
@@ -63,11 +61,9 @@ class LAMConfig:
     dec_layers: int = 2           # paper 20
     num_actions: int = 8          # paper 8 (the user's "buttons")
     code_dim: int = 32            # paper 32
-    # Paper: not given (VQ-VAE's usual 0.25). The LAM's next-frame MSE is ~5e-3 while its
-    # latents have unit scale, so 0.25 x ||z - q||^2 outweighs the decoder's gradient and pulls
-    # every latent onto one point: measured on the tiny config, the latents' spread across
-    # clips fell from 0.07 to 0.005 in 200 steps and the decoder learned exactly what it
-    # learns with no action at all. At 0.002 the codes carry what the decoder uses.
+    # Paper: not given (VQ-VAE's usual 0.25). Next to the LAM's tiny next-frame MSE, 0.25
+    # pulls every latent onto one point; at 0.002 the codes carry what the decoder uses
+    # (RESULTS.md).
     commitment_weight: float = 0.002
 
     def validate(self, image_size: int) -> None:
@@ -114,20 +110,13 @@ class TrainConfig:
     """Optimisation for every phase (paper: AdamW, warmup, cosine decay; 16 frames)."""
 
     batch_size: int = 16
-    # held-out PSNR of the tiny tokenizer (128 held-out clips): 1000 steps gave 28.26 / 28.15
-    # / 27.99 dB on training seeds 0 / 1 / 2, one seed short of 28; 1200 give 28.70 / 28.58 /
-    # 28.56 in `wmk demo`
+    # The step counts and lr are the smallest that met the quality targets of `wmk demo`
+    # on every training seed (RESULTS.md, "Measurements behind the tiny preset").
     tokenizer_steps: int = 1200
-    # The LAM trains beside the tokenizer (train.py). Held-out NMI of the LAM alone, 256
-    # clips, training seeds 1 / 2: 0.468 / 0.463 after 800 steps, 0.504 / 0.494 after 1200,
-    # 0.520 / 0.487 after 1600. Its 1200 steps take ~355 s on one thread, the tokenizer's
-    # 1200 372 s (the faster CPU of RESULTS.md), so neither waits long for the other
+    # trains beside the tokenizer (train.py) and takes about as long, so neither waits
     lam_steps: int = 1200
-    # On the frozen tokenizer's codes and LAM's actions. Δ4PSNR on 128 held-out clips (seed
-    # 0, 3 generation seeds): -0.045 +- 0.085 dB after 1000 steps, +0.227 +- 0.029 after
-    # 2000 (and +0.305 +- 0.073 for a 128-wide dynamics after 1000, at 2.3x the step cost)
+    # on the frozen tokenizer's codes and LAM's actions
     dynamics_steps: int = 2000
-    # tiny tokenizer, 600 steps: 26.4 dB held-out PSNR at 2e-3, 26.0 dB at 1e-3
     lr: float = 2e-3
     warmup: int = 50
     weight_decay: float = 1e-4
@@ -159,9 +148,7 @@ class GenieConfig:
     # keep the task the same kind. The behaviour policy draws a fresh action every step
     # (sticky 0, where the world's default is 0.8): a held action pins the agent to a wall,
     # where left or right look like noop, and a past that predicts the next action leaves
-    # the latent action less to say. Frame-identifiable NMI: 0.63 at sticky 0.8, 0.76 at
-    # 0.3, 0.79 at 0. Action NMI of `wmk demo`, seeds 0 / 1 / 2: 0.513 / 0.538 / 0.550 at
-    # sticky 0, 0.483 / 0.511 / 0.482 at 0.3 (models/genie/RESULTS.md).
+    # the latent action less to say (models/genie/RESULTS.md).
     world: dict = field(default_factory=lambda: {"agent_size": 0.1875, "agent_speed": 0.125,
                                                  "sticky": 0.0, "num_balls": 1})
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)

@@ -5,10 +5,7 @@ the frozen LAM's latent actions.
 The paper co-trains the LAM with the dynamics. No gradient passes between them (the dynamics
 sees action indices), so that is a schedule, not a model choice; ours trains the LAM beside
 the tokenizer instead, which lets the two pixel models use two CPU cores at once and gives
-the dynamics fixed action labels from its first step. Measured with `make demo` (tiny
-config, 2-core CPU): training 775 s -> 658 s with the LAM trained 1200 steps instead of 800
-and the dynamics 2000 instead of 800 (on two threads); on 128 held-out clips, action NMI
-0.452 -> 0.515 and Δ4PSNR +0.07 +- 0.06 -> +0.23 +- 0.03 dB.
+the dynamics fixed action labels from its first step (what that bought: RESULTS.md).
 
 Every phase runs on the shared `Trainer` (models/common): progress bar, atomic safetensors
 checkpoints in `out_dir/tokenizer`, `out_dir/lam` and `out_dir/dynamics`, exact resume

@@ -13,12 +13,9 @@ from wmkernels.models.data import WorldConfig
 def tiny_world() -> dict:
     """WorldConfig overrides of the world the tiny configs train and are probed in: the
     agent and the balls at twice the default size, 16 px at 64 px, so 2 x 2 patches of 8.
-    At the default size an object is one patch, hidden or visible as a whole under the
-    masks, so nothing about its appearance is predictable from the context and the
-    objective drops it (models/jepa/RESULTS.md). Cut by the block edges, its visible part
-    names the hidden part: with the preset of the time (600 steps, momentum 0.999) the
-    I-JEPA attentive probe mean went from 0.597 (random encoder 0.613, pixels 0.563) to
-    0.674 (0.637, 0.627)."""
+    Why: a one-patch object is hidden or visible whole under the masks, so nothing about
+    its appearance is predictable and the objective drops it (models/jepa/RESULTS.md,
+    "Measurements behind the tiny presets")."""
     return {"agent_size": 0.25, "ball_radius": 0.125}
 
 
@@ -54,31 +51,21 @@ class PredictorConfig:
 @dataclass
 class IJEPAConfig:
     """I-JEPA, tiny: the paper's momentum and learning rate, in a world whose objects span
-    2 x 2 patches (`tiny_world`). Measured (models/jepa/RESULTS.md, `wmk jepa probe`),
-    5000 steps, seeds 0 / 1 / 2: linear probe mean 0.670 / 0.657 / 0.668 against 0.610 for
-    a random encoder and 0.619 for pixels; attentive 0.820 / 0.797 / 0.828 against 0.812
-    and 0.792 (level). 12000 steps probe lower (0.591 linear). In the default world
-    (one-patch objects) every setting tried probed level with or below those baselines."""
+    2 x 2 patches (`tiny_world`); its probe results are in models/jepa/RESULTS.md."""
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     num_targets: int = 4                                  # 4
     target_scale: tuple[float, float] = (0.15, 0.2)       # (0.15, 0.2)
     target_aspect: tuple[float, float] = (0.75, 1.5)      # (0.75, 1.5)
     context_scale: tuple[float, float] = (0.85, 1.0)      # (0.85, 1.0)
-    # In the default world 0.996 sent the target features through a near-collapse and
-    # back to features that did not keep object colour, so the preset used 0.999. With
-    # 2 x 2-patch objects 0.996 keeps them healthy (std of the target features over
-    # tokens 0.38 at step 100, lowest 0.31 at 200, 0.45 at 5000; over images 0.18, 0.50 at
-    # step 1000, 0.41 at 5000) and probes better than 0.999 at 2000 steps (attentive mean
-    # 0.712 vs 0.688).
+    # With 2 x 2-patch objects the paper's 0.996 keeps the target features healthy and
+    # probes better than 0.999 (RESULTS.md).
     ema: tuple[float, float] = (0.996, 1.0)               # (0.996, 1.0)
     lr: float = 1e-3                                      # 1e-3 peak, cosine
     weight_decay: float = 0.04                            # 0.04 -> 0.4
     warmup: int = 50                                      # 40 epochs
     batch_size: int = 32                                  # 2048
-    # About 6 CPU minutes. Former probe (1000 clips, ball 0): linear mean 0.505 / 0.527 at
-    # 2000 steps (seeds 0 / 1), 0.556 / 0.518 at 5000; attentive 0.712 / 0.669 and 0.674 /
-    # 0.659. Seed 0 at 12000 steps, current probe: linear 0.591 against 0.670 at 5000.
+    # About 6 CPU minutes; longer runs probe lower (RESULTS.md).
     steps: int = 5000                                     # 300 epochs of ImageNet
     world: dict = field(default_factory=tiny_world)       # ImageNet
 
@@ -87,11 +74,8 @@ class IJEPAConfig:
 class VJEPAConfig:
     """V-JEPA, tiny: I-JEPA's momentum and learning rate, one multi-block family of
     I-JEPA-sized blocks and our future family (predict frames 2-3 from frames 0-1), in
-    `tiny_world`. Measured (models/jepa/RESULTS.md, `wmk jepa probe`), 5000 steps, seeds
-    0 / 1 / 2: linear probe mean 0.634 / 0.640 / 0.624 against 0.571 for a random encoder
-    and 0.571 for pixels; attentive 0.741 / 0.754 / 0.764 against 0.688 and 0.663. Without
-    the future family (the paper's masks, or two multi-block families) every setting tried
-    probed within 0.012 of the random encoder or below it."""
+    `tiny_world`: without the future family it probed no better than a random encoder
+    (models/jepa/RESULTS.md)."""
     encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(
         frames=4, tubelet=2, attention="factorized"))
     predictor: PredictorConfig = field(default_factory=lambda: PredictorConfig())
@@ -104,9 +88,8 @@ class VJEPAConfig:
     # Ours: one more family that predicts the later tubelets from the first
     # `future_context` ones (masks.FutureMasks); 0 leaves it out, as the paper does.
     future_context: int = 1                               # 0
-    # I-JEPA's momentum and learning rate, as in its tiny preset. The paper's 0.998 with
-    # its peak lr (paper masks, 4000 steps) collapsed the target features partly in the
-    # default world (std over images 0.08 vs 0.15 for a random encoder).
+    # I-JEPA's momentum and learning rate: the paper's 0.998 with its peak lr partly
+    # collapsed the target features (RESULTS.md).
     ema: tuple[float, float] = (0.996, 1.0)               # (0.998, 1.0)
     lr: float = 1e-3                                      # 6.25e-4 peak
     weight_decay: float = 0.04                            # 0.04 -> 0.4
@@ -142,9 +125,8 @@ class ACConfig:
     heads: int = 2                # 16
     mlp_ratio: float = 4.0
     rollout: int = 2              # autoregressive steps in the rollout loss (paper 2)
-    # "l1" in the paper. With L1 the tiny predictor stays at "nothing changes" (the median
-    # change of almost every feature is zero); L2 learns the action's effect
-    # (measured: planning success 0.22 with L1, 0.40 with L2, random 0.22).
+    # "l1" in the paper: with L1 the tiny predictor stays at "nothing changes" (the median
+    # change of almost every feature is zero); L2 learns the action's effect (RESULTS.md).
     loss: str = "l2"
     lr: float = 1e-3              # 4.25e-4
     weight_decay: float = 0.04
