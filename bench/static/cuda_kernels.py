@@ -102,7 +102,8 @@ def compile_command(src: Path, obj: Path, archs, extra=()) -> list[str]:
     """The nvcc command that builds `src` into `obj` for each sm_<arch> in `archs` with the
     extension's flags; add `torch_includes(...)` to `extra` for a glue file."""
     gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
-    return [find_nvcc() or "nvcc", "-c", str(src), "-o", str(obj), f"-I{ROOT / 'csrc'}",
+    return [find_nvcc() or "nvcc", "-c", str(src), "-o", str(obj),
+            f"-I{ROOT / 'csrc' / 'include'}",
             *torch_nvcc_flags(), *nvcc_flags(), *gencode, *extra]
 
 

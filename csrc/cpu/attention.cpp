@@ -32,7 +32,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "attention_checks.h"
+#include "wmk/attention_checks.h"
+#include "wmk/simd_math.h"
 
 #include <algorithm>
 #include <cmath>
@@ -44,10 +45,6 @@
 
 namespace wmk {
 namespace {
-
-// Forced inlining lets the AVX2 clones below compile their whole call tree for AVX2; a helper
-// left out of line would be built for the baseline ISA only.
-#define WMK_INLINE inline __attribute__((always_inline))
 
 // The fp32 cores are built twice, for the baseline x86-64 ISA (so that the extension runs
 // anywhere) and for AVX2 + FMA, and the AVX2 build runs where the CPU has it.
@@ -96,30 +93,13 @@ WMK_INLINE void axpy(T alpha, const T* __restrict__ x, T* __restrict__ y, int64_
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
-typedef float v8f __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
-
-// exp(v) on 8 lanes: Cephes' expf polynomial after the range reduction v = k ln2 + r,
-// |r| <= ln2 / 2 (relative error ~2e-7), with k rounded by the 1.5 * 2^23 trick and 2^k
-// built in the exponent bits. Inputs are clamped to [-87, 88]: exp(-87) ~ 1.6e-38 is far
-// below any other term of a softmax.
+// exp(v) on 8 lanes (wmk/simd_math.h). Inputs are clamped to [-87, 88]: exp(-87) ~ 1.6e-38
+// is far below any other term of a softmax.
 WMK_INLINE void exp8(v8f& v) {  // in place: no vector passes through the call ABI
-  const v8f lo = v8f{} - 87.0f, hi = v8f{} + 88.0f, magic = v8f{} + 12582912.0f;
+  const v8f lo = v8f{} - 87.0f, hi = v8f{} + 88.0f;
   v = v < lo ? lo : v;
   v = v > hi ? hi : v;
-  const v8f k = (v * 1.44269504088896341f + magic) - magic;
-  const v8f r = v - k * 0.693359375f + k * 2.12194440e-4f;
-  v8f y = v8f{} + 1.9875691500e-4f;
-  y = y * r + 1.3981999507e-3f;
-  y = y * r + 8.3334519073e-3f;
-  y = y * r + 4.1665795894e-2f;
-  y = y * r + 1.6666665459e-1f;
-  y = y * r + 5.0000001201e-1f;
-  y = y * r * r + r + 1.0f;
-  const v8i bits = (__builtin_convertvector(k, v8i) + 127) << 23;
-  v8f pow2;
-  std::memcpy(&pow2, &bits, sizeof(pow2));
-  v = y * pow2;
+  exp_cephes(v);
 }
 
 // x[i] = exp(x[i] - shift), 8 lanes at a time (the tail through a padded vector).

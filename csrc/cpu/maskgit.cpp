@@ -38,14 +38,16 @@
 #include <type_traits>
 #include <vector>
 
-#include "maskgit_checks.h"
-
-#include "maskgit_philox.h"
+#include "wmk/maskgit_checks.h"
+#include "wmk/maskgit_philox.h"
 
 // The selects of the exp polynomial and the NaN/inf policy are if-converted (and the loops
 // vectorized) only when float compares are not assumed to trap; nothing here relies on
 // floating-point exceptions.
 #pragma GCC optimize("no-trapping-math")
+
+// after the pragma, so that the polynomial is compiled under it as well
+#include "wmk/simd_math.h"
 
 namespace wmk {
 namespace {
@@ -54,26 +56,12 @@ constexpr float kFloatMax = std::numeric_limits<float>::max();
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr uint32_t kSampleStream = 0, kChoiceStream = 1;
 
-// exp(x) for x <= 0 as a branch-free polynomial the compiler vectorizes (Cephes expf:
-// range reduction by ln 2, degree-6 polynomial, ~1 ulp). Below -87.3 the result is 0, so
-// -inf logits get exactly zero weight.
+// exp(x) for x <= 0, branch-free so that the loops below vectorize (wmk/simd_math.h). Below
+// -87 the result is 0, so -inf logits get exactly zero weight.
 inline float exp_nonpos(float x) {
-  const float xc = x < -87.0f ? -87.0f : x;
-  const float fx = xc * 1.44269504088896341f;
-  const float k = (fx + 12582912.0f) - 12582912.0f;  // round to nearest, no libm call
-  float r = xc - k * 0.693359375f;
-  r = r + k * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return x < -87.0f ? 0.0f : p * scale;
+  float e = x < -87.0f ? -87.0f : x;
+  exp_cephes(e);
+  return x < -87.0f ? 0.0f : e;
 }
 
 // Sums run in kLanes independent partial sums: without -ffast-math the compiler may not

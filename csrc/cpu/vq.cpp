@@ -33,7 +33,7 @@
 #include <limits>
 #include <vector>
 
-#include "vq_checks.h"
+#include "wmk/vq_checks.h"
 
 namespace wmk {
 namespace {

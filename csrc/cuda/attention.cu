@@ -9,13 +9,13 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "attention_checks.h"
-
 #include <algorithm>
 #include <tuple>
 
-#include "attention_kernel.h"
-#include "registration.h"
+#include "wmk/attention_checks.h"
+#include "wmk/attention_kernel.h"
+#include "wmk/cuda_check.h"
+#include "wmk/registration.h"
 
 namespace wmk {
 namespace {
@@ -23,17 +23,22 @@ namespace {
 // fp32 elements of score scratch per backward chunk (256 MiB).
 constexpr int64_t kScoreBudget = int64_t(1) << 26;
 
-wmk_attn_dtype dtype_code(const char* op, at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return WMK_ATTN_F32;
-    case at::kHalf: return WMK_ATTN_F16;
-    case at::kBFloat16: return WMK_ATTN_BF16;
-    default: TORCH_CHECK(false, op, ": the CUDA kernels run float32/float16/bfloat16, got ", t);
-  }
+AttnView view_of(const at::Tensor& x) {
+  return {x.data_ptr(), x.stride(0), x.stride(1), x.stride(2), x.stride(3)};
 }
 
-wmk_attn_view view_of(const at::Tensor& x) {
-  return {x.data_ptr(), x.stride(0), x.stride(1), x.stride(2), x.stride(3)};
+// The launch parameters shared by both forwards; the caller sets the sizes and `causal`.
+AttentionParams fwd_params(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                           at::Tensor& out, at::Tensor& lse, double scale, Dtype dtype) {
+  AttentionParams p{};
+  p.q = view_of(q);
+  p.k = view_of(k);
+  p.v = view_of(v);
+  p.out = out.data_ptr();
+  p.lse = lse.data_ptr<float>();
+  p.scale = static_cast<float>(scale);
+  p.dtype = dtype;
+  return p;
 }
 
 void check_qkv_cuda(const char* op, const at::Tensor& q, const at::Tensor& k,
@@ -51,16 +56,16 @@ std::tuple<at::Tensor, at::Tensor> temporal_fwd_cuda(const at::Tensor& q, const 
   const int64_t B = q.size(0), tq = q.size(1), S = q.size(2), H = q.size(3), D = q.size(4);
   const int64_t tk = k.size(1);
   TORCH_CHECK(tq <= tk, "temporal_attention_fwd: Tq = ", tq, " > Tk = ", tk);
-  const wmk_attn_dtype code = dtype_code("temporal_attention_fwd", q.scalar_type());
+  const Dtype dtype = dtype_code("temporal_attention_fwd", q.scalar_type(), /*float64=*/false);
   const c10::cuda::CUDAGuard guard(q.device());
   at::Tensor out = at::empty({B, tq, S, H, D}, q.options());
   at::Tensor lse = at::empty({B, S, H, tq}, q.options().dtype(at::kFloat));
   if (out.numel() == 0) return {out, lse};
-  const cudaError_t err = wmk_temporal_attention_fwd(
-      view_of(q), view_of(k), view_of(v), out.data_ptr(), lse.data_ptr<float>(), B, tq, tk, S, H,
-      D, causal ? 1 : 0, static_cast<float>(scale), code, c10::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(err == cudaSuccess, "temporal_attention_fwd: CUDA launch failed: ",
-              cudaGetErrorString(err));
+  AttentionParams p = fwd_params(q, k, v, out, lse, scale, dtype);
+  p.B = B, p.Tq = tq, p.Tk = tk, p.S = S, p.H = H, p.D = D;
+  p.causal = causal;
+  check_launch("temporal_attention_fwd",
+               temporal_attention_fwd_launch(p, c10::cuda::getCurrentCUDAStream()));
   return {out, lse};
 }
 
@@ -72,16 +77,15 @@ std::tuple<at::Tensor, at::Tensor> spatial_fwd_cuda(const at::Tensor& q, const a
   const int64_t B = q.size(0), T = q.size(1), S = q.size(2), H = q.size(3), D = q.size(4);
   TORCH_CHECK(B * T * H < (int64_t(1) << 31) && S <= int64_t(65535) * 16,
               "spatial_attention_fwd: B*T*H must be < 2^31 and S <= 1048560, got ", q.sizes());
-  const wmk_attn_dtype code = dtype_code("spatial_attention_fwd", q.scalar_type());
+  const Dtype dtype = dtype_code("spatial_attention_fwd", q.scalar_type(), /*float64=*/false);
   const c10::cuda::CUDAGuard guard(q.device());
   at::Tensor out = at::empty({B, T, S, H, D}, q.options());
   at::Tensor lse = at::empty({B, T, H, S}, q.options().dtype(at::kFloat));
   if (out.numel() == 0) return {out, lse};
-  const cudaError_t err = wmk_spatial_attention_fwd(
-      view_of(q), view_of(k), view_of(v), out.data_ptr(), lse.data_ptr<float>(), B, T, S, H, D,
-      static_cast<float>(scale), code, c10::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(err == cudaSuccess, "spatial_attention_fwd: CUDA launch failed: ",
-              cudaGetErrorString(err));
+  AttentionParams p = fwd_params(q, k, v, out, lse, scale, dtype);
+  p.B = B, p.Tq = T, p.Tk = T, p.S = S, p.H = H, p.D = D;
+  check_launch("spatial_attention_fwd",
+               spatial_attention_fwd_launch(p, c10::cuda::getCurrentCUDAStream()));
   return {out, lse};
 }
 

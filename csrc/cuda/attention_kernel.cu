@@ -23,12 +23,13 @@
 // Estimates, not measurements: this kernel is the portable fallback, not the fast path.
 //
 // Accumulation is fp32 for every input dtype; non-16-byte-aligned views take a scalar path.
-#include "attention_kernel.h"
-
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <math.h>
+
+#include "wmk/attention_kernel.h"
+#include "wmk/dtype.h"
 
 namespace {
 
@@ -36,20 +37,8 @@ constexpr unsigned kFull = 0xffffffffu;
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr float kLog2e = 1.4426950408889634f;
 
-template <typename T>
-__device__ __forceinline__ float to_float(T x);
-template <>
-__device__ __forceinline__ float to_float<float>(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ float to_float<__half>(__half x) {
-  return __half2float(x);
-}
-template <>
-__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 x) {
-  return __bfloat162float(x);
-}
+using wmk::AttnView;
+using wmk::to_float;
 
 template <typename T>
 __device__ __forceinline__ T from_float(float x);
@@ -98,7 +87,7 @@ __device__ __forceinline__ void store_chunk(T* p, const float (&src)[VEC], float
 // Temporal: one warp per (b, s, h). CPL = chunks of VEC elements per lane (D <= L*CPL*VEC).
 
 template <typename T, int VEC, int CPL>
-__global__ void temporal_fwd_kernel(wmk_attn_view q, wmk_attn_view k, wmk_attn_view v, T* out,
+__global__ void temporal_fwd_kernel(AttnView q, AttnView k, AttnView v, T* out,
                                     float* lse, int64_t npos, int tq, int tk, int64_t S,
                                     int64_t H, int D, int L, int causal, float scale_log2) {
   const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
@@ -198,13 +187,13 @@ int next_pow2(int x) {
   return p;
 }
 
-bool aligned(const wmk_attn_view& x, int vec, int elem) {
+bool aligned(const AttnView& x, int vec, int elem) {
   return reinterpret_cast<uintptr_t>(x.ptr) % 16 == 0 && x.b % vec == 0 && x.t % vec == 0 &&
          x.s % vec == 0 && x.h % vec == 0 && static_cast<size_t>(vec * elem) == 16;
 }
 
 template <typename T, int VEC, int CPL>
-cudaError_t launch_temporal_cpl(wmk_attn_view q, wmk_attn_view k, wmk_attn_view v, void* out,
+cudaError_t launch_temporal_cpl(AttnView q, AttnView k, AttnView v, void* out,
                                 float* lse, int64_t npos, int64_t tq, int64_t tk, int64_t S,
                                 int64_t H, int D, int L, int causal, float scale,
                                 cudaStream_t stream) {
@@ -217,7 +206,7 @@ cudaError_t launch_temporal_cpl(wmk_attn_view q, wmk_attn_view k, wmk_attn_view 
 }
 
 template <typename T>
-cudaError_t launch_temporal(wmk_attn_view q, wmk_attn_view k, wmk_attn_view v, void* out,
+cudaError_t launch_temporal(AttnView q, AttnView k, AttnView v, void* out,
                             float* lse, int64_t B, int64_t tq, int64_t tk, int64_t S, int64_t H,
                             int64_t D, int causal, float scale, cudaStream_t stream) {
   const int64_t npos = B * S * H;
@@ -266,7 +255,7 @@ size_t spatial_smem_bytes(int D) {
 }
 
 template <typename T, int DPL>
-__global__ void spatial_fwd_kernel(wmk_attn_view q, wmk_attn_view k, wmk_attn_view v, T* out,
+__global__ void spatial_fwd_kernel(AttnView q, AttnView k, AttnView v, T* out,
                                    float* lse, int64_t T_, int64_t S, int64_t H, int D,
                                    float scale_log2) {
   extern __shared__ float smem[];
@@ -354,7 +343,7 @@ __global__ void spatial_fwd_kernel(wmk_attn_view q, wmk_attn_view k, wmk_attn_vi
 }
 
 template <typename T, int DPL>
-cudaError_t launch_spatial_dpl(wmk_attn_view q, wmk_attn_view k, wmk_attn_view v, void* out,
+cudaError_t launch_spatial_dpl(AttnView q, AttnView k, AttnView v, void* out,
                                float* lse, int64_t B, int64_t T_, int64_t S, int64_t H, int D,
                                float scale, cudaStream_t stream) {
   const size_t smem = spatial_smem_bytes(D);
@@ -372,7 +361,7 @@ cudaError_t launch_spatial_dpl(wmk_attn_view q, wmk_attn_view k, wmk_attn_view v
 }
 
 template <typename T>
-cudaError_t launch_spatial(wmk_attn_view q, wmk_attn_view k, wmk_attn_view v, void* out,
+cudaError_t launch_spatial(AttnView q, AttnView k, AttnView v, void* out,
                            float* lse, int64_t B, int64_t T_, int64_t S, int64_t H, int64_t D,
                            float scale, cudaStream_t stream) {
   const int d = static_cast<int>(D);
@@ -384,40 +373,43 @@ cudaError_t launch_spatial(wmk_attn_view q, wmk_attn_view k, wmk_attn_view v, vo
 
 }  // namespace
 
-extern "C" cudaError_t wmk_temporal_attention_fwd(wmk_attn_view q, wmk_attn_view k,
-                                                  wmk_attn_view v, void* out, float* lse,
-                                                  int64_t B, int64_t Tq, int64_t Tk, int64_t S,
-                                                  int64_t H, int64_t D, int causal, float scale,
-                                                  wmk_attn_dtype dtype, cudaStream_t stream) {
-  if (B * Tq * S * H * D == 0) return cudaSuccess;
-  if (Tq > Tk || D > WMK_ATTN_MAX_HEAD_DIM || D < 1) return cudaErrorInvalidValue;
-  switch (dtype) {
-    case WMK_ATTN_F32:
-      return launch_temporal<float>(q, k, v, out, lse, B, Tq, Tk, S, H, D, causal, scale, stream);
-    case WMK_ATTN_F16:
-      return launch_temporal<__half>(q, k, v, out, lse, B, Tq, Tk, S, H, D, causal, scale,
-                                     stream);
-    case WMK_ATTN_BF16:
-      return launch_temporal<__nv_bfloat16>(q, k, v, out, lse, B, Tq, Tk, S, H, D, causal, scale,
-                                            stream);
+namespace wmk {
+
+cudaError_t temporal_attention_fwd_launch(const AttentionParams& p, cudaStream_t stream) {
+  if (p.B * p.Tq * p.S * p.H * p.D == 0) return cudaSuccess;
+  if (p.Tq > p.Tk || p.D > WMK_ATTN_MAX_HEAD_DIM || p.D < 1) return cudaErrorInvalidValue;
+  const int causal = p.causal ? 1 : 0;
+  switch (p.dtype) {
+    case Dtype::kFloat32:
+      return launch_temporal<float>(p.q, p.k, p.v, p.out, p.lse, p.B, p.Tq, p.Tk, p.S, p.H, p.D,
+                                    causal, p.scale, stream);
+    case Dtype::kFloat16:
+      return launch_temporal<__half>(p.q, p.k, p.v, p.out, p.lse, p.B, p.Tq, p.Tk, p.S, p.H,
+                                     p.D, causal, p.scale, stream);
+    case Dtype::kBFloat16:
+      return launch_temporal<__nv_bfloat16>(p.q, p.k, p.v, p.out, p.lse, p.B, p.Tq, p.Tk, p.S,
+                                            p.H, p.D, causal, p.scale, stream);
+    default:
+      return cudaErrorInvalidValue;
   }
-  return cudaErrorInvalidValue;
 }
 
-extern "C" cudaError_t wmk_spatial_attention_fwd(wmk_attn_view q, wmk_attn_view k,
-                                                 wmk_attn_view v, void* out, float* lse,
-                                                 int64_t B, int64_t T, int64_t S, int64_t H,
-                                                 int64_t D, float scale, wmk_attn_dtype dtype,
-                                                 cudaStream_t stream) {
-  if (B * T * S * H * D == 0) return cudaSuccess;
-  if (D > WMK_ATTN_MAX_HEAD_DIM || D < 1) return cudaErrorInvalidValue;
-  switch (dtype) {
-    case WMK_ATTN_F32:
-      return launch_spatial<float>(q, k, v, out, lse, B, T, S, H, D, scale, stream);
-    case WMK_ATTN_F16:
-      return launch_spatial<__half>(q, k, v, out, lse, B, T, S, H, D, scale, stream);
-    case WMK_ATTN_BF16:
-      return launch_spatial<__nv_bfloat16>(q, k, v, out, lse, B, T, S, H, D, scale, stream);
+cudaError_t spatial_attention_fwd_launch(const AttentionParams& p, cudaStream_t stream) {
+  if (p.B * p.Tq * p.S * p.H * p.D == 0) return cudaSuccess;
+  if (p.Tq != p.Tk || p.D > WMK_ATTN_MAX_HEAD_DIM || p.D < 1) return cudaErrorInvalidValue;
+  switch (p.dtype) {
+    case Dtype::kFloat32:
+      return launch_spatial<float>(p.q, p.k, p.v, p.out, p.lse, p.B, p.Tq, p.S, p.H, p.D,
+                                   p.scale, stream);
+    case Dtype::kFloat16:
+      return launch_spatial<__half>(p.q, p.k, p.v, p.out, p.lse, p.B, p.Tq, p.S, p.H, p.D,
+                                    p.scale, stream);
+    case Dtype::kBFloat16:
+      return launch_spatial<__nv_bfloat16>(p.q, p.k, p.v, p.out, p.lse, p.B, p.Tq, p.S, p.H,
+                                           p.D, p.scale, stream);
+    default:
+      return cudaErrorInvalidValue;
   }
-  return cudaErrorInvalidValue;
 }
+
+}  // namespace wmk

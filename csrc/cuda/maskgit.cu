@@ -5,23 +5,13 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include "maskgit_checks.h"
-#include "maskgit_kernel.h"
-#include "registration.h"
+#include "wmk/cuda_check.h"
+#include "wmk/maskgit_checks.h"
+#include "wmk/maskgit_kernel.h"
+#include "wmk/registration.h"
 
 namespace wmk {
 namespace {
-
-MaskgitDtype kernel_dtype(const at::Tensor& logits, const char* op) {
-  switch (logits.scalar_type()) {
-    case at::kFloat: return kMaskgitF32;
-    case at::kHalf: return kMaskgitF16;
-    case at::kBFloat16: return kMaskgitBF16;
-    default: break;
-  }
-  TORCH_CHECK_TYPE(false, op, ": CUDA logits must be float32, float16 or bfloat16, got ",
-                   logits.scalar_type());
-}
 
 void check_seed(const char* op, const at::Tensor& logits, const at::Tensor& seed) {
   TORCH_CHECK(on_kernel_device(logits), op, ": logits must be a CUDA tensor");
@@ -30,28 +20,32 @@ void check_seed(const char* op, const at::Tensor& logits, const at::Tensor& seed
               op, ": seed must be a one-element int64 tensor on the logits' device");
 }
 
-void check_launch(cudaError_t err, const char* op) {
-  TORCH_CHECK(err == cudaSuccess, op, ": kernel launch failed: ", cudaGetErrorString(err));
-}
-
 std::tuple<at::Tensor, at::Tensor> maskgit_sample_cuda(const at::Tensor& logits,
                                                        double temperature, int64_t top_k,
                                                        const at::Tensor& seed) {
   check_maskgit_sample(logits, temperature, top_k);
   check_seed("maskgit_sample", logits, seed);
-  const MaskgitDtype dtype = kernel_dtype(logits, "maskgit_sample");
+  const Dtype dtype = dtype_code("maskgit_sample", logits.scalar_type(), /*float64=*/false);
   const c10::cuda::CUDAGuard guard(logits.device());
   at::Tensor x = logits.stride(1) == 1 ? logits : logits.contiguous();
   const int64_t R = x.size(0), V = x.size(1);
   at::Tensor tokens = at::empty({R}, x.options().dtype(at::kLong));
   at::Tensor conf = at::empty({R}, x.options().dtype(at::kFloat));
   if (R == 0) return {tokens, conf};
-  check_launch(maskgit_sample_launch(x.const_data_ptr(), dtype, R, 1, V, x.stride(0), 0, nullptr,
-                                     nullptr, static_cast<float>(temperature), top_k, 0.0f, false,
-                                     seed.const_data_ptr<int64_t>(), tokens.data_ptr<int64_t>(),
-                                     conf.data_ptr<float>(),
-                                     c10::cuda::getCurrentCUDAStream().stream()),
-               "maskgit_sample");
+  MaskgitSampleParams p{};
+  p.logits = x.const_data_ptr();
+  p.dtype = dtype;
+  p.R = R;
+  p.N = 1;
+  p.V = V;
+  p.stride_b = x.stride(0);
+  p.temperature = static_cast<float>(temperature);
+  p.top_k = top_k;
+  p.seed = seed.const_data_ptr<int64_t>();
+  p.tokens = tokens.data_ptr<int64_t>();
+  p.out = conf.data_ptr<float>();
+  check_launch("maskgit_sample",
+               maskgit_sample_launch(p, c10::cuda::getCurrentCUDAStream().stream()));
   return {tokens, conf};
 }
 
@@ -62,7 +56,7 @@ std::tuple<at::Tensor, at::Tensor> maskgit_step_cuda(
   check_maskgit_step(logits, tokens, mask, num_masked, temperature, top_k, choice_temperature);
   check_seed("maskgit_step", logits, seed);
   const int64_t B = logits.size(0), N = logits.size(1), V = logits.size(2);
-  const MaskgitDtype dtype = kernel_dtype(logits, "maskgit_step");
+  const Dtype dtype = dtype_code("maskgit_step", logits.scalar_type(), /*float64=*/false);
   const c10::cuda::CUDAGuard guard(logits.device());
   at::Tensor out_tokens = at::empty({B, N}, tokens.options());
   at::Tensor out_mask = at::empty({B, N}, mask.options());
@@ -72,20 +66,39 @@ std::tuple<at::Tensor, at::Tensor> maskgit_step_cuda(
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream().stream();
   const int64_t* seed_ptr = seed.const_data_ptr<int64_t>();
   auto sample = [&](const bool* kept, int64_t* tok, float* score) {
-    check_launch(maskgit_sample_launch(x.const_data_ptr(), dtype, B * N, N, V, x.stride(0),
-                                       x.stride(1), mk.const_data_ptr<bool>(), kept,
-                                       static_cast<float>(temperature), top_k,
-                                       static_cast<float>(choice_temperature), random_order,
-                                       seed_ptr, tok, score, stream),
-                 "maskgit_step");
+    MaskgitSampleParams p{};
+    p.logits = x.const_data_ptr();
+    p.dtype = dtype;
+    p.R = B * N;
+    p.N = N;
+    p.V = V;
+    p.stride_b = x.stride(0);
+    p.stride_n = x.stride(1);
+    p.mask = mk.const_data_ptr<bool>();
+    p.kept = kept;
+    p.temperature = static_cast<float>(temperature);
+    p.top_k = top_k;
+    p.choice_temperature = static_cast<float>(choice_temperature);
+    p.random_order = random_order;
+    p.seed = seed_ptr;
+    p.tokens = tok;
+    p.out = score;
+    check_launch("maskgit_step", maskgit_sample_launch(p, stream));
   };
   auto remask = [&](const float* score, const int64_t* sampled) {
-    check_launch(maskgit_remask_launch(score, sampled, tk.const_data_ptr<int64_t>(),
-                                       mk.const_data_ptr<bool>(), nm.const_data_ptr<int64_t>(),
-                                       B, N, random_order, seed_ptr,
-                                       out_tokens.data_ptr<int64_t>(),
-                                       out_mask.data_ptr<bool>(), stream),
-                 "maskgit_step");
+    MaskgitRemaskParams p{};
+    p.score = score;
+    p.sampled = sampled;
+    p.tokens = tk.const_data_ptr<int64_t>();
+    p.mask = mk.const_data_ptr<bool>();
+    p.num_masked = nm.const_data_ptr<int64_t>();
+    p.B = B;
+    p.N = N;
+    p.random_order = random_order;
+    p.seed = seed_ptr;
+    p.out_tokens = out_tokens.data_ptr<int64_t>();
+    p.out_mask = out_mask.data_ptr<bool>();
+    check_launch("maskgit_step", maskgit_remask_launch(p, stream));
   };
   if (random_order) {
     // the scores are noise only: choose first, then sample just the revealed positions

@@ -32,8 +32,9 @@
 #include <cfloat>
 #include <cstdint>
 
-#include "../maskgit_philox.h"
-#include "maskgit_kernel.h"
+#include "wmk/dtype.h"
+#include "wmk/maskgit_kernel.h"
+#include "wmk/maskgit_philox.h"
 
 namespace wmk {
 namespace {
@@ -47,10 +48,6 @@ constexpr int64_t kSmemMaxN = 10240;
 // Bound on the Gumbel noise: v >= 2^-24 so E >= ~2^-24 and g = -log(E) <= 24 ln 2 = 16.64
 // (with margin for the rounding of the fast logarithm).
 constexpr float kGumbelMax = 17.5f;
-
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
 
 // NaN counts as -inf, +inf as the largest float.
 __device__ __forceinline__ float clean(float x) {
@@ -438,38 +435,30 @@ cudaError_t launch_sample(const SampleArgs& a0, cudaStream_t stream) {
 
 }  // namespace
 
-cudaError_t maskgit_sample_launch(const void* logits, MaskgitDtype dtype, int64_t R, int64_t N,
-                                  int64_t V, int64_t stride_b, int64_t stride_n,
-                                  const bool* mask, const bool* kept, float temperature,
-                                  int64_t top_k, float choice_temperature, bool random_order,
-                                  const int64_t* seed, int64_t* tokens, float* out,
-                                  cudaStream_t stream) {
-  if (R == 0) return cudaSuccess;
-  if (R > 0x7fffffffLL || N < 1 || V < 1) return cudaErrorInvalidValue;
+cudaError_t maskgit_sample_launch(const MaskgitSampleParams& p, cudaStream_t stream) {
+  if (p.R == 0) return cudaSuccess;
+  if (p.R > 0x7fffffffLL || p.N < 1 || p.V < 1) return cudaErrorInvalidValue;
   // a subnormal temperature must not make (x - max) * inv_t = 0 * inf = NaN
-  const float inv_t = temperature > 0.0f ? fminf(1.0f / temperature, FLT_MAX) : 0.0f;
-  const SampleArgs a{logits, R, N, V, stride_b, stride_n, mask, kept, inv_t, top_k,
-                     choice_temperature, random_order, seed, tokens, out, false, false};
-  switch (dtype) {
-    case kMaskgitF32: return launch_sample<float>(a, stream);
-    case kMaskgitF16: return launch_sample<__half>(a, stream);
-    case kMaskgitBF16: return launch_sample<__nv_bfloat16>(a, stream);
+  const float inv_t = p.temperature > 0.0f ? fminf(1.0f / p.temperature, FLT_MAX) : 0.0f;
+  const SampleArgs a{p.logits, p.R, p.N, p.V, p.stride_b, p.stride_n, p.mask, p.kept, inv_t,
+                     p.top_k, p.choice_temperature, p.random_order, p.seed, p.tokens, p.out,
+                     false, false};
+  switch (p.dtype) {
+    case Dtype::kFloat32: return launch_sample<float>(a, stream);
+    case Dtype::kFloat16: return launch_sample<__half>(a, stream);
+    case Dtype::kBFloat16: return launch_sample<__nv_bfloat16>(a, stream);
+    default: return cudaErrorInvalidValue;
   }
-  return cudaErrorInvalidValue;
 }
 
-cudaError_t maskgit_remask_launch(const float* score, const int64_t* sampled,
-                                  const int64_t* tokens, const bool* mask,
-                                  const int64_t* num_masked, int64_t B, int64_t N,
-                                  bool random_order, const int64_t* seed, int64_t* out_tokens,
-                                  bool* out_mask, cudaStream_t stream) {
-  if (B == 0 || N == 0) return cudaSuccess;
-  if (B > 0x7fffffffLL) return cudaErrorInvalidValue;
-  const bool use_smem = N <= kSmemMaxN;
-  const size_t smem = use_smem ? static_cast<size_t>(N) * sizeof(uint32_t) : 0;
-  remask_kernel<<<static_cast<unsigned>(B), kRemaskThreads, smem, stream>>>(
-      score, sampled, tokens, mask, num_masked, N, random_order, seed, out_tokens, out_mask,
-      use_smem);
+cudaError_t maskgit_remask_launch(const MaskgitRemaskParams& p, cudaStream_t stream) {
+  if (p.B == 0 || p.N == 0) return cudaSuccess;
+  if (p.B > 0x7fffffffLL) return cudaErrorInvalidValue;
+  const bool use_smem = p.N <= kSmemMaxN;
+  const size_t smem = use_smem ? static_cast<size_t>(p.N) * sizeof(uint32_t) : 0;
+  remask_kernel<<<static_cast<unsigned>(p.B), kRemaskThreads, smem, stream>>>(
+      p.score, p.sampled, p.tokens, p.mask, p.num_masked, p.N, p.random_order, p.seed,
+      p.out_tokens, p.out_mask, use_smem);
   return cudaGetLastError();
 }
 

@@ -4,24 +4,15 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "vq_checks.h"
-#include "vq_kernel.h"
-#include "registration.h"
-
 #include <limits>
+
+#include "wmk/cuda_check.h"
+#include "wmk/registration.h"
+#include "wmk/vq_checks.h"
+#include "wmk/vq_kernel.h"
 
 namespace wmk {
 namespace {
-
-int dtype_code(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat: return WMK_FLOAT32;
-    case at::kHalf: return WMK_FLOAT16;
-    case at::kBFloat16: return WMK_BFLOAT16;
-    case at::kDouble: return WMK_FLOAT64;
-    default: TORCH_CHECK(false, "vq_lookup: unsupported dtype ", t);
-  }
-}
 
 // The dispatcher picks this kernel when any argument is a CUDA tensor: every other argument
 // must be on that same device, or the kernel would be handed a host or foreign pointer.
@@ -59,11 +50,19 @@ at::Tensor vq_lookup_cuda(const at::Tensor& z, const at::Tensor& codebook,
   at::Tensor bias = l2 ? codes.to(acc).pow(2).sum(1) : at::zeros({codes.size(0)}, codes.options().dtype(acc));
   bias = bias.masked_fill(bad, std::numeric_limits<double>::infinity())
              .masked_fill(codebook.isnan().any(1), std::numeric_limits<double>::quiet_NaN());
-  const cudaError_t err = wmk_vq_lookup(
-      z.data_ptr(), z.stride(0), z.stride(1), codes.data_ptr(), bias.data_ptr(), l2 ? 2.0 : 1.0,
-      z.size(0), codes.size(0), z.size(1), dtype_code(z.scalar_type()),
-      out.data_ptr<int64_t>(), c10::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(err == cudaSuccess, "vq_lookup: CUDA launch failed: ", cudaGetErrorString(err));
+  VqLookupParams p{};
+  p.z = z.data_ptr();
+  p.stride_zn = z.stride(0);
+  p.stride_zd = z.stride(1);
+  p.codebook = codes.data_ptr();
+  p.bias = bias.data_ptr();
+  p.scale = l2 ? 2.0 : 1.0;
+  p.N = z.size(0);
+  p.K = codes.size(0);
+  p.D = z.size(1);
+  p.dtype = dtype_code("vq_lookup", z.scalar_type());
+  p.out = out.data_ptr<int64_t>();
+  check_launch("vq_lookup", vq_lookup_launch(p, c10::cuda::getCurrentCUDAStream()));
   return out;
 }
 
@@ -108,12 +107,19 @@ void vq_ema_update_cuda(at::Tensor codebook, at::Tensor cluster_size, at::Tensor
   at::Tensor zc = z.to(at::kFloat).contiguous();
   at::Tensor ic = indices.contiguous();
   at::Tensor scratch = at::empty({K * (D + 1) + 1}, codebook.options());
-  const cudaError_t err = wmk_vq_ema_update(
-      codebook.data_ptr<float>(), cluster_size.data_ptr<float>(), embed_sum.data_ptr<float>(),
-      zc.data_ptr<float>(), ic.data_ptr<int64_t>(), zc.size(0), K, D,
-      static_cast<float>(decay), static_cast<float>(eps), scratch.data_ptr<float>(),
-      c10::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(err == cudaSuccess, "vq_ema_update_: CUDA launch failed: ", cudaGetErrorString(err));
+  VqEmaUpdateParams p{};
+  p.codebook = codebook.data_ptr<float>();
+  p.cluster_size = cluster_size.data_ptr<float>();
+  p.embed_sum = embed_sum.data_ptr<float>();
+  p.z = zc.data_ptr<float>();
+  p.indices = ic.data_ptr<int64_t>();
+  p.N = zc.size(0);
+  p.K = K;
+  p.D = D;
+  p.decay = static_cast<float>(decay);
+  p.eps = static_cast<float>(eps);
+  p.scratch = scratch.data_ptr<float>();
+  check_launch("vq_ema_update_", vq_ema_update_launch(p, c10::cuda::getCurrentCUDAStream()));
 }
 
 }  // namespace

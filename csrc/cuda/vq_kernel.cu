@@ -16,12 +16,13 @@
 // EMA: counts and sums scattered with atomics into a K x (D + 1) scratch, then one block
 // mixes the counts and reduces their total, then a grid-stride pass mixes the sums and
 // divides by the Laplace-smoothed counts.
-#include "vq_kernel.h"
-
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <math.h>
+
+#include "wmk/dtype.h"
+#include "wmk/vq_kernel.h"
 
 namespace {
 
@@ -33,10 +34,7 @@ constexpr int kThreads = 256;  // 16 x 16 threads, each a 4 x 4 micro-tile
 template <typename T> struct Acc { using type = float; };
 template <> struct Acc<double> { using type = double; };
 
-__device__ __forceinline__ float to_acc(float x) { return x; }
-__device__ __forceinline__ double to_acc(double x) { return x; }
-__device__ __forceinline__ float to_acc(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
+using wmk::to_float;
 
 template <typename A>
 __device__ __forceinline__ bool better(A d, int64_t k, A best, int64_t best_k) {
@@ -66,12 +64,12 @@ __global__ void __launch_bounds__(kThreads)
       for (int e = threadIdx.x; e < kDimChunk * kRowsPerBlock; e += kThreads) {
         const int r = e / kDimChunk, d = e % kDimChunk;
         const int64_t row = row0 + r, dim = d0 + d;
-        zs[d][r] = (row < N && dim < D) ? to_acc(z[row * szn + dim * szd]) : A(0);
+        zs[d][r] = (row < N && dim < D) ? to_float(z[row * szn + dim * szd]) : A(0);
       }
       for (int e = threadIdx.x; e < kDimChunk * kCodesPerTile; e += kThreads) {
         const int c = e / kDimChunk, d = e % kDimChunk;
         const int64_t code = k0 + c, dim = d0 + d;
-        cs[d][c] = (code < K && dim < D) ? to_acc(codebook[code * D + dim]) : A(0);
+        cs[d][c] = (code < K && dim < D) ? to_float(codebook[code * D + dim]) : A(0);
       }
       __syncthreads();
 #pragma unroll 8
@@ -165,56 +163,45 @@ int grid_for(int64_t work, int threads) {
 }
 
 template <typename T>
-cudaError_t launch_lookup(const void* z, int64_t szn, int64_t szd, const void* codebook,
-                          const void* bias, double scale, int64_t N, int64_t K, int64_t D,
-                          int64_t* out, cudaStream_t stream) {
+cudaError_t launch_lookup(const wmk::VqLookupParams& p, cudaStream_t stream) {
   using A = typename Acc<T>::type;
-  const int64_t blocks = (N + kRowsPerBlock - 1) / kRowsPerBlock;
+  const int64_t blocks = (p.N + kRowsPerBlock - 1) / kRowsPerBlock;
   if (blocks > 2147483647LL) return cudaErrorInvalidValue;
   vq_lookup_kernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
-      static_cast<const T*>(z), szn, szd, static_cast<const T*>(codebook),
-      static_cast<const A*>(bias), static_cast<A>(scale), N, K, D, out);
+      static_cast<const T*>(p.z), p.stride_zn, p.stride_zd, static_cast<const T*>(p.codebook),
+      static_cast<const A*>(p.bias), static_cast<A>(p.scale), p.N, p.K, p.D, p.out);
   return cudaGetLastError();
 }
 
 }  // namespace
 
-cudaError_t wmk_vq_lookup(const void* z, int64_t stride_zn, int64_t stride_zd,
-                          const void* codebook, const void* bias, double scale, int64_t N,
-                          int64_t K, int64_t D, int dtype, int64_t* out, cudaStream_t stream) {
-  if (N == 0) return cudaSuccess;
-  switch (dtype) {
-    case WMK_FLOAT32:
-      return launch_lookup<float>(z, stride_zn, stride_zd, codebook, bias, scale, N, K, D, out,
-                                  stream);
-    case WMK_FLOAT16:
-      return launch_lookup<__half>(z, stride_zn, stride_zd, codebook, bias, scale, N, K, D, out,
-                                   stream);
-    case WMK_BFLOAT16:
-      return launch_lookup<__nv_bfloat16>(z, stride_zn, stride_zd, codebook, bias, scale, N, K,
-                                          D, out, stream);
-    case WMK_FLOAT64:
-      return launch_lookup<double>(z, stride_zn, stride_zd, codebook, bias, scale, N, K, D, out,
-                                   stream);
-    default:
-      return cudaErrorInvalidValue;
+namespace wmk {
+
+cudaError_t vq_lookup_launch(const VqLookupParams& p, cudaStream_t stream) {
+  if (p.N == 0) return cudaSuccess;
+  switch (p.dtype) {
+    case Dtype::kFloat32: return launch_lookup<float>(p, stream);
+    case Dtype::kFloat16: return launch_lookup<__half>(p, stream);
+    case Dtype::kBFloat16: return launch_lookup<__nv_bfloat16>(p, stream);
+    case Dtype::kFloat64: return launch_lookup<double>(p, stream);
   }
+  return cudaErrorInvalidValue;
 }
 
-cudaError_t wmk_vq_ema_update(float* codebook, float* cluster_size, float* embed_sum,
-                              const float* z, const int64_t* indices, int64_t N, int64_t K,
-                              int64_t D, float decay, float eps, float* scratch,
-                              cudaStream_t stream) {
-  float* counts = scratch;
-  float* sums = scratch + K;
-  float* n = scratch + K * (D + 1);
-  cudaError_t err = cudaMemsetAsync(scratch, 0, sizeof(float) * (K * (D + 1) + 1), stream);
+cudaError_t vq_ema_update_launch(const VqEmaUpdateParams& p, cudaStream_t stream) {
+  const int64_t N = p.N, K = p.K, D = p.D;
+  float* counts = p.scratch;
+  float* sums = p.scratch + K;
+  float* n = p.scratch + K * (D + 1);
+  cudaError_t err = cudaMemsetAsync(p.scratch, 0, sizeof(float) * (K * (D + 1) + 1), stream);
   if (err != cudaSuccess) return err;
-  ema_scatter_kernel<<<grid_for(N * D, 256), 256, 0, stream>>>(z, indices, N, K, D, counts,
+  ema_scatter_kernel<<<grid_for(N * D, 256), 256, 0, stream>>>(p.z, p.indices, N, K, D, counts,
                                                                 sums);
-  ema_counts_kernel<<<1, 1024, 0, stream>>>(cluster_size, counts, K, decay, n);
-  ema_codebook_kernel<<<grid_for(K * D, 256), 256, 0, stream>>>(codebook, embed_sum,
-                                                                cluster_size, sums, n, K, D,
-                                                                decay, eps);
+  ema_counts_kernel<<<1, 1024, 0, stream>>>(p.cluster_size, counts, K, p.decay, n);
+  ema_codebook_kernel<<<grid_for(K * D, 256), 256, 0, stream>>>(p.codebook, p.embed_sum,
+                                                                p.cluster_size, sums, n, K, D,
+                                                                p.decay, p.eps);
   return cudaGetLastError();
 }
+
+}  // namespace wmk

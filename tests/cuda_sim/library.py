@@ -157,7 +157,7 @@ def load() -> ctypes.CDLL:
     path = torch.utils.cpp_extension.load(
         name="wmk_cuda_sim_asan" if SANITIZE else "wmk_cuda_sim",
         sources=_sources(),
-        extra_include_paths=[str(HERE / "include"), str(CUDA_DIR), str(ROOT / "csrc")],
+        extra_include_paths=[str(HERE / "include"), str(ROOT / "csrc" / "include")],
         # -fno-strict-aliasing: the kernels reinterpret vector registers (uint4 -> T[8]) as
         # CUDA code does; g++ would otherwise drop those reads.
         extra_cflags=["-O2", "-fno-strict-aliasing", "-Wno-unknown-pragmas",
