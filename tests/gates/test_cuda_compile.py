@@ -146,3 +146,29 @@ def test_ema_scatter_skips_out_of_range_indices():
     _, body = _function_body((ck.CUDA_DIR / "vq_kernel.cu").read_text(), "ema_scatter_kernel")
     guard = re.search(r"if \(k < 0 \|\| k >= K\) continue;", body)
     assert guard and guard.start() < body.index("atomicAdd"), body
+
+
+# What each of these matches is defined once, in csrc/include/wmk (each op file used to carry
+# its own copy: three dtype enums, three to_float sets, three at::ScalarType switches, a launch
+# check per glue file, the Cephes polynomial in two CPU kernels).
+SHARED_DEFINITIONS = {
+    r"\benum\b": "dtype.h",
+    r"__device__[^;{]*\bto_float\s*\(": "dtype.h",
+    r"case at::kHalf": "cuda_check.h",
+    r"cudaGetErrorString": "cuda_check.h",
+    r"1\.9875691500e-4f": "simd_math.h",  # the Cephes expf polynomial's leading coefficient
+}
+
+
+def test_shared_helpers_defined_once():
+    """Source level: the helpers every op shares are defined in one header of csrc/include/wmk,
+    and every local include names its header as "wmk/..."."""
+    csrc = ck.CUDA_DIR.parent
+    sources = {p.relative_to(csrc).as_posix(): p.read_text()
+               for p in sorted(csrc.rglob("*")) if p.suffix in {".h", ".cpp", ".cu"}}
+    for pattern, header in SHARED_DEFINITIONS.items():
+        found = sorted(name for name, text in sources.items() if re.search(pattern, text))
+        assert found == [f"include/wmk/{header}"], (pattern, found)
+    for name, text in sources.items():
+        local = re.findall(r'#include\s+"([^"]+)"', text)
+        assert all(inc.startswith("wmk/") for inc in local), (name, local)
