@@ -31,7 +31,7 @@ MODEL_COMMANDS = {   # command: (models subpackage, function adding its parser, 
     "sora": ("sora", "add_sora_parser", "Sora-style text-to-video: train, sample, eval"),
     "jepa": ("jepa", "add_jepa_parser", "I-JEPA / V-JEPA training, probes, planning"),
 }
-MODELS_EXTRA = ("safetensors", "tqdm", "imageio", "matplotlib")   # pyproject.toml
+MODELS_EXTRA = ("safetensors", "tqdm", "imageio", "PIL")   # pyproject.toml (PIL: pillow)
 # What a command raises for bad input. Anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, OSError)
 
