@@ -1,4 +1,4 @@
-// Factorized video attention forward kernels in plain CUDA (launchers: attention_kernel.h).
+// Factorized video attention forward kernels in plain CUDA (launchers: wmk/attention_kernel.h).
 //
 // Temporal (softmax over frames of each (b, s, h); T = 1..64 typically, B*S*H ~ 1e5):
 // one warp per position. The warp's lanes form G groups of L lanes; a group holds one
