@@ -22,7 +22,7 @@ from wmkernels.models.genie.metrics import (
     psnr,
 )
 from wmkernels.models.genie.model import Genie
-from wmkernels.models.genie.play import play
+from wmkernels.models.genie.play import _commit, _peek, play
 
 
 @torch.no_grad()
@@ -159,6 +159,25 @@ def frame_metrics(video: torch.Tensor, agent_colours: torch.Tensor, pairs,
 
 
 @torch.no_grad()
+def teacher_forced_logits(model: Genie, tokens: torch.Tensor,
+                          actions: torch.Tensor) -> torch.Tensor:
+    """Logits (B, T-1, S, vocab) of frames 1..T-1 of code clips tokens (B, T, S), each frame
+    fully masked with the real frames before it and actions (B, T-1) as context. The real
+    frames' keys/values are served from a KV cache (causal time: a frame sees only the
+    frames before it), so each frame costs two frame passes, not a pass over its prefix."""
+    dyn = model.dynamics
+    B, T, S = tokens.shape
+    cache = dyn.transformer.make_cache(B)
+    frame_actions = dyn.frame_actions(actions)
+    mask = torch.ones(B, S, dtype=torch.bool, device=tokens.device)
+    out = []
+    for t in range(1, T):
+        _commit(dyn, tokens[:, t - 1:t], frame_actions[:, t - 1:t], cache, start=t - 1)
+        out.append(_peek(dyn, tokens[:, t], mask, actions[:, t - 1], t, cache))
+    return torch.stack(out, 1)
+
+
+@torch.no_grad()
 def teacher_forced_accuracy(model: Genie, video: torch.Tensor) -> dict:
     """Next-frame token accuracy of the dynamics with the real past: for t = 1..T-1 the real
     frames 0..t-1's tokens and the inferred latent actions go in, frame t is fully masked,
@@ -166,14 +185,8 @@ def teacher_forced_accuracy(model: Genie, video: torch.Tensor) -> dict:
     rollouts points at the sampler or at errors feeding back; low accuracy at the model.
     Returns {"token_accuracy": mean over t, "frame_token_accuracy": [per t]}."""
     tokens = model.tokenizer.encode(video)[1]
-    actions = model.lam.infer_actions(video)
-    per_t = []
-    for t in range(1, tokens.shape[1]):
-        mask = torch.zeros_like(tokens[:, :t + 1], dtype=torch.bool)
-        mask[:, t] = True
-        dyn = model.dynamics   # the head (dim -> vocab) on frame t only
-        logits = dyn.head(dyn._hidden(tokens[:, :t + 1], actions[:, :t], mask)[:, t])
-        per_t.append(float((logits.argmax(-1) == tokens[:, t]).double().mean()))
+    logits = teacher_forced_logits(model, tokens, model.lam.infer_actions(video))
+    per_t = (logits.argmax(-1) == tokens[:, 1:]).double().mean((0, 2)).tolist()
     return {"token_accuracy": statistics.fmean(per_t), "frame_token_accuracy": per_t}
 
 

@@ -497,23 +497,22 @@ def test_frame_metrics_on_copies_erased_split_and_shifted_agents():
                                                                 dims=(1, 2, 3)).mean()))
 
 
-def test_teacher_forced_accuracy_compares_frame_t_with_its_true_tokens(cfg, monkeypatch):
-    from wmkernels.models.genie.evaluate import teacher_forced_accuracy
+def test_teacher_forced_logits_match_the_dynamics_on_each_prefix(cfg):
+    from wmkernels.models.genie.evaluate import teacher_forced_accuracy, teacher_forced_logits
 
+    torch.manual_seed(0)
     model = Genie(cfg).eval()
     video = _video(cfg, B=3)
     tokens = model.tokenizer.encode(video)[1]
-    V = cfg.tokenizer.codebook_size
-
-    def sees_the_past_only(tok, actions, mask):   # predicts frame t = frame t - 1
-        assert mask[:, -1].all() and not mask[:, :-1].any()
-        prev = torch.cat([tok[:, :1], tok[:, :-1]], 1)
-        return torch.nn.functional.one_hot(prev, V).float()
-
-    monkeypatch.setattr(model.dynamics, "_hidden", sees_the_past_only)
-    monkeypatch.setattr(model.dynamics, "head", torch.nn.Identity())
+    actions = model.lam.infer_actions(video)
+    got = teacher_forced_logits(model, tokens, actions)
+    for t in range(1, cfg.frames):   # frame t masked, the real frames before it visible
+        mask = torch.zeros_like(tokens[:, :t + 1], dtype=torch.bool)
+        mask[:, t] = True
+        want = model.dynamics(tokens[:, :t + 1], actions[:, :t], mask)[:, t]
+        torch.testing.assert_close(got[:, t - 1], want, rtol=1e-4, atol=1e-4)
     acc = teacher_forced_accuracy(model, video)
-    expected = [float((tokens[:, t] == tokens[:, t - 1]).double().mean())
+    expected = [float((got[:, t - 1].argmax(-1) == tokens[:, t]).double().mean())
                 for t in range(1, cfg.frames)]
     assert acc["frame_token_accuracy"] == pytest.approx(expected)
     assert acc["token_accuracy"] == pytest.approx(np.mean(expected))
