@@ -562,3 +562,20 @@ def test_play_picture_rows_are_real_reconstruction_and_each_action(cfg, tmp_path
     assert (image[:, :label] < 128).any()   # the labels are drawn
     frames = iio.imread(gif, index=None)
     assert frames.shape[:3] == (T, rows * (cell + 2) - 2, label + cell)
+
+
+def test_agent_detector_and_grid_reject_bad_shapes():
+    from wmkernels.models.genie.media import labelled_grid
+    from wmkernels.models.genie.metrics import agent_mask, agent_metrics
+
+    video, colour = _real_clips(n=2, frames=3, size=16)
+    with pytest.raises(ValueError, match="frames must be"):
+        agent_mask(video[0], colour)
+    with pytest.raises(ValueError, match="colour must be"):
+        agent_mask(video, colour[:1])
+    with pytest.raises(ValueError, match="same shape"):
+        agent_metrics(video, video[:, :2], colour)
+    with pytest.raises(ValueError, match="one label per row"):
+        labelled_grid([video[0]], ["a", "b"])
+    with pytest.raises(ValueError, match="same"):
+        labelled_grid([video[0], video[1, :2]], ["a", "b"])
