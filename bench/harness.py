@@ -22,7 +22,7 @@ import torch
 
 from wmkernels import routing
 from wmkernels.bench import peaks
-from wmkernels.bench.timing import peak_memory, time_fn
+from wmkernels.bench.timing import peak_memory, time_interleaved
 
 
 @dataclasses.dataclass
@@ -104,9 +104,8 @@ def _ran_label(seen: dict) -> str:
     return "; ".join(f"{op}: {'+'.join(sorted(b))}" for op, b in sorted(seen.items())) or "-"
 
 
-def run_case(case: Case, device: str, peak: dict) -> dict:
+def row_of(case: Case, ms: float, device: str, peak: dict) -> dict:
     seen = ran(case)
-    ms = time_fn(case.fn, device)
     mem = peak_memory(case.fn, device)
     row = {"op": case.op, "shape": case.shape, "backend": case.backend, "dtype": case.dtype,
            "ran": _ran_label(seen), "why": {op: b for op, b in seen.items()},
@@ -127,10 +126,11 @@ def add_speedups(rows: list[dict]) -> None:
 
 
 def run_op(op: str, device: str, *, quick: bool = False, shapes: list[str] | None = None,
-           peak: dict | None = None, log=print) -> dict:
+           peak: dict | None = None, log=print, rounds: int = 5) -> dict:
     module = importlib.import_module(f"wmkernels.bench.{bench_package(op)}.{op}")
     peak = peak or peaks.measure(device)
     rows, skipped = [], []
+    groups: dict[tuple, list[Case]] = {}
     for case in module.cases(device, quick):
         if shapes and case.shape not in shapes:
             continue
@@ -138,16 +138,24 @@ def run_op(op: str, device: str, *, quick: bool = False, shapes: list[str] | Non
             skipped.append(dataclasses.asdict(case))
             log(f"  {case.op:<22} {case.shape:<22} {case.backend:<13} skipped: {case.reason}")
             continue
-        try:
-            row = run_case(case, device, peak)
-        except Exception as exc:  # report it and keep measuring the other rows
-            reason = f"failed: {type(exc).__name__}: {exc}"
-            skipped.append({"op": case.op, "shape": case.shape, "backend": case.backend,
-                            "reason": reason})
-            log(f"  {case.op:<22} {case.shape:<22} {case.backend:<13} {reason}")
-            continue
-        rows.append(row)
-        log(format_row(row))
+        groups.setdefault((case.op, case.shape, case.dtype), []).append(case)
+    for group in groups.values():
+        # the implementations of one (op, shape, dtype) are timed in interleaved rounds
+        # (timing.time_interleaved), so their ratios hold on a machine other work shares
+        working = []
+        for case in group:
+            try:
+                case.fn()
+                working.append(case)
+            except Exception as exc:  # report it and keep measuring the other rows
+                reason = f"failed: {type(exc).__name__}: {exc}"
+                skipped.append({"op": case.op, "shape": case.shape, "backend": case.backend,
+                                "reason": reason})
+                log(f"  {case.op:<22} {case.shape:<22} {case.backend:<13} {reason}")
+        times = time_interleaved([c.fn for c in working], device, rounds=rounds)
+        for case, ms in zip(working, times, strict=True):
+            rows.append(row_of(case, ms, device, peak))
+            log(format_row(rows[-1]))
     add_speedups(rows)
     return {"op": op, "environment": environment(device), "peaks": peak, "rows": rows,
             "skipped": skipped}

@@ -11,12 +11,11 @@ because the machines this runs on are shared: compare ratios, not absolute times
 from __future__ import annotations
 
 import argparse
-import statistics
 
 import torch
 
 import wmkernels
-from wmkernels.bench.timing import time_fn
+from wmkernels.bench.timing import time_interleaved
 
 # kind, layout, B, Tq, Tk, S, H, D
 CASES = [
@@ -50,11 +49,8 @@ def _inputs(layout, B, Tq, Tk, S, H, D, grad):
 
 
 def _median_ms(fns: dict, rounds: int) -> dict:
-    times = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            times[name].append(time_fn(fn, "cpu", min_time_s=0.1, max_runs=15))
-    return {name: statistics.median(t) for name, t in times.items()}
+    times = time_interleaved(list(fns.values()), "cpu", rounds=rounds)
+    return dict(zip(fns, times, strict=True))
 
 
 def measure(case, causal: bool, rounds: int) -> dict:
