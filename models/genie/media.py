@@ -3,6 +3,7 @@ labelled grid (one labelled row per clip) as a PNG and a GIF."""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -61,10 +62,11 @@ def _label_font(height: int):
 
 
 def labelled_grid(rows: list[torch.Tensor], labels: list[str], *, scale: int = 4,
-                  gap: int = 2, label_width: int = 96) -> np.ndarray:
+                  gap: int = 2) -> np.ndarray:
     """One row per (T, 3, H, W) tensor in [0, 1] (all the same T, H, W), frames side by
-    side, each row's label written in a white margin on its left; returns the image
-    (rows * (H*scale + gap) - gap, label_width + T * (W*scale + gap) - gap, 3) uint8."""
+    side, each row's label written in a white margin on its left, as wide as the widest
+    label (the font grows with the frame height, so a fixed margin would clip it); returns
+    the image (rows * (H*scale + gap) - gap, margin + T * (W*scale + gap) - gap, 3) uint8."""
     if not rows or len(labels) != len(rows):
         raise ValueError(f"need one label per row and at least one row, got {len(rows)} rows "
                          f"and {len(labels)} labels")
@@ -73,16 +75,18 @@ def labelled_grid(rows: list[torch.Tensor], labels: list[str], *, scale: int = 4
                          f"{sorted({tuple(r.shape) for r in rows})}")
     imgs = [to_uint8(r, scale) for r in rows]
     cols, h, w = imgs[0].shape[:3]
-    canvas = np.full((len(imgs) * (h + gap) - gap, label_width + cols * (w + gap) - gap, 3),
+    font, pad = _label_font(h), 4
+    margin = pad + max(math.ceil(font.getlength(label)) for label in labels) + 2 * pad
+    canvas = np.full((len(imgs) * (h + gap) - gap, margin + cols * (w + gap) - gap, 3),
                      255, np.uint8)
     for r, img in enumerate(imgs):
         for c, frame in enumerate(img):
-            x = label_width + c * (w + gap)
+            x = margin + c * (w + gap)
             canvas[r * (h + gap):r * (h + gap) + h, x:x + w] = frame
     picture = Image.fromarray(canvas)
-    draw, font = ImageDraw.Draw(picture), _label_font(h)
+    draw = ImageDraw.Draw(picture)
     for r, label in enumerate(labels):
-        draw.text((4, r * (h + gap) + h // 2), label, fill=(0, 0, 0), font=font, anchor="lm")
+        draw.text((pad, r * (h + gap) + h // 2), label, fill=(0, 0, 0), font=font, anchor="lm")
     return np.asarray(picture)
 
 

@@ -552,14 +552,18 @@ def test_play_picture_rows_are_real_reconstruction_and_each_action(cfg, tmp_path
     model = Genie(cfg).eval()
     video, _ = held_out(cfg, 1, seed=cfg.train.seed)
     png, gif = write_action_grid(model, video, tmp_path)
-    rows, T, cell, label = 2 + cfg.lam.num_actions, cfg.frames, cfg.image_size * 4, 96
+    rows, T, cell = 2 + cfg.lam.num_actions, cfg.frames, cfg.image_size * 4
     image = iio.imread(png)
-    assert image.shape == (rows * (cell + 2) - 2, label + T * (cell + 2) - 2, 3)
+    label = image.shape[1] - (T * (cell + 2) - 2)     # the label margin
+    assert image.shape[0] == rows * (cell + 2) - 2 and 40 <= label <= 4 * cell
     # the first row is the real clip, frame by frame
     for t in range(T):
         x = label + t * (cell + 2)
         assert np.array_equal(image[:cell, x:x + cell], to_uint8(video[0, t:t + 1], 4)[0])
-    assert (image[:, :label] < 128).any()   # the labels are drawn
+    # every label is drawn, whole: ink in each row's margin, none in its last 4 columns
+    for r in range(rows):
+        margin = image[r * (cell + 2):r * (cell + 2) + cell, :label]
+        assert (margin < 128).any() and (margin[:, -4:] == 255).all()
     frames = iio.imread(gif, index=None)
     assert frames.shape[:3] == (T, rows * (cell + 2) - 2, label + cell)
 
@@ -579,3 +583,17 @@ def test_agent_detector_and_grid_reject_bad_shapes():
         labelled_grid([video[0]], ["a", "b"])
     with pytest.raises(ValueError, match="same"):
         labelled_grid([video[0], video[1, :2]], ["a", "b"])
+
+
+@pytest.mark.parametrize("size", [16, 32, 64])
+def test_grid_labels_are_never_clipped(size):
+    """The label font grows with the frame height: the margin grows with the widest label."""
+    from wmkernels.models.genie.media import labelled_grid
+
+    cell = size * 4
+    rows = [torch.zeros(2, 3, size, size), torch.ones(2, 3, size, size)]
+    image = labelled_grid(rows, ["tokenizer", "action 7"])
+    label = image.shape[1] - (2 * (cell + 2) - 2)
+    for r in range(2):
+        margin = image[r * (cell + 2):r * (cell + 2) + cell, :label]
+        assert (margin < 128).any() and (margin[:, -4:] == 255).all()
