@@ -13,7 +13,11 @@ a CPU); then the dynamics on the frozen tokenizer's codes and LAM's actions.
 Play (play.py): prompt frame(s) + latent actions -> frames; MaskGIT over the newest frame
 only, past frames' temporal keys/values served from `wmkernels.nn.TemporalKVCache`.
 Evaluation (evaluate.py, metrics.py): tokenizer PSNR, ΔtPSNR controllability (t = 4),
-latent/true action NMI, generation frames/s with wmkernels + cache vs the eager reference.
+latent/true action NMI, generation frames/s with wmkernels + cache vs the eager reference;
+and what a viewer sees in every generated frame of a rollout from the real first frame:
+PSNR with inferred and with random actions beside copying the first frame, whether the
+agent is one blob, how far its centroid is from the real one, and the dynamics'
+teacher-forced next-frame token accuracy.
 
 Command line (cli.py): `wmk genie train --config tiny`, `wmk genie play --checkpoint PATH
 --actions 1,1,3,0`, `wmk genie eval --checkpoint PATH`, `wmk demo`.

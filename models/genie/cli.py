@@ -79,6 +79,15 @@ def format_metrics(metrics: dict) -> str:
         "control_delta_psnr": ("controllability Δ4PSNR", "{:+.3f} dB"),
         "control_delta_psnr_std": ("  seed-to-seed std", "{:.3f} dB"),
         "image_clips": ("  PSNR and Δ4PSNR over held-out clips", "{:d}"),
+        "psnr_inferred": ("generated frames' PSNR, inferred actions", "{:.2f} dB"),
+        "psnr_random": ("  random actions", "{:.2f} dB"),
+        "psnr_copy": ("  copying the first frame", "{:.2f} dB"),
+        "one_blob_inferred": ("agent one blob, inferred actions", "{:.1%}"),
+        "one_blob_random": ("  random actions", "{:.1%}"),
+        "one_blob_recon": ("  tokenizer's reconstruction", "{:.1%}"),
+        "within_2px_inferred": ("agent within 2 px, inferred actions", "{:.1%}"),
+        "within_2px_random": ("  random actions", "{:.1%}"),
+        "token_accuracy": ("teacher-forced next-frame tokens", "{:.1%}"),
         "fps_wmkernels_cache": ("generation, wmkernels + KV cache", "{:.2f} frames/s"),
         "fps_reference_nocache": ("generation, reference, no cache", "{:.2f} frames/s"),
         "fps_speedup": ("speedup", "{:.2f}x"),
@@ -87,7 +96,7 @@ def format_metrics(metrics: dict) -> str:
     }
     for key, (label, fmt) in names.items():
         if key in metrics:
-            lines.append(f"  {label:36s} {fmt.format(metrics[key])}")
+            lines.append(f"  {label:42s} {fmt.format(metrics[key])}")
     return "\n".join(lines)
 
 
@@ -145,6 +154,7 @@ def _cmd_play(args) -> int:
 
 def _cmd_eval(args) -> int:
     from wmkernels.models.genie.data import held_out
+    from wmkernels.models.genie.demo import frame_table
     from wmkernels.models.genie.evaluate import evaluate
 
     device = _device(args.device)
@@ -155,6 +165,8 @@ def _cmd_eval(args) -> int:
     metrics = evaluate(model, video, actions, seeds=tuple(range(args.seeds)),
                        speed=not args.no_speed)
     print(format_metrics(metrics))
+    print("per generated frame t:")
+    print(frame_table(metrics))
     if args.json:
         Path(args.json).write_text(json.dumps(metrics, indent=2))
         print(f"wrote {args.json}")

@@ -331,6 +331,13 @@ def test_cli_train_play_eval_smoke(tmp_path, capsys):
     metrics = json.loads((out / "m.json").read_text())
     for key in ("tokenizer_psnr", "action_nmi", "control_delta_psnr", "fps_speedup"):
         assert np.isfinite(metrics[key]), key
+    printed = capsys.readouterr().out   # the rollout metrics and the per-frame table
+    for label in ("inferred actions", "copying the first frame", "agent one blob",
+                  "agent within 2 px", "teacher-forced", "PSNR dB: inferred"):
+        assert label in printed, label
+    frame_rows = [int(line.split()[0]) for line in printed.splitlines()
+                  if line.split()[:1] and line.split()[0].isdigit()]
+    assert frame_rows == [1, 2, 3, 4]      # micro clips: 5 frames, 4 generated
     assert main(["genie", "play", "--checkpoint", str(ckpt), "--actions", "1,9"]) == 2
     assert "--actions" in capsys.readouterr().err
 
