@@ -50,8 +50,7 @@ def files(tmp_path_factory) -> dict[str, str]:
     from wmkernels.models.jepa.ac import ACWorldModel
     from wmkernels.models.jepa.config import ACConfig, EncoderConfig, IJEPAConfig, PredictorConfig
     from wmkernels.models.jepa.ijepa import IJEPA
-    from wmkernels.models.sora.config import SoraConfig
-    from wmkernels.models.sora.config import TrainConfig as SoraTrain
+    from wmkernels.models.sora.config import SoraConfig, SoraTraining
     from wmkernels.models.sora.dit import DiTConfig
     from wmkernels.models.sora.pipeline import Sora
     from wmkernels.models.sora.text import TextConfig, Tokenizer
@@ -75,8 +74,8 @@ def files(tmp_path_factory) -> dict[str, str]:
         vae=VAEConfig(channels=(8, 16, 16), latent_channels=4),
         text=TextConfig(dim=32, layers=1, heads=2, max_tokens=24),
         dit=DiTConfig(dim=64, depth=2, heads=2, max_frames=4, pooled_text=True),
-        train=SoraTrain(clips=16, eval_clips=8, vae_steps=2, dit_steps=2, vae_batch=4,
-                        dit_batch=4, sample_steps=3))
+        train=SoraTraining(clips=16, eval_clips=8, vae_steps=2, dit_steps=2, vae_batch=4,
+                           dit_batch=4, sample_steps=3))
     Sora(sora_cfg, Tokenizer.from_captions(["red ball moves left"])).save(paths["sora"])
     enc = EncoderConfig(image_size=32, patch=4, dim=32, depth=1, heads=1)
     ijepa_cfg = IJEPAConfig(encoder=enc, predictor=PredictorConfig(dim=32, depth=1, heads=1))

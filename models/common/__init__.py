@@ -24,6 +24,9 @@ Training (models.common.training):
     save_config / load_config, config_to_dict / config_from_dict(cls, dict) (JSON <->
     dataclass, e.g. to rebuild a model from a checkpoint's configs), seed_everything
     (call it before building the model: the Trainer reseeds only after the model exists)
+Optimisation (models.common.optim):
+    adamw(params, lr, weight_decay, betas) (no decay on vectors); warmup_cosine(step,
+    warmup, total, floor, peak) -> lr or multiplier; warmup_cosine_lambda(optimizer, ...)
 Distributed (models.common.distributed), for `torchrun --nproc_per_node=N`:
     init_distributed(backend=None, device=None) -> DistInfo; cleanup(info); wrap_ddp(model,
     info); unwrap(model); make_loader(dataset, batch_size, info, shuffle, seed) (a
@@ -53,6 +56,7 @@ from wmkernels.models.common.embeddings import (
     sincos_3d,
     timestep_embedding,
 )
+from wmkernels.models.common.optim import adamw, warmup_cosine, warmup_cosine_lambda
 from wmkernels.models.common.patching import PatchEmbed, PatchHead, patchify, unpatchify
 from wmkernels.models.common.st_transformer import STTransformer
 from wmkernels.models.common.training import (
@@ -73,5 +77,6 @@ __all__ = [
     "get_rank", "get_world_size", "init_distributed", "is_main_process", "load_checkpoint",
     "load_config", "make_loader", "patchify", "rank0_logger", "save_checkpoint", "save_config",
     "seed_everything", "sincos_1d", "sincos_2d", "sincos_3d", "step_batches",
-    "timestep_embedding", "unpatchify", "unwrap", "wrap_ddp",
+    "timestep_embedding", "unpatchify", "unwrap", "wrap_ddp", "adamw", "warmup_cosine",
+    "warmup_cosine_lambda",
 ]

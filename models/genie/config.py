@@ -106,7 +106,7 @@ class DynamicsConfig:
 
 
 @dataclass
-class TrainConfig:
+class GenieTraining:
     """Optimisation for every phase (paper: AdamW, warmup, cosine decay; 16 frames)."""
 
     batch_size: int = 16
@@ -154,7 +154,7 @@ class GenieConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     lam: LAMConfig = field(default_factory=LAMConfig)
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: GenieTraining = field(default_factory=GenieTraining)
 
     def validate(self) -> GenieConfig:
         """Raise ValueError naming the first bad field; return self."""
@@ -186,7 +186,7 @@ class GenieConfig:
     def from_dict(cls, d: dict) -> GenieConfig:
         """Inverse of to_dict; unknown keys raise ValueError."""
         subs = {"tokenizer": TokenizerConfig, "lam": LAMConfig, "dynamics": DynamicsConfig,
-                "train": TrainConfig}
+                "train": GenieTraining}
         kwargs = {}
         names = {f.name for f in dataclasses.fields(cls)}
         for key, value in d.items():
@@ -216,8 +216,8 @@ def _micro() -> GenieConfig:
                                   codebook_size=32, code_dim=8),
         lam=LAMConfig(patch=8, dim=32, heads=1, enc_layers=1, dec_layers=1, code_dim=8),
         dynamics=DynamicsConfig(dim=32, heads=1, layers=1, maskgit_steps=3),
-        train=TrainConfig(batch_size=4, tokenizer_steps=3, lam_steps=3, dynamics_steps=3,
-                          lr=3e-3, warmup=1, eval_every=2))
+        train=GenieTraining(batch_size=4, tokenizer_steps=3, lam_steps=3, dynamics_steps=3,
+                            lr=3e-3, warmup=1, eval_every=2))
 
 
 def _base() -> GenieConfig:
@@ -230,8 +230,8 @@ def _base() -> GenieConfig:
         lam=LAMConfig(patch=16, dim=256, heads=8, enc_layers=4, dec_layers=4),
         dynamics=DynamicsConfig(dim=512, heads=8, layers=12, maskgit_steps=25,
                                 temperature=2.0),
-        train=TrainConfig(batch_size=32, tokenizer_steps=20000, lam_steps=20000,
-                          dynamics_steps=40000, lr=3e-4, warmup=1000, eval_every=2000))
+        train=GenieTraining(batch_size=32, tokenizer_steps=20000, lam_steps=20000,
+                            dynamics_steps=40000, lr=3e-4, warmup=1000, eval_every=2000))
 
 
 PRESETS = {"micro": _micro, "tiny": _tiny, "base": _base}

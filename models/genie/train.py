@@ -16,37 +16,19 @@ Batches and masks are functions of the step (and rank), which is what makes resu
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from wmkernels.models.common import TrainConfig as LoopConfig
-from wmkernels.models.common import Trainer
+from wmkernels.models.common import TrainConfig, Trainer
 from wmkernels.models.common.distributed import DistInfo, get_rank, wrap_ddp
+from wmkernels.models.common.optim import adamw, warmup_cosine_lambda
 from wmkernels.models.genie.model import Genie
 
 # video (B, T, 3, H, W) in [0, 1], actions (B, T-1)[, the clips' tokenizer codes (B, T, h, w)]
 Batch = tuple[torch.Tensor, ...]
-
-
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warmup to 1 over `warmup` steps, then cosine decay to 0.1 at `total`."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def _optimizer(params: Iterable[nn.Parameter], lr: float, weight_decay: float):
-    params = [p for p in params if p.requires_grad]
-    # no weight decay on biases, norms, embeddings' position tables: the usual AdamW split
-    decay = [p for p in params if p.dim() >= 2]
-    rest = [p for p in params if p.dim() < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": rest, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.99))
 
 
 class TokenizerObjective(nn.Module):
@@ -106,10 +88,10 @@ def _fit(objective: nn.Module, model: Genie, batches: Callable[[int], Batch], st
          out_dir: str | Path | None, log_every: int | None, progress: bool,
          dist: DistInfo | None) -> list[dict]:
     tcfg = model.cfg.train
-    opt = _optimizer(objective.parameters(), tcfg.lr, tcfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: lr_factor(step, tcfg.warmup, steps))
-    loop = LoopConfig(steps=steps, log_every=log_every or tcfg.eval_every,
+    opt = adamw(objective.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay,
+                betas=(0.9, 0.99))
+    sched = warmup_cosine_lambda(opt, warmup=tcfg.warmup, total=steps, floor=0.1)
+    loop = TrainConfig(steps=steps, log_every=log_every or tcfg.eval_every,
                       checkpoint_every=max(1, steps // 4), seed=tcfg.seed,
                       grad_clip=tcfg.grad_clip, progress=progress,
                       out_dir=None if out_dir is None else str(out_dir))

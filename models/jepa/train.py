@@ -16,7 +16,6 @@ pool of world clips generated once (`make_clips`, uint8 to keep it small).
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from wmkernels.models.common import (
     seed_everything,
     wrap_ddp,
 )
+from wmkernels.models.common.optim import adamw, warmup_cosine
 from wmkernels.models.data import World, make_clips
 from wmkernels.models.data.world import WorldConfig, sample_actions
 from wmkernels.models.jepa.ac import ACWorldModel
@@ -57,18 +57,11 @@ def to_input(video_u8: torch.Tensor) -> torch.Tensor:
     return video_u8.float().div(127.5).sub(1.0)
 
 
-def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
-    """Linear warmup to `peak` over `warmup` steps, then cosine decay to 0 at `total`."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-
 class Schedule:
     """Per-step schedule the `Trainer` advances after every optimizer step (its scheduler
-    hook): sets the learning rate (warmup + cosine) and calls `on_step(step)` (the EMA
-    update of the target encoder). `state_dict` makes it resumable."""
+    hook): sets the learning rate (`warmup_cosine` down to 0, warmup at most a tenth of
+    the run) and calls `on_step(step)` (the EMA update of the target encoder).
+    `state_dict` makes it resumable."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, *, steps: int, warmup: int,
                  lr: float, on_step: Callable[[int], None] | None = None):
@@ -79,7 +72,8 @@ class Schedule:
 
     def _apply(self) -> None:
         for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(self.last_step, self.steps, self.warmup, self.lr)
+            group["lr"] = warmup_cosine(self.last_step, warmup=self.warmup, total=self.steps,
+                                        peak=self.lr)
 
     def step(self) -> None:
         self.last_step += 1
@@ -93,15 +87,6 @@ class Schedule:
     def load_state_dict(self, state: dict) -> None:
         self.last_step = int(state["last_step"])
         self._apply()
-
-
-def make_optimizer(params: list[nn.Parameter], lr: float, weight_decay: float):
-    """AdamW without weight decay on biases and norm gains (1-D parameters), as in the
-    JEPA recipes."""
-    decay = [p for p in params if p.dim() > 1]
-    no_decay = [p for p in params if p.dim() <= 1]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
 
 
 def build_model(variant: str, cfg) -> nn.Module:
@@ -187,7 +172,7 @@ def _masks_to(masks, device: torch.device):
 
 def _trainer(model, params, cfg, loss_fn, batch_fn, *, steps, seed, out, on_step, variant,
              clips, log_every, progress) -> Trainer:
-    opt = make_optimizer(params, cfg.lr, cfg.weight_decay)
+    opt = adamw(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = Schedule(opt, steps=steps, warmup=cfg.warmup, lr=cfg.lr, on_step=on_step)
     tcfg = TrainConfig(steps=steps, log_every=log_every, out_dir=None if out is None
                        else str(out), seed=seed, grad_clip=1.0, progress=progress)

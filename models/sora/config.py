@@ -13,7 +13,7 @@ from wmkernels.models.sora.vae import VAEConfig
 
 
 @dataclass
-class TrainConfig:
+class SoraTraining:
     """Training and sampling. Paper-scale: AdamW 2e-5 (PixArt) / 1e-4 (Open-Sora), 10%
     caption dropout, 30-50 Euler or 100 DDPM steps, guidance ~7."""
 
@@ -38,14 +38,14 @@ class TrainConfig:
         for name in ("clips", "eval_clips", "vae_steps", "vae_batch", "dit_steps", "dit_batch",
                      "sample_steps"):
             if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.text_dropout < 1.0:
-            raise ValueError(f"TrainConfig.text_dropout must be in [0, 1), got "
+            raise ValueError(f"train.text_dropout must be in [0, 1), got "
                              f"{self.text_dropout}")
         if self.guidance < 0:
-            raise ValueError(f"TrainConfig.guidance must be >= 0, got {self.guidance}")
+            raise ValueError(f"train.guidance must be >= 0, got {self.guidance}")
         if not self.timestep_std > 0:
-            raise ValueError(f"TrainConfig.timestep_std must be > 0, got {self.timestep_std}")
+            raise ValueError(f"train.timestep_std must be > 0, got {self.timestep_std}")
 
 
 @dataclass
@@ -62,7 +62,7 @@ class SoraConfig:
     vae: VAEConfig = field(default_factory=VAEConfig)
     text: TextConfig = field(default_factory=TextConfig)
     dit: DiTConfig = field(default_factory=DiTConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: SoraTraining = field(default_factory=SoraTraining)
 
     def validate(self) -> None:
         self.vae.validate()
@@ -105,7 +105,7 @@ class SoraConfig:
     @classmethod
     def from_dict(cls, d: dict) -> SoraConfig:
         """Inverse of `to_dict` (unknown keys are an error, so typos do not pass silently)."""
-        parts = {"vae": VAEConfig, "text": TextConfig, "dit": DiTConfig, "train": TrainConfig}
+        parts = {"vae": VAEConfig, "text": TextConfig, "dit": DiTConfig, "train": SoraTraining}
         kw = {}
         for f in fields(cls):
             if f.name not in d:
@@ -155,7 +155,7 @@ def tiny() -> SoraConfig:
                "ball_speed": (0.03, 0.045),  # default (0.02, 0.04)
                "action_probs": (1.0, 0.0, 0.0, 0.0, 0.0)},  # agent stands still
         dit=DiTConfig(pooled_text=True),    # papers: cross-attention only (see DiTConfig)
-        train=TrainConfig(
+        train=SoraTraining(
             vae_steps=1200,
             vae_batch=8,      # Open-Sora's VAE: batch 1-4 per GPU of 17x256x256 clips
             dit_steps=6000,
@@ -175,8 +175,8 @@ def base() -> SoraConfig:
         vae=VAEConfig(channels=(32, 64, 128, 128), time_down_stages=2, latent_channels=8),
         text=TextConfig(dim=256, layers=4, heads=4),
         dit=DiTConfig(dim=384, depth=12, heads=6, pooled_text=True),
-        train=TrainConfig(clips=16384, vae_steps=20000, vae_batch=16, dit_steps=50000,
-                          dit_batch=64, dit_lr=2e-4, guidance=5.0))
+        train=SoraTraining(clips=16384, vae_steps=20000, vae_batch=16, dit_steps=50000,
+                           dit_batch=64, dit_lr=2e-4, guidance=5.0))
 
 
 CONFIGS = {"tiny": tiny, "base": base}

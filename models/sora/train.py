@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import torch
 
-from wmkernels.models.common import TrainConfig as LoopConfig
-from wmkernels.models.common import Trainer
+from wmkernels.models.common import TrainConfig, Trainer
+from wmkernels.models.common.optim import adamw, warmup_cosine_lambda
 from wmkernels.models.data import make_clips
 from wmkernels.models.sora.config import SoraConfig
 from wmkernels.models.sora.pipeline import Sora
@@ -42,14 +42,9 @@ def to_pixels(video_u8: torch.Tensor, device: torch.device | str | None = None
     return video_u8.to(device).float().div_(127.5).sub_(1.0)
 
 
-def _schedule(optimizer: torch.optim.Optimizer, total: int, warmup: int = 100):
-    """Linear warm-up, then cosine decay to 10% of the peak learning rate."""
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        frac = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+def _lr_schedule(optimizer: torch.optim.Optimizer, steps: int):
+    # 100 warmup steps whatever the run's length, then cosine decay to a tenth of the peak
+    return warmup_cosine_lambda(optimizer, warmup=100, total=steps, floor=0.1)
 
 
 def _indices(n: int, batch: int, seed: int, step: int) -> torch.Tensor:
@@ -58,8 +53,8 @@ def _indices(n: int, batch: int, seed: int, step: int) -> torch.Tensor:
     return torch.randint(0, n, (batch,), generator=gen)
 
 
-def _loop(steps: int, out_dir: str | None, seed: int, progress: bool) -> LoopConfig:
-    return LoopConfig(steps=steps, log_every=max(1, steps // 10), out_dir=out_dir, seed=seed,
+def _loop(steps: int, out_dir: str | None, seed: int, progress: bool) -> TrainConfig:
+    return TrainConfig(steps=steps, log_every=max(1, steps // 10), out_dir=out_dir, seed=seed,
                       checkpoint_every=max(1, steps // 4), grad_clip=1.0, progress=progress)
 
 
@@ -70,7 +65,7 @@ def train_vae(model: Sora, train_video: torch.Tensor, eval_video: torch.Tensor, 
     Returns {"vae_psnr": held-out PSNR (dB), "vae_time_s"}."""
     cfg = model.cfg.train
     dev = model.latent_scale.device
-    opt = torch.optim.AdamW(model.vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    opt = adamw(model.vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
 
     def loss_fn(vae, x):
         loss, metrics = vae.loss(x)
@@ -83,7 +78,7 @@ def train_vae(model: Sora, train_video: torch.Tensor, eval_video: torch.Tensor, 
     t0 = time.time()
     trainer = Trainer(model.vae, opt, loss_fn, batch_fn,
                       _loop(steps, out_dir, cfg.seed, progress),
-                      scheduler=_schedule(opt, steps), configs={"sora": model.cfg})
+                      scheduler=_lr_schedule(opt, steps), configs={"sora": model.cfg})
     for rec in trainer.fit():
         log(f"vae step {rec['step']}/{steps} loss {rec['loss']:.4f} train psnr "
             f"{rec['psnr']:.2f} dB")
@@ -118,7 +113,7 @@ def train_dit(model: Sora, latents: torch.Tensor, captions: list[str], *, steps:
     10% of steps, "dit_time_s"}."""
     cfg = model.cfg.train
     params = list(model.dit.parameters()) + list(model.text_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.dit_lr, weight_decay=0.0)
+    opt = adamw(params, lr=cfg.dit_lr, weight_decay=0.0)
 
     def batch_fn(step):
         idx = _indices(len(latents), cfg.dit_batch, cfg.seed + 1, step)
@@ -127,7 +122,7 @@ def train_dit(model: Sora, latents: torch.Tensor, captions: list[str], *, steps:
     t0 = time.time()
     trainer = Trainer(model, opt, lambda m, batch: m.loss(*batch), batch_fn,
                       _loop(steps, out_dir, cfg.seed + 1, progress),
-                      scheduler=_schedule(opt, steps), configs={"sora": model.cfg})
+                      scheduler=_lr_schedule(opt, steps), configs={"sora": model.cfg})
     for rec in trainer.fit():
         log(f"dit step {rec['step']}/{steps} loss {rec['loss']:.4f}")
     model.eval()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import wmkernels
-from wmkernels.models.sora.config import SoraConfig, TrainConfig, get_config
+from wmkernels.models.sora.config import SoraConfig, SoraTraining, get_config
 from wmkernels.models.sora.dit import DiTConfig
 from wmkernels.models.sora.flow import (
     euler_sample,
@@ -32,9 +32,9 @@ def small_config(**train) -> SoraConfig:
                       vae=VAEConfig(channels=(8, 16, 16), latent_channels=4),
                       text=TextConfig(dim=32, layers=1, heads=2, max_tokens=24),
                       dit=DiTConfig(dim=64, depth=2, heads=2, max_frames=4, pooled_text=True),
-                      train=TrainConfig(**{"clips": 16, "eval_clips": 8, "vae_steps": 2,
-                                           "dit_steps": 2, "vae_batch": 4, "dit_batch": 4,
-                                           "sample_steps": 3, **train}))
+                      train=SoraTraining(**{"clips": 16, "eval_clips": 8, "vae_steps": 2,
+                                            "dit_steps": 2, "vae_batch": 4, "dit_batch": 4,
+                                            "sample_steps": 3, **train}))
 
 
 @pytest.fixture
@@ -265,9 +265,9 @@ def test_configs_validate():
     with pytest.raises(ValueError, match="frames must be 1 \\+ 4"):
         SoraConfig(frames=8).validate()
     with pytest.raises(ValueError, match="text_dropout"):
-        SoraConfig(train=TrainConfig(text_dropout=1.0)).validate()
+        SoraConfig(train=SoraTraining(text_dropout=1.0)).validate()
     with pytest.raises(ValueError, match="timestep_std"):
-        SoraConfig(train=TrainConfig(timestep_std=0.0)).validate()
+        SoraConfig(train=SoraTraining(timestep_std=0.0)).validate()
 
 
 def test_world_overrides():
