@@ -31,7 +31,9 @@ Distributed (models.common.distributed), for `torchrun --nproc_per_node=N`:
     init_distributed(backend=None, device=None) -> DistInfo; cleanup(info); wrap_ddp(model,
     info); unwrap(model); make_loader(dataset, batch_size, info, shuffle, seed) (a
     DistributedSampler shard per rank); step_batches(loader) -> batch_fn(step);
-    all_reduce_mean; barrier; get_rank; get_world_size; is_main_process; rank0_logger
+    rank_rows(draw, rows, info) (a rank's share of a global batch's random draw);
+    rank_mean(tensor, info); all_reduce_mean; barrier; get_rank; get_world_size;
+    is_main_process; rank0_logger
 """
 
 from wmkernels.models.common.distributed import (
@@ -45,6 +47,8 @@ from wmkernels.models.common.distributed import (
     is_main_process,
     make_loader,
     rank0_logger,
+    rank_mean,
+    rank_rows,
     step_batches,
     unwrap,
     wrap_ddp,
@@ -73,10 +77,10 @@ from wmkernels.models.common.training import (
 
 __all__ = [
     "DistInfo", "PatchEmbed", "PatchHead", "STTransformer", "TimestepEmbedder", "TrainConfig",
-    "Trainer", "all_reduce_mean", "barrier", "cleanup", "config_from_dict", "config_to_dict",
-    "get_rank", "get_world_size", "init_distributed", "is_main_process", "load_checkpoint",
-    "load_config", "make_loader", "patchify", "rank0_logger", "save_checkpoint", "save_config",
-    "seed_everything", "sincos_1d", "sincos_2d", "sincos_3d", "step_batches",
-    "timestep_embedding", "unpatchify", "unwrap", "wrap_ddp", "adamw", "warmup_cosine",
-    "warmup_cosine_lambda",
+    "Trainer", "adamw", "all_reduce_mean", "barrier", "cleanup", "config_from_dict",
+    "config_to_dict", "get_rank", "get_world_size", "init_distributed", "is_main_process",
+    "load_checkpoint", "load_config", "make_loader", "patchify", "rank0_logger", "rank_mean",
+    "rank_rows", "save_checkpoint", "save_config", "seed_everything", "sincos_1d", "sincos_2d",
+    "sincos_3d", "step_batches", "timestep_embedding", "unpatchify", "unwrap",
+    "warmup_cosine", "warmup_cosine_lambda", "wrap_ddp",
 ]

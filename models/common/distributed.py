@@ -150,6 +150,30 @@ def all_reduce_mean(value: torch.Tensor | float) -> float:
     return float(t) / get_world_size()
 
 
+def rank_rows(draw: Callable[[int], torch.Tensor], rows: int,
+              info: DistInfo | None) -> torch.Tensor:
+    """This rank's `rows` rows of a random draw made for the whole global batch.
+
+    `draw(n)` draws n rows (noise, timesteps, batch indices). Every rank draws all
+    world_size * rows of them, in the same order from generators seeded alike, and keeps
+    rows rank * rows onwards: each sample gets the draw a one-process run of the global
+    batch gives it, and the ranks' generators stay in step. One process: `draw(rows)`."""
+    if info is None or not info.distributed:
+        return draw(rows)
+    return draw(rows * info.world_size)[info.rank * rows:(info.rank + 1) * rows]
+
+
+def rank_mean(value: torch.Tensor, info: DistInfo | None) -> torch.Tensor:
+    """The mean over ranks of a tensor that carries no gradient (e.g. a loss's normaliser,
+    which must be the global batch's for DDP's averaged gradients to be the global
+    batch's); `value` itself in one process."""
+    if info is None or not info.distributed:
+        return value
+    total = value.detach().clone()
+    dist.all_reduce(total)
+    return total / info.world_size
+
+
 def make_loader(dataset: Dataset, batch_size: int, info: DistInfo, *, shuffle: bool = True,
                 seed: int = 0, drop_last: bool = True, **loader_kwargs) -> DataLoader:
     """DataLoader giving each rank a disjoint shard of `dataset` (batch_size is per rank).

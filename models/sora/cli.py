@@ -16,6 +16,7 @@ from wmkernels.cli import count, device, finite_float, writable_dir, writable_fi
 
 USAGE = """\
     wmk sora train --config tiny [--out runs/sora]
+    torchrun --nproc_per_node=N -m wmkernels.cli sora train ...   (data-parallel)
     wmk sora sample --prompt "red ball moves left" [--checkpoint runs/sora/sora.safetensors]
     wmk sora eval [--checkpoint runs/sora/sora.safetensors]
 """
@@ -88,6 +89,9 @@ def _threads(args) -> None:
 
 
 def _train(args) -> int:
+    import torch
+
+    from wmkernels.models.common import cleanup, init_distributed
     from wmkernels.models.sora.config import get_config
     from wmkernels.models.sora.train import train
 
@@ -106,7 +110,15 @@ def _train(args) -> int:
         if source.vae != cfg.vae:
             raise ValueError(f"--vae-checkpoint {args.vae_checkpoint!r} holds a VAE of another "
                              f"config ({source.vae}, this run's is {cfg.vae})")
-    _, metrics = train(cfg, args.out, vae_checkpoint=args.vae_checkpoint, device=args.device)
+    # One process without torchrun; under torchrun every rank joins the process group.
+    dist = init_distributed(device=torch.device(args.device).type)
+    try:
+        _, metrics = train(cfg, args.out, vae_checkpoint=args.vae_checkpoint,
+                           device=args.device, dist=dist)
+    finally:
+        cleanup(dist)
+    if not dist.is_main:
+        return 0  # rank 0 reports
     print(json.dumps(metrics, indent=2))
     print(f"checkpoint: {os.path.join(args.out, 'sora.safetensors')}")
     return 0

@@ -15,6 +15,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from wmkernels.models.common.distributed import DistInfo, rank_rows
+
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -38,20 +40,24 @@ def interpolate(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch
 
 def flow_loss(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x0: torch.Tensor,
               *, generator: torch.Generator | None = None, mean: float = 0.0,
-              std: float = 1.0) -> torch.Tensor:
+              std: float = 1.0, dist: DistInfo | None = None) -> torch.Tensor:
     """Rectified-flow loss: MSE between `velocity(x_t, t)` and `noise - x0`.
 
     Args:
         velocity: callable (x_t (B, ...), t (B,) float32) -> prediction shaped like x_t.
         x0: clean latents (B, ...).
         generator: drives both the timesteps and the noise (reproducible training).
+        dist: under DDP, x0 is this rank's equal share of the global batch: its
+            timesteps and noise are its rows of the global batch's (`rank_rows`).
     Returns: scalar loss.
     """
     if x0.dim() < 2 or x0.shape[0] == 0:
         raise ValueError(f"x0 must be a non-empty (B, ...) batch, got shape {tuple(x0.shape)}")
-    t = logit_normal_timesteps(x0.shape[0], mean=mean, std=std, generator=generator,
-                               device=x0.device)
-    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    rows = x0.shape[0]
+    t = rank_rows(lambda n: logit_normal_timesteps(n, mean=mean, std=std, generator=generator,
+                                                   device=x0.device), rows, dist)
+    noise = rank_rows(lambda n: torch.randn((n, *x0.shape[1:]), generator=generator,
+                                            device=x0.device, dtype=x0.dtype), rows, dist)
     pred = velocity(interpolate(x0, noise, t), t)
     return F.mse_loss(pred, noise - x0)
 

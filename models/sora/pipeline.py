@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from wmkernels.models.common.checkpoint_io import load_tensors, save_tensors
+from wmkernels.models.common.distributed import DistInfo, rank_rows
 from wmkernels.models.sora.config import SoraConfig
 from wmkernels.models.sora.dit import DiT
 from wmkernels.models.sora.flow import euler_sample, flow_loss, guided
@@ -59,19 +60,24 @@ class Sora(nn.Module):
 
     # ---- training -----------------------------------------------------------------------
     def loss(self, latents: torch.Tensor, prompts: Sequence[str],
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None,
+             dist: DistInfo | None = None) -> torch.Tensor:
         """Rectified-flow loss on scaled latents (B, T', C, H', W') (already multiplied by
         `latent_scale`) and their captions; each caption is dropped (replaced by the null
         caption) with probability cfg.train.text_dropout, for classifier-free guidance.
-        Timesteps are logit-normal(cfg.train.timestep_mean, cfg.train.timestep_std)."""
+        Timesteps are logit-normal(cfg.train.timestep_mean, cfg.train.timestep_std).
+        dist: under DDP, the batch is this rank's equal share of the global batch, and its
+        random draws are its rows of the global batch's (`rank_rows`)."""
         if len(prompts) != latents.shape[0]:
             raise ValueError(f"got {len(prompts)} prompts for {latents.shape[0]} latents")
         text, mask = self.encode_text(prompts, truncate=True)
-        drop = torch.rand(latents.shape[0], generator=generator,
-                          device=latents.device) < self.cfg.train.text_dropout
+        drop = rank_rows(lambda n: torch.rand(n, generator=generator, device=latents.device),
+                         latents.shape[0], dist) < self.cfg.train.text_dropout
         return flow_loss(lambda x, t: self.dit(x, t, text, mask, drop), latents,
                          generator=generator, mean=self.cfg.train.timestep_mean,
-                         std=self.cfg.train.timestep_std)
+                         std=self.cfg.train.timestep_std, dist=dist)
+
+    forward = loss   # the training loss is what DDP wraps and calls
 
     # ---- sampling -----------------------------------------------------------------------
     @torch.no_grad()

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wmkernels.models.common.distributed import DistInfo, rank_mean, rank_rows
+
 
 @dataclass
 class VAEConfig:
@@ -237,14 +239,19 @@ class VideoVAE(nn.Module):
                              f"got {shape}")
         return self.decoder(z.transpose(1, 2)).transpose(1, 2)
 
-    def loss(self, x: torch.Tensor, generator: torch.Generator | None = None
-             ) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, x: torch.Tensor, generator: torch.Generator | None = None,
+             dist: DistInfo | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Training loss: L1 + MSE reconstruction of a posterior sample, each pixel weighted
         1 + foreground_weight * [pixel is off the frame's median colour by > 0.1], plus
-        kl_weight * KL to N(0, I) (per element). Returns (loss, {"mse", "kl", "psnr"})."""
+        kl_weight * KL to N(0, I) (per element). Returns (loss, {"mse", "kl", "psnr"}).
+
+        dist: under DDP, `x` is this rank's equal share of the global batch; the posterior
+        noise and the weights' normaliser are then the global batch's, so the ranks'
+        averaged gradients are those of one process on the whole batch."""
         mean, logvar = self.encode_dist(x)
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device,
-                            dtype=mean.dtype)
+        noise = rank_rows(lambda n: torch.randn((n, *mean.shape[1:]), generator=generator,
+                                                device=mean.device, dtype=mean.dtype),
+                          mean.shape[0], dist)
         z = mean + torch.exp(0.5 * logvar) * noise
         rec = self.decode(z)
         mse = F.mse_loss(rec, x)
@@ -253,9 +260,11 @@ class VideoVAE(nn.Module):
         fg = ((x - background).abs().amax(dim=2, keepdim=True) > 0.1).to(x.dtype)
         weight = 1.0 + self.cfg.foreground_weight * fg
         err = rec - x
-        recon = (weight * (err.abs() + err.pow(2))).mean() / weight.mean()
+        recon = (weight * (err.abs() + err.pow(2))).mean() / rank_mean(weight.mean(), dist)
         loss = recon + self.cfg.kl_weight * kl
         return loss, {"mse": mse.item(), "kl": kl.item(), "psnr": psnr(rec, x)}
+
+    forward = loss   # the training loss is what DDP wraps and calls
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:

@@ -32,7 +32,7 @@ from wmkernels.models.common import (
     timestep_embedding,
     unpatchify,
 )
-from wmkernels.models.common.distributed import DistInfo
+from wmkernels.models.common.distributed import DistInfo, rank_rows
 
 
 @pytest.fixture(autouse=True)
@@ -411,6 +411,15 @@ def test_step_batches_resume_mid_epoch():
 
 
 # ---------------------------------------------------------------- DDP
+
+
+def test_rank_rows_are_the_ranks_shares_of_the_global_draw():
+    draw = lambda n: torch.randn(n, 3, generator=torch.Generator().manual_seed(7))
+    full = draw(4)
+    shares = [rank_rows(draw, 2, DistInfo(rank=r, world_size=2)) for r in range(2)]
+    assert torch.equal(torch.cat(shares), full)
+    assert torch.equal(rank_rows(draw, 4, None), full)
+    assert torch.equal(rank_rows(draw, 4, DistInfo()), full)
 
 
 def _load_worker():
