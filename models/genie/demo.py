@@ -133,7 +133,7 @@ def train_genie(cfg: GenieConfig, out: Path, *, clips: int, device: str,
     reports and writes the files."""
     dist = dist or DistInfo(device=torch.device(device))
     if not dist.is_main:
-        say = lambda line: None  # noqa: E731 - one rank reports
+        say = lambda line: None  # one rank reports
     if parallel is None:
         parallel = (dist.device.type == "cpu" and not dist.distributed
                     and cores_available() >= 2 * torch.get_num_threads())
