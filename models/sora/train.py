@@ -20,7 +20,14 @@ from collections.abc import Callable
 
 import torch
 
-from wmkernels.models.common import DistInfo, TrainConfig, Trainer, rank_rows, wrap_ddp
+from wmkernels.models.common import (
+    DistInfo,
+    TrainConfig,
+    Trainer,
+    all_reduce_mean,
+    rank_rows,
+    wrap_ddp,
+)
 from wmkernels.models.common.optim import adamw, warmup_cosine_lambda
 from wmkernels.models.data import make_clips
 from wmkernels.models.sora.config import SoraConfig
@@ -127,8 +134,8 @@ def train_dit(model: Sora, latents: torch.Tensor, captions: list[str], *, steps:
               dist: DistInfo | None = None) -> dict:
     """Train the DiT and the text encoder on scaled latents and their captions (the VAE is
     frozen: only its cached latents are used). dist: as for `train_vae` (cfg.dit_batch is
-    the global batch). Returns {"dit_loss": mean loss of this rank's last 10% of steps,
-    "dit_time_s"}."""
+    the global batch). Returns {"dit_loss": mean loss of the last 10% of steps (over the
+    ranks under DDP), "dit_time_s"}."""
     cfg = model.cfg.train
     rows = _share(cfg.dit_batch, dist, "dit_batch")
     params = list(model.dit.parameters()) + list(model.text_encoder.parameters())
@@ -153,7 +160,8 @@ def train_dit(model: Sora, latents: torch.Tensor, captions: list[str], *, steps:
         model.vae.requires_grad_(True)
     model.eval()
     tail = trainer.losses[-max(1, steps // 10):]
-    return {"dit_loss": sum(tail) / max(1, len(tail)), "dit_time_s": time.time() - t0}
+    return {"dit_loss": all_reduce_mean(sum(tail) / max(1, len(tail))),
+            "dit_time_s": time.time() - t0}
 
 
 def train(cfg: SoraConfig, out_dir: str, *, log: Log = print, progress: bool = True,

@@ -32,10 +32,10 @@ def main(out: Path) -> None:
     torch.set_num_threads(1)
     dist = init_distributed(device="cpu")
     lines = []
-    model, _ = train(make_config(), str(out / "run"), log=lines.append, progress=False,
-                     dist=dist)
-    torch.save({"state": model.state_dict(), "world_size": dist.world_size, "log": lines},
-               out / f"rank{dist.rank}.pt")
+    model, metrics = train(make_config(), str(out / "run"), log=lines.append,
+                           progress=False, dist=dist)
+    torch.save({"state": model.state_dict(), "world_size": dist.world_size, "log": lines,
+                "metrics": metrics}, out / f"rank{dist.rank}.pt")
     cleanup(dist)
 
 

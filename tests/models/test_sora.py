@@ -439,9 +439,11 @@ def test_ddp_two_gloo_processes_follow_one_process_on_the_global_batch(tmp_path)
     torch.manual_seed(cfg.train.seed)   # train's initialisation
     initial = Sora(cfg, Tokenizer.from_captions(captions, cfg.text.max_tokens)).state_dict()
     lines = []
-    single, _ = train(cfg, str(tmp_path / "single"), log=lines.append, progress=False)
+    single, metrics = train(cfg, str(tmp_path / "single"), log=lines.append, progress=False)
     # the logged losses are the ranks' means: the global batch's loss, step by step
     assert ranks[0]["log"][1:] == lines[1:]
+    for r in ranks:
+        assert r["metrics"]["dit_loss"] == pytest.approx(metrics["dit_loss"], rel=1e-5)
     want, got = single.state_dict(), ranks[0]["state"]
     torch.testing.assert_close(got.pop("latent_scale"), want.pop("latent_scale"), rtol=1e-5,
                                atol=0)
