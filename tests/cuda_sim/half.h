@@ -4,21 +4,15 @@
 #pragma once
 
 #include <stdint.h>
-#include <string.h>
+
+#include <bit>
 
 namespace wmk_sim {
 
-inline uint32_t f32_bits(float f) {
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  return u;
-}
-
-inline float f32_from(uint32_t u) {
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
-}
+// std::bit_cast is the one bit cast of the emulation (simt.h's __float_as_uint too); torch's
+// extension build compiles it as C++20.
+inline uint32_t f32_bits(float f) { return std::bit_cast<uint32_t>(f); }
+inline float f32_from(uint32_t u) { return std::bit_cast<float>(u); }
 
 // F. Giesen's float_to_half_fast3_rtne: the subnormal range rounds through one float add
 // (the FPU's round-to-nearest-even), the normal range by adding half an ulp plus the odd bit.

@@ -24,6 +24,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <bit>
 #include <cfloat>
 #include <functional>
 #include <tuple>
@@ -223,18 +224,10 @@ T __ldg(const T* p) {
   return *p;
 }
 
-inline unsigned __float_as_uint(float x) {
-  unsigned u;
-  memcpy(&u, &x, 4);
-  return u;
-}
-inline float __uint_as_float(unsigned u) {
-  float x;
-  memcpy(&x, &u, 4);
-  return x;
-}
-inline int __float_as_int(float x) { return static_cast<int>(__float_as_uint(x)); }
-inline float __int_as_float(int i) { return __uint_as_float(static_cast<unsigned>(i)); }
+inline unsigned __float_as_uint(float x) { return std::bit_cast<unsigned>(x); }
+inline float __uint_as_float(unsigned u) { return std::bit_cast<float>(u); }
+inline int __float_as_int(float x) { return std::bit_cast<int>(x); }
+inline float __int_as_float(int i) { return std::bit_cast<float>(i); }
 
 // The fast intrinsics at full precision (their GPU error bounds are not emulated).
 inline float __expf(float x) { return expf(x); }
