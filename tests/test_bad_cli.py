@@ -44,9 +44,9 @@ def files(tmp_path_factory) -> dict[str, str]:
     pipeline, a text file, an empty file, a folder, and a Genie run folder."""
     from wmkernels.models.common import save_checkpoint
     from wmkernels.models.genie.config import get_config as genie_config
-    from wmkernels.models.genie.demo import claim_run_folder
     from wmkernels.models.genie.model import Genie
     from wmkernels.models.genie.model import save_checkpoint as save_genie
+    from wmkernels.models.genie.pipeline import claim_run_folder
     from wmkernels.models.jepa.ac import ACWorldModel
     from wmkernels.models.jepa.config import ACConfig, EncoderConfig, IJEPAConfig, PredictorConfig
     from wmkernels.models.jepa.ijepa import IJEPA
@@ -67,7 +67,7 @@ def files(tmp_path_factory) -> dict[str, str]:
     paths["empty"].write_bytes(b"")
     save_file({"weight": torch.zeros(3)}, str(paths["foreign"]))
     micro = genie_config("micro")
-    save_genie(Genie(micro), paths["genie"])
+    save_genie(paths["genie"], Genie(micro))
     claim_run_folder(paths["run"], micro, 8)   # the settings of `genie train --config micro
     sora_cfg = SoraConfig(                     # --clips 8` (seed 0)
         frames=5, size=16, world_balls=1, world={"num_platforms": 0},

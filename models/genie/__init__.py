@@ -8,8 +8,9 @@ Components (one module each, named as in the paper):
                         mask rate ~ U(0.5, 1), QK-norm (dynamics.py)
     Genie               the three together, safetensors checkpoints (model.py)
 
-Training order (train.py): tokenizer and LAM from pixels (side by side in two processes on
-a CPU); then the dynamics on the frozen tokenizer's codes and LAM's actions.
+Training (the phases: train.py; the whole run, `train_genie`: pipeline.py): tokenizer and
+LAM from pixels (side by side in two processes on a CPU); then the dynamics on the frozen
+tokenizer's codes and LAM's actions. The demo (demo.py) trains, evaluates and plays.
 Play (play.py): prompt frame(s) + latent actions -> frames; MaskGIT over the newest frame
 only, past frames' temporal keys/values served from `wmkernels.nn.TemporalKVCache`.
 Evaluation (evaluate.py, metrics.py): tokenizer PSNR, ΔtPSNR controllability (t = 4),

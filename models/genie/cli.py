@@ -107,8 +107,8 @@ def _say(line: str) -> None:
 def _cmd_train(args) -> int:
     from wmkernels.models.common import cleanup, init_distributed
     from wmkernels.models.genie.data import held_out
-    from wmkernels.models.genie.demo import train_genie
     from wmkernels.models.genie.evaluate import action_nmi, tokenizer_psnr
+    from wmkernels.models.genie.pipeline import train_genie
 
     cfg = _config(args)
     device = _device(args.device)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -33,13 +34,18 @@ class Genie(nn.Module):
         return self.cfg.lam.num_actions
 
 
-def save_checkpoint(model: Genie, path: str | os.PathLike, extra: dict | None = None) -> None:
+def save_checkpoint(path: str | os.PathLike, model: Genie, *, extra: dict | None = None
+                    ) -> Path:
     """Write `model`'s weights and config to `path` atomically and durably (temp file, fsync,
-    rename), so an interrupted run never leaves a truncated checkpoint. `extra`: JSON-able
-    metadata."""
+    rename), so an interrupted run never leaves a truncated checkpoint; returns the path.
+    `extra`: JSON-able metadata. Path first, as models.common.save_checkpoint takes it."""
+    if not isinstance(model, Genie):
+        # the order was (model, path) once: say so rather than fail inside the writer
+        raise TypeError(f"save_checkpoint(path, model): model must be a Genie, got "
+                        f"{type(model).__name__}")
     meta = {"format": "wmkernels.genie/1", "config": json.dumps(model.cfg.to_dict()),
             "extra": json.dumps(extra or {})}
-    save_tensors(path, model.state_dict(), meta)
+    return save_tensors(path, model.state_dict(), meta)
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"):

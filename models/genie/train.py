@@ -134,7 +134,7 @@ def train_lam(model: Genie, batches: Callable[[int], Batch], steps: int | None =
               progress: bool = False, dist: DistInfo | None = None) -> list[dict]:
     """Phase 1b: the latent action model on raw clips (no labels used); arguments as for
     train_tokenizer. It shares nothing with the tokenizer, so the two may train at the same
-    time (models/genie/demo.py runs them in two processes on a CPU)."""
+    time (train_genie, pipeline.py, runs them in two processes on a CPU)."""
     steps = model.cfg.train.lam_steps if steps is None else steps
     model.lam.train()
     video_only = lambda step: batches(step)[:2]

@@ -11,7 +11,7 @@ import torch
 
 from wmkernels.models.common import cleanup, init_distributed
 from wmkernels.models.genie.config import get_config
-from wmkernels.models.genie.demo import train_genie
+from wmkernels.models.genie.pipeline import train_genie
 
 
 def main(out: Path) -> None:

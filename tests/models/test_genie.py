@@ -161,7 +161,7 @@ def test_lam_in_a_second_process_gives_the_weights_of_one_process(cfg, tmp_path)
     """train_genie(parallel=True) trains the LAM in a spawned process beside the tokenizer:
     the tokenizer's and the LAM's weights and buffers must equal the one-process run's. The
     dynamics then trains on twice the threads, so its sums may round differently."""
-    from wmkernels.models.genie.demo import train_genie
+    from wmkernels.models.genie.pipeline import train_genie
 
     models = {}
     threads = torch.get_num_threads()
@@ -238,7 +238,9 @@ def test_play_frames_and_errors(cfg):
 def test_checkpoint_round_trip(cfg, tmp_path):
     model = Genie(cfg).eval()
     path = tmp_path / "g.safetensors"
-    save_checkpoint(model, path, {"phase": "test"})
+    assert save_checkpoint(path, model, extra={"phase": "test"}) == path
+    with pytest.raises(TypeError, match="model must be a Genie"):
+        save_checkpoint(model, path)   # the (model, path) order of old: a clear error
     loaded, extra = load_checkpoint(path)
     assert extra == {"phase": "test"} and loaded.cfg == model.cfg
     for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
@@ -387,7 +389,7 @@ def test_killing_genie_train_ends_its_lam_process(tmp_path, sig):
     import sys
     import time
 
-    from wmkernels.models.genie.demo import cores_available
+    from wmkernels.models.genie.pipeline import cores_available
 
     if cores_available() < 2:
         pytest.skip("the LAM trains in its own process only with 2 cores")
