@@ -256,9 +256,9 @@ def attention_cases(op: str, run: Callable) -> list[Case]:
         ("packed-views", run(*packed), REF),
         ("transposed-views", run(strided, strided, strided), REF),
         ("expanded-k", run(k=rn(1, 1, 5, 2, 8).expand(1, 3, 5, 2, 8)), REF),
-        # in frame 0, which every query frame sees: SDPA (the reference) multiplies
-        # masked-out probabilities by v, so there a NaN in a later frame reaches earlier
-        # query frames too (the kernels keep them finite)
+        # in frame 0, which every query frame sees: the sdpa backend multiplies masked-out
+        # probabilities by v, so there a NaN in a later frame reaches earlier query frames
+        # too (the other backends keep them finite: tests/ops/test_attention.py)
         ("v-nan", run(v=with_value(v, (0, 0, 2, 1, 3), NAN)), REF),
         ("q-inf", run(q=with_value(q, (0, 1, 2, 1, 3), INF)), REF),
         ("head-dim-1", run(*qkv((1, 3, 5, 2, 1))), REF),

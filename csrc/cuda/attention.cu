@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <tuple>
+#include <vector>
 
 #include "wmk/attention_checks.h"
 #include "wmk/attention_kernel.h"
@@ -56,6 +57,12 @@ std::tuple<at::Tensor, at::Tensor> temporal_fwd_cuda(const at::Tensor& q, const 
   const int64_t B = q.size(0), tq = q.size(1), S = q.size(2), H = q.size(3), D = q.size(4);
   const int64_t tk = k.size(1);
   TORCH_CHECK(tq <= tk, "temporal_attention_fwd: Tq = ", tq, " > Tk = ", tk);
+  // one warp per (b, s, h), four per block on grid axis x (at most 2^31 - 1 blocks); frame
+  // indices are 32-bit ints in the kernel. Refused before the output is allocated.
+  TORCH_CHECK_VALUE(B * S * H <= int64_t(4) * 2147483647 && tk <= 2147483647,
+                    "temporal_attention_fwd: the CUDA kernel needs B*S*H <= 4 * (2^31 - 1) "
+                    "and Tk < 2^31, got B*S*H = ", B * S * H, " (B = ", B, ", S = ", S,
+                    ", H = ", H, ") and Tk = ", tk);
   const Dtype dtype = dtype_code("temporal_attention_fwd", q.scalar_type(), /*float64=*/false);
   const c10::cuda::CUDAGuard guard(q.device());
   at::Tensor out = at::empty({B, tq, S, H, D}, q.options());
@@ -90,16 +97,35 @@ std::tuple<at::Tensor, at::Tensor> spatial_fwd_cuda(const at::Tensor& q, const a
 }
 
 // FlashAttention's backward on one chunk, all (…, L, D) fp32 views: q, g (…, n, D);
-// k, v (…, Lk, D); lse, delta (…, n); mask (n, Lk) or undefined. Adds to dk, dv; returns dq.
+// k, v (…, Lk, D); lse, delta (…, n). `causal` >= 0: query row i sees the keys
+// j <= causal + i only (< 0: every key). Adds to dk, dv; returns dq.
 at::Tensor chunk_bwd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const at::Tensor& g, const at::Tensor& lse, const at::Tensor& delta,
-                     const at::Tensor& mask, double scale, at::Tensor& dk, at::Tensor& dv) {
+                     int64_t causal, double scale, at::Tensor& dk, at::Tensor& dv) {
   at::Tensor p = at::exp(at::matmul(q, k.transpose(-1, -2)) * scale - lse.unsqueeze(-1));
-  if (mask.defined()) p = p.masked_fill(mask.logical_not(), 0.0);
+  at::Tensor ds = at::matmul(g, v.transpose(-1, -2));
+  const int64_t n = q.size(-2), lk = k.size(-2);
+  at::Tensor hidden;
+  if (causal >= 0) {
+    at::Tensor i = at::arange(n, q.options().dtype(at::kLong)).unsqueeze(1);
+    at::Tensor j = at::arange(lk, q.options().dtype(at::kLong)).unsqueeze(0);
+    hidden = j.gt(i + causal);
+    // a select, not a product: NaN or inf in a hidden key or value must not reach row i
+    p = p.masked_fill(hidden, 0.0);
+  }
   dv.add_(at::matmul(p.transpose(-1, -2), g));
-  at::Tensor ds = p * (at::matmul(g, v.transpose(-1, -2)) - delta.unsqueeze(-1)) * scale;
+  ds = p * (ds - delta.unsqueeze(-1)) * scale;
+  if (causal >= 0) ds = ds.masked_fill(hidden, 0.0);
   dk.add_(at::matmul(ds.transpose(-1, -2), q));
-  return at::matmul(ds, k);
+  if (causal < 0) return at::matmul(ds, k);
+  // dq row i over its visible keys only (a product with a hidden key's NaN is NaN even
+  // at ds = 0): one product per row, n = Tq <= a few dozen frames
+  std::vector<at::Tensor> rows;
+  for (int64_t r = 0; r < n; ++r) {
+    const int64_t seen = std::min(lk, std::max<int64_t>(0, causal + r + 1));
+    rows.push_back(at::matmul(ds.narrow(-2, r, 1).narrow(-1, 0, seen), k.narrow(-2, 0, seen)));
+  }
+  return at::cat(rows, -2);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_bwd_cuda(
@@ -126,7 +152,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spatial_bwd_cuda(
     const int64_t n = std::min(rows, S - r0);
     dq.narrow(3, r0, n).copy_(chunk_bwd(qh.narrow(3, r0, n), kh, vh, gh.narrow(3, r0, n),
                                         lf.narrow(3, r0, n), delta.narrow(3, r0, n),
-                                        at::Tensor(), scale, dk, dv));
+                                        /*causal=*/-1, scale, dk, dv));
   }
   auto back = [&](const at::Tensor& x) {
     return x.permute({0, 1, 3, 2, 4}).contiguous().to(q.scalar_type());
@@ -151,12 +177,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> temporal_bwd_cuda(
   at::Tensor qh = frames(q), kh = frames(k), vh = frames(v), gh = frames(grad);
   at::Tensor delta = (grad.to(at::kFloat) * out.to(at::kFloat)).sum(-1).permute({0, 2, 3, 1});
   at::Tensor lf = lse.to(at::kFloat);
-  at::Tensor mask;
-  if (causal) {  // key j visible to query i iff j <= tk - tq + i
-    at::Tensor i = at::arange(tq, q.options().dtype(at::kLong)).unsqueeze(1);
-    at::Tensor j = at::arange(tk, q.options().dtype(at::kLong)).unsqueeze(0);
-    mask = j.le(i + (tk - tq));
-  }
   at::Tensor dq = at::empty({B, S, H, tq, D}, q.options().dtype(at::kFloat));
   at::Tensor dk = at::zeros({B, S, H, tk, D}, q.options().dtype(at::kFloat));
   at::Tensor dv = at::zeros({B, S, H, tk, D}, q.options().dtype(at::kFloat));
@@ -167,8 +187,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> temporal_bwd_cuda(
     at::Tensor dkc = dk.narrow(0, b0, n), dvc = dv.narrow(0, b0, n);
     dq.narrow(0, b0, n).copy_(chunk_bwd(qh.narrow(0, b0, n), kh.narrow(0, b0, n),
                                         vh.narrow(0, b0, n), gh.narrow(0, b0, n),
-                                        lf.narrow(0, b0, n), delta.narrow(0, b0, n), mask, scale,
-                                        dkc, dvc));
+                                        lf.narrow(0, b0, n), delta.narrow(0, b0, n),
+                                        causal ? tk - tq : -1, scale, dkc, dvc));
   }
   auto back = [&](const at::Tensor& x) {
     return x.permute({0, 3, 1, 2, 4}).contiguous().to(q.scalar_type());

@@ -8,7 +8,7 @@
 // Query frames are walked one by one (Tq = 1 in decode); their re-reads of K/V hit L1.
 // Memory-bound: at attn-temporal-decode (B8 S1024 H16 D64 Tk16, bf16) it must read
 // 268 MB of K/V and 4 MB of q: ~82 us at 3.35 TB/s. Grid = ceil(B*S*H / 4) blocks on
-// axis x (limit 2^31 - 1), so no batch size reaches a launch limit.
+// axis x (limit 2^31 - 1): the glue refuses B*S*H > 4 * (2^31 - 1) (and Tk >= 2^31).
 //
 // Spatial (softmax over S of each (b, t, h)): a block owns 16 query rows of one (b, t, h)
 // (4 warps x 4 rows) and streams 32-row K/V tiles through shared memory in fp32; lane j
@@ -197,8 +197,9 @@ cudaError_t launch_temporal_cpl(AttnView q, AttnView k, AttnView v, void* out,
                                 float* lse, int64_t npos, int64_t tq, int64_t tk, int64_t S,
                                 int64_t H, int D, int L, int causal, float scale,
                                 cudaStream_t stream) {
-  constexpr int kThreads = 128;  // 4 positions per block
-  const int64_t blocks = (npos * 32 + kThreads - 1) / kThreads;
+  constexpr int kThreads = 128, kWarps = kThreads / 32;  // a warp per position
+  const int64_t blocks = (npos + kWarps - 1) / kWarps;
+  if (blocks > 2147483647LL) return cudaErrorInvalidValue;  // the unsigned cast would wrap
   temporal_fwd_kernel<T, VEC, CPL><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
       q, k, v, static_cast<T*>(out), lse, npos, static_cast<int>(tq), static_cast<int>(tk), S,
       H, D, L, causal, scale * kLog2e);
@@ -377,7 +378,8 @@ namespace wmk {
 
 cudaError_t temporal_attention_fwd_launch(const AttentionParams& p, cudaStream_t stream) {
   if (p.B * p.Tq * p.S * p.H * p.D == 0) return cudaSuccess;
-  if (p.Tq > p.Tk || p.D > WMK_ATTN_MAX_HEAD_DIM || p.D < 1) return cudaErrorInvalidValue;
+  if (p.Tq > p.Tk || p.Tk > 2147483647LL || p.D > WMK_ATTN_MAX_HEAD_DIM || p.D < 1)
+    return cudaErrorInvalidValue;  // frame indices are ints in the kernel
   const int causal = p.causal ? 1 : 0;
   switch (p.dtype) {
     case Dtype::kFloat32:

@@ -29,6 +29,8 @@ std::tuple<at::Tensor, at::Tensor> maskgit_sample_cuda(const at::Tensor& logits,
   const c10::cuda::CUDAGuard guard(logits.device());
   at::Tensor x = logits.stride(1) == 1 ? logits : logits.contiguous();
   const int64_t R = x.size(0), V = x.size(1);
+  TORCH_CHECK_VALUE(R <= 2147483647, "maskgit_sample: the CUDA kernel runs one block per row "
+                    "(at most 2^31 - 1), got R = ", R);
   at::Tensor tokens = at::empty({R}, x.options().dtype(at::kLong));
   at::Tensor conf = at::empty({R}, x.options().dtype(at::kFloat));
   if (R == 0) return {tokens, conf};
@@ -56,6 +58,9 @@ std::tuple<at::Tensor, at::Tensor> maskgit_step_cuda(
   check_maskgit_step(logits, tokens, mask, num_masked, temperature, top_k, choice_temperature);
   check_seed("maskgit_step", logits, seed);
   const int64_t B = logits.size(0), N = logits.size(1), V = logits.size(2);
+  TORCH_CHECK_VALUE(B * N <= 2147483647, "maskgit_step: the CUDA sampler runs one block per "
+                    "(b, n) (at most 2^31 - 1), got B*N = ", B * N, " (B = ", B, ", N = ", N,
+                    ")");
   const Dtype dtype = dtype_code("maskgit_step", logits.scalar_type(), /*float64=*/false);
   const c10::cuda::CUDAGuard guard(logits.device());
   at::Tensor out_tokens = at::empty({B, N}, tokens.options());

@@ -163,3 +163,40 @@ def test_row_without_finite_logit():
     tokens, conf = SIM.maskgit_sample(logits, 1.0, 0, torch.tensor([2]))
     assert tokens[1] == -1 and conf[1] == 0 and (tokens[[0, 2]] >= 0).all()
 
+
+
+def test_attention_grid_limits_are_refused_with_the_sizes():
+    """The temporal kernel runs a warp per (b, s, h), four per block on grid axis x (at most
+    2^31 - 1 blocks), with 32-bit frame indices; the spatial one puts B*T*H on grid axis x and
+    16-row tiles of S on axis y (at most 65535). Stride-0 views reach past those limits
+    without memory: the glue must refuse them, naming the sizes, before allocating the
+    output (else the unsigned block count wraps and most positions are never written)."""
+    one = torch.zeros(1, 1, 1, 1, 1)
+    q = one.expand(2 ** 33, 1, 1, 1, 1)  # 2^31 blocks: one past the limit
+    with pytest.raises(ValueError, match=r"B\*S\*H = 8589934592 \(B = 8589934592"):
+        SIM.temporal_attention_fwd(q, q, q, True, 1.0)
+    q = one.expand(4, 1, 2 ** 32 + 1, 1, 1)  # 2^32 + 1 blocks: wraps to 1 as an unsigned
+    with pytest.raises(ValueError, match=r"B\*S\*H = 17179869188"):
+        SIM.temporal_attention_fwd(q, q, q, False, 1.0)
+    k = one.expand(1, 2 ** 31, 1, 1, 1)  # Tk = 2^31 is -2^31 as the kernel's int
+    with pytest.raises(ValueError, match="Tk = 2147483648"):
+        SIM.temporal_attention_fwd(one, k, k, True, 1.0)
+    q = one.expand(1, 1, 65535 * 16 + 1, 1, 1)
+    with pytest.raises(RuntimeError, match="S <= 1048560"):
+        SIM.spatial_attention_fwd(q, q, q, 1.0)
+
+
+def test_maskgit_grid_limits_are_refused_with_the_sizes():
+    """The MaskGIT sampler runs one block per row on grid axis x (at most 2^31 - 1): the glue
+    refuses more rows, naming them, before allocating the outputs (stride-0 views reach
+    there without memory)."""
+    seed = torch.tensor([0])
+    rows = 2 ** 31
+    logits = torch.zeros(1, 2).expand(rows, 2)
+    with pytest.raises(ValueError, match="R = 2147483648"):
+        SIM.maskgit_sample(logits, 1.0, 0, seed)
+    tokens = torch.zeros(1, 1, dtype=torch.long).expand(rows, 1)
+    mask = torch.ones(1, 1, dtype=torch.bool).expand(rows, 1)
+    num_masked = torch.zeros(1, dtype=torch.long).expand(rows)
+    with pytest.raises(ValueError, match=r"B\*N = 2147483648"):
+        SIM.maskgit_step(logits[:, None], tokens, mask, num_masked, 1.0, 0, 1.0, False, seed)

@@ -386,3 +386,47 @@ def test_triton_refuses_float32_head_dims_over_128():
     for fn in (wmkernels.spatial_attention, wmkernels.temporal_attention):
         with pytest.raises(ValueError, match="float32 head dims D <= 128"):
             fn(x, x, x, backend="triton")
+
+
+def _hidden_frame_runs(backend, device, Tq, Tk, plant):
+    """Causal temporal attention and its gradients, clean and with NaN/inf planted in the
+    last key frame (`plant` "k" or "v"), which every query frame but the last must not see."""
+    gen = torch.Generator().manual_seed(7)
+    B, S, H, D = 1, 3, 2, 32
+    q, k, v = (torch.randn(B, t, S, H, D, generator=gen) for t in (Tq, Tk, Tk))
+    grad = torch.randn(B, Tq, S, H, D, generator=gen)
+    bad = (k if plant == "k" else v).clone()
+    bad[0, -1, 1, 0, 3], bad[0, -1, 2, 1, :] = float("nan"), float("inf")
+    runs = []
+    for kk, vv in ((k, v), (bad, v) if plant == "k" else (k, bad)):
+        leaves = [x.to(device).requires_grad_() for x in (q, kk, vv)]
+        out = wmkernels.temporal_attention(*leaves, causal=True, backend=backend)
+        runs.append([out.detach(), *torch.autograd.grad(out, leaves, grad.to(device))])
+    return runs
+
+
+# sdpa lets hidden NaN/inf through (documented in wmkernels/ops/sdpa_views.py; tested below)
+@pytest.mark.parametrize("plant", ["k", "v"])
+@pytest.mark.parametrize("Tq,Tk", [(4, 4), (3, 5)])
+@pytest.mark.parametrize("device,backend", [p for p in TEMPORAL if p.values[1] != "sdpa"])
+def test_temporal_hidden_nonfinite_frame_is_invisible(device, backend, Tq, Tk, plant):
+    """NaN and inf in the last key frame leave the outputs of the query frames that do not see
+    it, their dq, and (NaN in v: the probabilities stay finite) every dv, finite and equal to
+    the clean run: a masked key never enters a sum, forward or backward."""
+    (out, dq, _, dv), (bad_out, bad_dq, _, bad_dv) = _hidden_frame_runs(backend, device, Tq,
+                                                                        Tk, plant)
+    checked = [("out", out[:, :-1], bad_out[:, :-1]), ("dq", dq[:, :-1], bad_dq[:, :-1])]
+    if plant == "v":
+        checked.append(("dv", dv[:, :-1], bad_dv[:, :-1]))
+    for name, clean, got in checked:
+        assert torch.isfinite(got).all(), f"{name}: a hidden frame's NaN/inf leaked"
+        torch.testing.assert_close(got, clean, atol=1e-6, rtol=1e-6, msg=name)
+    assert not torch.isfinite(bad_out[:, -1]).all()  # the last query frame does see it
+
+
+def test_sdpa_backend_lets_hidden_nonfinite_frames_through():
+    """The `sdpa` backend is torch's SDPA with a causal mask, which multiplies the hidden
+    probabilities (zeros) by v: as its module docstring says, NaN in a hidden frame reaches
+    the earlier query frames there. The other backends keep them out (test above)."""
+    (_, _, _, _), (bad_out, _, _, _) = _hidden_frame_runs("sdpa", "cpu", 4, 4, "v")
+    assert not torch.isfinite(bad_out[:, 0]).all()

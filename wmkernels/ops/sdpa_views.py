@@ -7,6 +7,11 @@ strides merge (contiguous q, k, v; not views of a packed (..., 3, H, D) projecti
 the view does not exist the same call runs on a reshaped copy: correct, but the copy is what
 the routing rule avoids by sending such calls to our kernels. Autograd, float64 and
 torch.compile are SDPA's own.
+
+Unlike the other backends, causal temporal attention here (Tq > 1) lets NaN or inf in a key
+or value frame that a query frame must not see reach that query frame's output and
+gradients: SDPA adds the mask's -inf to the scores (NaN + -inf is NaN) and multiplies the
+hidden probabilities, exact zeros, by v (0 * NaN is NaN). Finite inputs are unaffected.
 """
 
 from __future__ import annotations

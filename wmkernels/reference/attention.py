@@ -8,6 +8,11 @@ These define the semantics the kernels must match:
   Tk >= Tq; with `causal`, query frame i sees key frames j <= Tk - Tq + i (the causal mask
   aligned to the bottom-right corner, which is what a KV cache of past frames needs).
 - scale defaults to D ** -0.5. Low-precision inputs go through SDPA in their own dtype.
+- A key frame hidden by the causal mask never influences that query frame, not even through
+  NaN or inf, forward or backward, as in the kernels, whose sums never take masked keys. SDPA
+  with a mask lets them in: it adds the mask's -inf to a NaN score (still NaN) and multiplies
+  the hidden probabilities, exact zeros, by v (0 * NaN is NaN). So a call whose hidden frames
+  hold NaN or inf runs one SDPA per query frame over the key frames it sees.
 """
 
 from __future__ import annotations
@@ -48,7 +53,26 @@ def temporal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal
         t = x.shape[1]
         return x.permute(0, 2, 3, 1, 4).reshape(B * S, H, t, D).contiguous()
 
-    mask = causal_mask(Tq, Tk, q.device) if causal else None
-    out = F.scaled_dot_product_attention(frames_last(q), frames_last(k), frames_last(v),
-                                         attn_mask=mask, scale=scale)
+    qf, kf, vf = frames_last(q), frames_last(k), frames_last(v)
+    if not causal or Tq == 1:  # every key frame is visible (Tq = 1: the KV-cache decode step)
+        out = F.scaled_dot_product_attention(qf, kf, vf, scale=scale)
+    elif _finite(kf[:, :, Tk - Tq + 1:], vf[:, :, Tk - Tq + 1:]):
+        # the frames some query frame must not see are finite: the mask's zeros are exact
+        out = F.scaled_dot_product_attention(qf, kf, vf, attn_mask=causal_mask(Tq, Tk, q.device),
+                                             scale=scale)
+    else:  # one call per query frame over the key frames it sees
+        out = torch.cat([F.scaled_dot_product_attention(
+            qf[:, :, i:i + 1], kf[:, :, :Tk - Tq + i + 1], vf[:, :, :Tk - Tq + i + 1],
+            scale=scale) for i in range(Tq)], dim=2)
     return out.reshape(B, S, H, Tq, D).permute(0, 3, 1, 2, 4).contiguous()
+
+
+def _finite(*xs: torch.Tensor) -> bool:
+    """False if some element is NaN or inf (their sum is then NaN or inf; a finite sum that
+    overflows says False too, which costs only the slower exact path). A sum reads the data
+    once, where isfinite().all() writes a mask first. Always False under torch.compile,
+    which cannot branch on tensor values (the per-frame calls give the same answer)."""
+    if torch.compiler.is_compiling():
+        return False
+    return bool(sum(x.sum(dtype=torch.promote_types(x.dtype, torch.float32)) for x in xs)
+                .isfinite())
