@@ -55,9 +55,10 @@ __device__ __forceinline__ float clean(float x) {
   return fminf(x, FLT_MAX);
 }
 
-// Order-preserving map of fp32 (no NaN) to uint32.
+// Order-preserving map of fp32 (no NaN) to uint32. -0.0 maps to +0.0's key: they compare
+// equal as floats (torch.topk's threshold and torch.sort's ties), so they must tie here too.
 __device__ __forceinline__ uint32_t sortable(float x) {
-  const uint32_t b = __float_as_uint(x);
+  const uint32_t b = __float_as_uint(x == 0.0f ? 0.0f : x);
   return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
 }
 

@@ -653,3 +653,20 @@ def test_step_column_major_tokens_and_mask(device, backend, order):
     _check_step(logits, tokens, mask, 9, *got)
     for w, g in zip(want, got, strict=True):
         assert torch.equal(w, g)
+
+
+@pytest.mark.parametrize("device,backend", SAMPLE)
+def test_sample_top_k_threshold_at_signed_zero(device, backend):
+    """The k-th largest logit is 0 and the row holds both +0.0 and -0.0: top-k keeps every
+    logit >= 0 as floats compare (-0.0 == +0.0, torch.topk's threshold), so the -0.0 tokens
+    are sampled too. An order-preserving integer image of the floats without -0.0 mapped to
+    +0.0 puts -0.0 below the +0.0 threshold and never samples it."""
+    row = torch.tensor([0.5, -0.0, 0.0, -0.0, -3.0, -1.0])
+    top_k, R = 2, 600
+    probs = _exact_probs(row, 1.0, top_k)
+    assert (probs[[1, 2, 3]] > 0.2).all()
+    for dtype in _dtypes(device, backend):
+        logits = row.to(device, dtype).expand(R, -1)
+        tokens, _ = wmkernels.maskgit_sample(logits, temperature=1.0, top_k=top_k,
+                                             generator=_gen(device, 5), backend=backend)
+        assert _chi2_pvalue(tokens, probs) > P_MIN, dtype

@@ -44,8 +44,9 @@ _INT32_MAX = tl.constexpr((1 << 31) - 1)
 
 @triton.jit
 def _sortable(x):
-    """fp32 -> int64 with the same order (for -inf <= x <= max float, no NaN)."""
-    bits = x.to(tl.int32, bitcast=True)
+    """fp32 -> int64 with the same order (for -inf <= x <= max float, no NaN); -0.0 takes
+    +0.0's key, as they compare equal (torch.topk's threshold, torch.sort's ties)."""
+    bits = tl.where(x == 0.0, 0.0, x).to(tl.int32, bitcast=True)
     return (bits ^ ((bits >> 31) & 0x7FFFFFFF)).to(tl.int64)
 
 
