@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 import wmkernels
 from wmkernels import routing
+from wmkernels.bench import baselines
 from wmkernels.bench.harness import Case, Skip
 from wmkernels.nn import STBlock
 from wmkernels.reference import attention as reference
@@ -111,7 +112,7 @@ def _attention_cases(name, spec, device, dtype, quick):
     mask = reference.causal_mask(tq, tk, torch.device(device)) if kind == "temporal" else None
     fn = wmkernels.spatial_attention if kind == "spatial" else wmkernels.temporal_attention
     eager = (lambda q, k, v: reference.spatial_attention(q, k, v)) if kind == "spatial" else (
-        lambda q, k, v: reference.temporal_attention(q, k, v, True))
+        lambda q, k, v: baselines.temporal_attention_rearrange(q, k, v, True))
 
     skips = []
     impls = {"eager": eager}

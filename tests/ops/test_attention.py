@@ -430,3 +430,16 @@ def test_sdpa_backend_lets_hidden_nonfinite_frames_through():
     the earlier query frames there. The other backends keep them out (test above)."""
     (_, _, _, _), (bad_out, _, _, _) = _hidden_frame_runs("sdpa", "cpu", 4, 4, "v")
     assert not torch.isfinite(bad_out[:, 0]).all()
+
+
+@pytest.mark.parametrize("tq,tk,causal", [(5, 5, True), (3, 7, True), (1, 4, True), (4, 4, False)])
+def test_bench_baseline_matches_reference(tq, tk, causal):
+    """The benches' eager temporal baseline (bench/baselines.py) is the reference on finite
+    inputs, so timing it instead measures the same op."""
+    from wmkernels.bench.baselines import temporal_attention_rearrange
+
+    g = torch.Generator().manual_seed(tq * 10 + tk)
+    q = torch.randn(2, tq, 6, 3, 8, generator=g, dtype=torch.float64)
+    k, v = (torch.randn(2, tk, 6, 3, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    torch.testing.assert_close(temporal_attention_rearrange(q, k, v, causal),
+                               reference.temporal_attention(q, k, v, causal))
