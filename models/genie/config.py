@@ -82,8 +82,11 @@ class DynamicsConfig:
     """MaskGIT ST-transformer. Paper: d_model 5120, 48 layers (the 10.1B model), mask rate
     U(0.5, 1), 25 MaskGIT steps at temperature 2 with random sampling."""
 
-    dim: int = 64                 # paper 5120
-    heads: int = 2                # paper 36
+    # paper 5120. At 64 wide the rollouts fell apart within two frames (the model barely beat
+    # copying its past); 128 wide is the step that made the agent follow its actions
+    # (models/genie/RESULTS.md, "Rollouts as a viewer sees them")
+    dim: int = 128
+    heads: int = 4                # paper 36; head dim 32
     layers: int = 3               # paper 48
     mask_min: float = 0.5         # paper 0.5
     mask_max: float = 1.0         # paper 1.0
