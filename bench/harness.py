@@ -126,7 +126,7 @@ def add_speedups(rows: list[dict]) -> None:
 
 
 def run_op(op: str, device: str, *, quick: bool = False, shapes: list[str] | None = None,
-           peak: dict | None = None, log=print, rounds: int = 5) -> dict:
+           peak: dict | None = None, log=print, rounds: int = 9) -> dict:
     module = importlib.import_module(f"wmkernels.bench.{bench_package(op)}.{op}")
     peak = peak or peaks.measure(device)
     rows, skipped = [], []

@@ -66,8 +66,8 @@ PREFERENCE = {"cuda": ("cuda", "triton", "sdpa", "reference"),
 CPU_MEASURED = {
     "spatial": "SDPA on (B*T, H, S, D) views measured 0.57-0.93x the cpu kernel's forward "
                "time, 0.42-0.96x forward+backward (2-core AMD EPYC)",
-    "decode": "SDPA on (B, S*H, T, D) views measured 0.50-0.94x the cpu kernel's forward time "
-              "when Tq < Tk (2-core AMD EPYC)",
+    "decode": "SDPA on (B, S*H, T, D) or (B*S, H, T, D) views measured 0.50-0.94x the cpu "
+              "kernel's forward time when Tq < Tk (2-core AMD EPYC)",
     "kernel": "the cpu kernel measured level with or faster than SDPA on views here "
               "(2-core AMD EPYC; see routing.CPU_MEASURED)",
     "no view": "no zero-copy SDPA view of these strides: the kernel reads them in place, "
