@@ -13,8 +13,8 @@ available runs:
         compute-bound calls go to tensor-core implementations and memory-bound calls to the
         one that moves the fewest bytes; equal estimates (within 2%) keep PREFERENCE order.
   CPU:  measured (see CPU_MEASURED): SDPA on zero-copy views for spatial attention and for
-        temporal attention with Tq < Tk and no backward (KV-cache decode) when the views
-        exist, the C++ kernels otherwise.
+        temporal attention with Tq < Tk, no backward and no hidden key frame (the KV-cache
+        decode step, Tq = 1) when the views exist, the C++ kernels otherwise.
 Ops or calls without sizes fall back to PREFERENCE order.
 
 Backends:
@@ -67,7 +67,8 @@ CPU_MEASURED = {
     "spatial": "SDPA on (B*T, H, S, D) views measured 0.57-0.93x the cpu kernel's forward "
                "time, 0.42-0.96x forward+backward (2-core AMD EPYC)",
     "decode": "SDPA on (B, S*H, T, D) or (B*S, H, T, D) views measured 0.50-0.94x the cpu "
-              "kernel's forward time when Tq < Tk (2-core AMD EPYC)",
+              "kernel's forward time when Tq < Tk (2-core AMD EPYC); taken where no key frame "
+              "is hidden (Tq = 1 or not causal)",
     "kernel": "the cpu kernel measured level with or faster than SDPA on views here "
               "(2-core AMD EPYC; see routing.CPU_MEASURED)",
     "no view": "no zero-copy SDPA view of these strides: the kernel reads them in place, "
@@ -231,7 +232,10 @@ def _rank_cpu_attention(op: str, c: Call, order) -> list[tuple[str, str]]:
         why = CPU_MEASURED["no view"]
     elif op == "spatial_attention":
         why = CPU_MEASURED["spatial"]
-    elif c.sizes and c.sizes["Tq"] < c.sizes["Tk"] and not c.grad:
+    elif (c.sizes and c.sizes["Tq"] < c.sizes["Tk"] and not c.grad
+          and (c.sizes["Tq"] == 1 or not c.sizes.get("causal", True))):
+        # with one query frame (or no mask) no key frame is hidden, so SDPA's NaN leak
+        # through masked frames (ops/sdpa_views.py) cannot arise on the default path
         why = CPU_MEASURED["decode"]
     else:
         return [(n, CPU_MEASURED["kernel"]) for n in order]
