@@ -77,13 +77,15 @@ def _tokenizer_beside_lam(model: Genie, pool: ClipPool, out: Path, progress: boo
     """Phase 1 on two CPU processes: the LAM in a spawned child, the tokenizer here.
     Returns both phases' logged rows; the model ends with both trained."""
     lam_dir = out / "lam"
-    # spawn: a fork would copy this process's torch threads and state
+    # spawn: a fork would copy this process's torch threads and state. daemon: should an
+    # interrupt escape before the try below, multiprocessing ends the child at exit instead
+    # of waiting for it to finish training.
     child = multiprocessing.get_context("spawn").Process(
-        target=_lam_process, name="genie-lam",
+        target=_lam_process, name="genie-lam", daemon=True,
         args=(model.cfg.to_dict(), len(pool), str(lam_dir), torch.get_num_threads(),
               os.getpid()))
-    child.start()
     try:
+        child.start()   # inside: a Ctrl-C while it starts must stop the child too
         tok_rows = train_tokenizer(model, pool.batch, out_dir=out / "tokenizer",
                                    progress=progress)
         child.join()
