@@ -394,11 +394,19 @@ def test_killing_genie_train_ends_its_lam_process(tmp_path, sig):
     if cores_available() < 2:
         pytest.skip("the LAM trains in its own process only with 2 cores")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def interruptible():
+        # an ignored or blocked SIGINT is inherited across exec (a test runner started in
+        # the background has it ignored), and Python then never raises KeyboardInterrupt
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     parent = subprocess.Popen(
         [sys.executable, "-m", "wmkernels.cli", "genie", "train", "--config", "micro",
          "--out", str(tmp_path), "--clips", "8", "--tokenizer-steps", "100000",
          "--lam-steps", "100000", "--quiet"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=interruptible)
     children: list[int] = []
     try:
         deadline = time.monotonic() + 120
