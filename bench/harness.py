@@ -104,8 +104,7 @@ def _ran_label(seen: dict) -> str:
     return "; ".join(f"{op}: {'+'.join(sorted(b))}" for op, b in sorted(seen.items())) or "-"
 
 
-def row_of(case: Case, ms: float, device: str, peak: dict) -> dict:
-    seen = ran(case)
+def row_of(case: Case, seen: dict, ms: float, device: str, peak: dict) -> dict:
     mem = peak_memory(case.fn, device)
     row = {"op": case.op, "shape": case.shape, "backend": case.backend, "dtype": case.dtype,
            "ran": _ran_label(seen), "why": {op: b for op, b in seen.items()},
@@ -142,10 +141,10 @@ def run_op(op: str, device: str, *, quick: bool = False, shapes: list[str] | Non
     for group in groups.values():
         # the implementations of one (op, shape, dtype) are timed in interleaved rounds
         # (timing.time_interleaved), so their ratios hold on a machine other work shares
-        working = []
+        working, seen = [], []
         for case in group:
-            try:
-                case.fn()
+            try:   # the first call also records what ran, and finds the cases that fail
+                seen.append(ran(case))
                 working.append(case)
             except Exception as exc:  # report it and keep measuring the other rows
                 reason = f"failed: {type(exc).__name__}: {exc}"
@@ -153,8 +152,8 @@ def run_op(op: str, device: str, *, quick: bool = False, shapes: list[str] | Non
                                 "reason": reason})
                 log(f"  {case.op:<22} {case.shape:<22} {case.backend:<13} {reason}")
         times = time_interleaved([c.fn for c in working], device, rounds=rounds)
-        for case, ms in zip(working, times, strict=True):
-            rows.append(row_of(case, ms, device, peak))
+        for case, what, ms in zip(working, seen, times, strict=True):
+            rows.append(row_of(case, what, ms, device, peak))
             log(format_row(rows[-1]))
     add_speedups(rows)
     return {"op": op, "environment": environment(device), "peaks": peak, "rows": rows,

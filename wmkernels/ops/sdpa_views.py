@@ -40,11 +40,20 @@ def _batch_positions_merge(x: torch.Tensor) -> bool:
     return x.shape[0] == 1 or x.shape[2] == 1 or x.stride(0) == x.shape[2] * x.stride(2)
 
 
+def _temporal_layout(*xs: torch.Tensor) -> str | None:
+    """The zero-copy SDPA layout every (B, T, S, H, D) tensor has: "heads" (B, S*H, T, D),
+    else "positions" (B*S, H, T, D), else None."""
+    if all(_merges(x, 2) for x in xs):
+        return "heads"
+    if all(_batch_positions_merge(x) for x in xs):
+        return "positions"
+    return None
+
+
 def temporal_view_exists(*xs: torch.Tensor) -> bool:
     """Whether every (B, T, S, H, D) tensor has a zero-copy (B, S*H, T, D) view, or every one
     a zero-copy (B*S, H, T, D) view."""
-    return (all(_merges(x, 2) for x in xs)
-            or all(_batch_positions_merge(x) for x in xs))
+    return _temporal_layout(*xs) is not None
 
 
 def _back(out: torch.Tensor, shape) -> torch.Tensor:
@@ -65,8 +74,7 @@ def temporal_attention(q, k, v, causal: bool, scale: float) -> torch.Tensor:
     j <= Tk - Tq + i)."""
     B, Tq, S, H, D = q.shape
     Tk = k.shape[1]
-    by_position = not all(_merges(x, 2) for x in (q, k, v)) and all(
-        _batch_positions_merge(x) for x in (q, k, v))
+    by_position = _temporal_layout(q, k, v) == "positions"
     if by_position:
         t = lambda x: x.permute(0, 2, 3, 1, 4).reshape(B * S, H, x.shape[1], D)
     else:
