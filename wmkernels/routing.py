@@ -12,9 +12,8 @@ available runs:
         device's datasheet peaks by compute capability): the smallest estimated time wins, so
         compute-bound calls go to tensor-core implementations and memory-bound calls to the
         one that moves the fewest bytes; equal estimates (within 2%) keep PREFERENCE order.
-  CPU:  measured (see CPU_MEASURED): SDPA on zero-copy views for spatial attention and for
-        temporal attention with Tq < Tk, no backward and no hidden key frame (the KV-cache
-        decode step, Tq = 1) when the views exist, the C++ kernels otherwise.
+  CPU:  measured (see CPU_MEASURED): SDPA on zero-copy views for spatial attention when
+        the views exist, the C++ kernels otherwise and for all temporal attention.
 Ops or calls without sizes fall back to PREFERENCE order.
 
 Backends:
@@ -49,30 +48,26 @@ NAMES = ("reference", "cpu", "triton", "cuda", "sdpa")
 PREFERENCE = {"cuda": ("cuda", "triton", "sdpa", "reference"),
               "cpu": ("cpu", "sdpa", "reference")}
 
-# CPU decisions, measured on a 2-core AMD EPYC (torch 2.13.0+cpu, fp32, OMP_NUM_THREADS=1;
-# interleaved rounds, medians, on a shared and loaded machine, so ranges over repeated runs:
-# `OMP_NUM_THREADS=1 python -m wmkernels.bench.sdpa_views`). Time of SDPA on zero-copy views
-# over the cpu kernel's:
-#   spatial, packed QKV, S = 16..1024, D = 32/64: forward 0.57-0.93x, forward+backward
-#     0.42-0.96x (one outlier run at 4.6x on a 0.3 ms call).
-#   temporal, contiguous q/k/v, Tq < Tk (KV-cache decode, Tk = 16): forward 0.50-0.94x.
-#   temporal, Tq = Tk = 16: forward 0.86-1.06x, forward+backward 1.19-1.28x; Tq = Tk = 64:
-#     forward 0.91-0.98x, forward+backward 0.65-0.98x (inconclusive: the kernel stays).
-#   temporal, packed QKV (no view: SDPA on a reshaped copy): forward 1.25-1.39x, forward +
-#     backward 1.10-1.58x.
-# With 2 threads this machine was too loaded to time (runs quantized to the scheduler's
-# slices); the committed 2-thread bench (bench/results/cpu-amd-epyc-2c/attention.md, a quiet
-# run) agrees for spatial: SDPA on views 0.93x the cpu kernel forward, 0.92x fwd+bwd.
+# CPU decisions, measured on a 2-core AMD EPYC (torch 2.13.0+cpu, fp32; interleaved rounds,
+# medians: `python -m wmkernels.bench.sdpa_views --threads N`, 2026-12-04). Time of SDPA on
+# zero-copy views over the cpu kernel's:
+#   spatial, packed QKV, S = 16..1024, D = 32/64: forward 0.65-0.93x, forward+backward
+#     0.54-0.95x (1 thread); the kernel never won, so spatial takes SDPA wherever a view exists.
+#   temporal, B1 S256 H4 D64, contiguous or packed q/k/v: T = 16 forward 1.08-1.52x (1 thread)
+#     and 2.45-3.23x (2 threads), forward+backward 0.99-1.19x and 1.52-2.28x; one query frame
+#     of 16 (KV-cache decode) 1.44-1.63x and 2.11-2.41x; 4 query frames of 16 1.04-1.06x and
+#     5.4-5.9x.
+#   temporal, T = 64 S64: causal forward 1.06x / 1.57x, forward+backward 0.99x / 1.49x;
+#     non-causal forward 0.75x / 1.13x, forward+backward 0.81x / 0.91x (1 / 2 threads): the
+#     only case measured where SDPA wins, long clips without a mask; the kernel stays.
 CPU_MEASURED = {
-    "spatial": "SDPA on (B*T, H, S, D) views measured 0.57-0.93x the cpu kernel's forward "
-               "time, 0.42-0.96x forward+backward (2-core AMD EPYC)",
-    "decode": "SDPA on (B, S*H, T, D) or (B*S, H, T, D) views measured 0.50-0.94x the cpu "
-              "kernel's forward time when Tq < Tk (2-core AMD EPYC); taken where no key frame "
-              "is hidden (Tq = 1 or not causal)",
-    "kernel": "the cpu kernel measured level with or faster than SDPA on views here "
-              "(2-core AMD EPYC; see routing.CPU_MEASURED)",
+    "spatial": "SDPA on (B*T, H, S, D) views measured 0.65-0.93x the cpu kernel's forward "
+               "time, 0.54-0.95x forward+backward (2-core AMD EPYC)",
+    "kernel": "the cpu kernel measured faster than SDPA on views here: 1.08-3.2x forward at "
+              "T = 16, 1.4-2.4x for a KV-cache decode step (2-core AMD EPYC; see "
+              "routing.CPU_MEASURED)",
     "no view": "no zero-copy SDPA view of these strides: the kernel reads them in place, "
-               "SDPA would need copies (measured 1.10-1.58x slower)",
+               "SDPA would need copies",
 }
 
 # op name -> backends that implement it (filled by wmkernels.ops.* at import).
@@ -228,19 +223,11 @@ def rank(op: str, c: Call) -> list[tuple[str, str]]:
 
 
 def _rank_cpu_attention(op: str, c: Call, order) -> list[tuple[str, str]]:
-    if not c.view:
-        why = CPU_MEASURED["no view"]
-    elif op == "spatial_attention":
+    if op == "spatial_attention" and c.view:
         why = CPU_MEASURED["spatial"]
-    elif (c.sizes and c.sizes["Tq"] < c.sizes["Tk"] and not c.grad
-          and (c.sizes["Tq"] == 1 or not c.sizes.get("causal", True))):
-        # with one query frame (or no mask) no key frame is hidden, so SDPA's NaN leak
-        # through masked frames (ops/sdpa_views.py) cannot arise on the default path
-        why = CPU_MEASURED["decode"]
-    else:
-        return [(n, CPU_MEASURED["kernel"]) for n in order]
-    first = "sdpa" if c.view else order[0]
-    return [(first, why)] + [(n, why) for n in order if n != first]
+        return [("sdpa", why)] + [(n, why) for n in order if n != "sdpa"]
+    why = CPU_MEASURED["kernel"] if c.view else CPU_MEASURED["no view"]
+    return [(n, why) for n in order]
 
 
 def _rank_roofline(op: str, c: Call, order) -> list[tuple[str, str]]:

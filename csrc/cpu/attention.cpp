@@ -13,12 +13,15 @@
 // the exponentials in 8-wide vectors. What eager spends beyond that is its transposing
 // copies, small at this size, so this path is at best level with SDPA's own CPU kernel.
 //
-// Temporal: at::parallel_for over (b, s); each task gathers every frame of all heads of its
-// position (Tq + 2 Tk rows of H*D contiguous elements; keys transposed and zero-padded to a
-// multiple of 8 frames), then runs a register-sized T x T attention per head: a score row
-// is D broadcast-FMAs of 8-wide vectors along the key axis, an output row keeps 32 columns
-// in registers while the key frames stream past. For T = 16 a GEMM call would cost more
-// than the math. Roofline (attn-temporal-genie scaled to B1 T16 S256 H4 D64, fp32):
+// Temporal: at::parallel_for over (b, s); each task packs the keys of its position
+// (transposed, zero-padded to a multiple of 8 frames; fp32 through 8 x 8 register
+// transposes), then runs a register-sized T x T attention per head: a score row is D
+// broadcast-FMAs of 8-wide vectors along the key axis, an output row keeps 32 columns in
+// registers while the key frames stream past. fp32 reads Q and V and writes O where they lie
+// and takes query rows 4 at a time (TemporalFwdF32); one query frame (a KV-cache decode
+// step) packs nothing and takes dot products with the key rows in place; the other dtypes
+// gather every frame into fp32 (or float64) buffers first. For T = 16 a GEMM call would cost
+// more than the math. Roofline (attn-temporal-genie scaled to B1 T16 S256 H4 D64, fp32):
 // 4 * T^2 * D * B*S*H = 67 MFLOP (half of it masked when causal) against 4 MB read and
 // written, ~16 FLOP/byte: bound by the FMA rate of a core, not by memory; eager adds four
 // transposing copies and an SDPA call on 16-frame sequences.
@@ -42,6 +45,10 @@
 #include <tuple>
 #include <type_traits>
 #include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 namespace wmk {
 namespace {
@@ -165,18 +172,23 @@ WMK_INLINE void row_products(const T* x, const T* Mt, int64_t D, int64_t tkp, in
 template <int NV>
 WMK_INLINE void row_products_chunk(const float* x, const float* Mt, int64_t D, int64_t tkp,
                                    float scale, float* out) {
-  // ILP independent accumulator sets over d hide the FMA latency when NV is small
+  // ILP independent accumulator sets over d hide the FMA latency when NV is small; the
+  // loops over them are unrolled so that the accumulators stay in registers (block_scores)
   constexpr int ILP = NV >= 3 ? 1 : 4 / NV;
   v8f acc[ILP][NV];
+#pragma GCC unroll 4
   for (int r = 0; r < ILP; ++r) {
+#pragma GCC unroll 4
     for (int u = 0; u < NV; ++u) acc[r][u] = v8f{};
   }
   int64_t d = 0;
   for (; d + ILP <= D; d += ILP) {
+#pragma GCC unroll 4
     for (int r = 0; r < ILP; ++r) {
       const float xd = scale * x[d + r];
       const v8f xv = {xd, xd, xd, xd, xd, xd, xd, xd};
       const float* row = Mt + (d + r) * tkp;
+#pragma GCC unroll 4
       for (int u = 0; u < NV; ++u) {
         v8f m;
         std::memcpy(&m, row + 8 * u, sizeof(m));
@@ -187,13 +199,16 @@ WMK_INLINE void row_products_chunk(const float* x, const float* Mt, int64_t D, i
   for (; d < D; ++d) {
     const float xd = scale * x[d];
     const v8f xv = {xd, xd, xd, xd, xd, xd, xd, xd};
+#pragma GCC unroll 4
     for (int u = 0; u < NV; ++u) {
       v8f m;
       std::memcpy(&m, Mt + d * tkp + 8 * u, sizeof(m));
       acc[0][u] += xv * m;
     }
   }
+#pragma GCC unroll 4
   for (int r = 1; r < ILP; ++r) {
+#pragma GCC unroll 4
     for (int u = 0; u < NV; ++u) acc[0][u] += acc[r][u];
   }
   std::memcpy(out, acc[0], sizeof(acc[0]));
@@ -296,6 +311,228 @@ WMK_INLINE void temporal_bwd_core(const TemporalTile<T>& a, const T* O, const T*
   }
 }
 
+// ---------------------------------------------------------------------------------------
+// The fp32 forward without copies of Q, V or O: they are read and written where they lie
+// (a frame's rows are a whole frame apart), only K is packed, transposed and padded. Rows
+// of one (b, s, h) go R at a time: R * NV independent accumulators hide the FMA latency (one
+// row at a time left a 16-frame score row with 4 chains, the output row with 4) and each
+// load of K^T or V serves R rows. Measured at attn-temporal-genie/cpu the copies cost as
+// much as the arithmetic (perf: 26% against 32% of the op's time).
+
+struct TemporalFwdF32 {
+  int64_t tq, tk, tkp, H, D;
+  bool causal;
+  float scale;
+  const float* Q;  // row (i, h) at Q + i * qt + h * qh
+  int64_t qt, qh;
+  const float* Kt;  // (H, D, tkp), packed
+  const float* V;  // row (j, h) at V + j * vt + h * vh
+  int64_t vt, vh;
+  float* O;  // row (i, h) at O + i * ot + h * D
+  int64_t ot;
+  float* P;  // scratch, 4 * tkp
+};
+
+// out[r][j] = scale * x_r . m_j, rows x_r = x + r * xt, for one chunk of 8 * NV key frames.
+template <int R, int NV>
+WMK_INLINE void block_scores(const float* x, int64_t xt, const float* Mt, int64_t D,
+                             int64_t tkp, float scale, float* out) {
+  // Fully unrolled, so that acc and m live in registers: left to itself GCC kept NV = 3 as
+  // a loop and spilled every accumulator to the stack (perf: 2x slower when Tk > 16).
+  v8f acc[R][NV];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 4
+    for (int u = 0; u < NV; ++u) acc[r][u] = v8f{};
+  }
+  for (int64_t d = 0; d < D; ++d) {
+    v8f m[NV];
+#pragma GCC unroll 4
+    for (int u = 0; u < NV; ++u) std::memcpy(&m[u], Mt + d * tkp + 8 * u, sizeof(v8f));
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const float xd = scale * x[r * xt + d];
+      const v8f xv = {xd, xd, xd, xd, xd, xd, xd, xd};
+#pragma GCC unroll 4
+      for (int u = 0; u < NV; ++u) acc[r][u] += xv * m[u];
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) std::memcpy(out + r * tkp, acc[r], sizeof(acc[r]));
+}
+
+// Scores of R = 1, 2 or 4 rows against key frames [0, jn), 32 frames per chunk; at most 8
+// accumulators live at once (16 vector registers with AVX2).
+template <int R>
+WMK_INLINE void rows_scores(const float* x, int64_t xt, const float* Mt, int64_t D, int64_t tkp,
+                            int64_t jn, float scale, float* out) {
+  for (int64_t j0 = 0; j0 < jn; j0 += 32) {
+    const int64_t nv = std::min<int64_t>(4, (jn - j0 + 7) / 8);
+    const float* m = Mt + j0;
+    float* o = out + j0;
+    if (nv <= 2 || R == 1) {
+      if (nv == 1) block_scores<R, 1>(x, xt, m, D, tkp, scale, o);
+      else if (nv == 2) block_scores<R, 2>(x, xt, m, D, tkp, scale, o);
+      else if (nv == 3) block_scores<1, 3>(x, xt, m, D, tkp, scale, o);
+      else block_scores<1, 4>(x, xt, m, D, tkp, scale, o);
+      continue;
+    }
+    for (int r = 0; r < R; r += 2) {
+      if (nv == 3) block_scores<2, 3>(x + r * xt, xt, m, D, tkp, scale, o + r * tkp);
+      else block_scores<2, 4>(x + r * xt, xt, m, D, tkp, scale, o + r * tkp);
+    }
+  }
+}
+
+// o0 = sum_{j < n0} p0[j] v_j and o1 = sum_{j < n1} p1[j] v_j, n0 <= n1, v_j = V + j * vt;
+// no row touches a frame beyond its own n, so NaN in a hidden frame stays out of it.
+// Each output is written once, already scaled by its row's 1 / l (w0, w1).
+WMK_INLINE void combine_pair(const float* p0, const float* p1, int64_t n0, int64_t n1,
+                             const float* V, int64_t vt, int64_t D, float w0s, float w1s,
+                             float* o0, float* o1) {
+  int64_t d0 = 0;
+  for (; d0 + 32 <= D; d0 += 32) {
+    v8f a0[4] = {v8f{}, v8f{}, v8f{}, v8f{}}, a1[4] = {v8f{}, v8f{}, v8f{}, v8f{}};
+    int64_t j = 0;
+    for (; j < n0; ++j) {
+      const v8f w0 = {p0[j], p0[j], p0[j], p0[j], p0[j], p0[j], p0[j], p0[j]};
+      const v8f w1 = {p1[j], p1[j], p1[j], p1[j], p1[j], p1[j], p1[j], p1[j]};
+      const float* row = V + j * vt + d0;
+      for (int u = 0; u < 4; ++u) {
+        v8f m;
+        std::memcpy(&m, row + 8 * u, sizeof(m));
+        a0[u] += w0 * m;
+        a1[u] += w1 * m;
+      }
+    }
+    for (; j < n1; ++j) {
+      const v8f w1 = {p1[j], p1[j], p1[j], p1[j], p1[j], p1[j], p1[j], p1[j]};
+      const float* row = V + j * vt + d0;
+      for (int u = 0; u < 4; ++u) {
+        v8f m;
+        std::memcpy(&m, row + 8 * u, sizeof(m));
+        a1[u] += w1 * m;
+      }
+    }
+    for (int u = 0; u < 4; ++u) {
+      const v8f r0 = a0[u] * w0s, r1 = a1[u] * w1s;
+      std::memcpy(o0 + d0 + 8 * u, &r0, sizeof(r0));
+      std::memcpy(o1 + d0 + 8 * u, &r1, sizeof(r1));
+    }
+  }
+  if (d0 < D) {
+    std::fill(o0 + d0, o0 + D, 0.0f);
+    std::fill(o1 + d0, o1 + D, 0.0f);
+    for (int64_t j = 0; j < n0; ++j) axpy(p0[j], V + j * vt + d0, o0 + d0, D - d0);
+    for (int64_t j = 0; j < n1; ++j) axpy(p1[j], V + j * vt + d0, o1 + d0, D - d0);
+    for (int64_t d = d0; d < D; ++d) {
+      o0[d] *= w0s;
+      o1[d] *= w1s;
+    }
+  }
+}
+
+// Rows [i0, i0 + R) of head h: scores, softmax, output and log-sum-exp.
+template <int R>
+WMK_INLINE void temporal_fwd_rows(const TemporalFwdF32& a, int64_t h, int64_t i0, float* lse) {
+  int64_t jn[R];
+  for (int r = 0; r < R; ++r) jn[r] = last_key(a.causal, i0 + r, a.tq, a.tk) + 1;
+  rows_scores<R>(a.Q + i0 * a.qt + h * a.qh, a.qt, a.Kt + h * a.D * a.tkp, a.D, a.tkp,
+                 jn[R - 1], a.scale, a.P);
+  float inv[R];
+  for (int r = 0; r < R; ++r) {
+    float* p = a.P + r * a.tkp;
+    const float m = *std::max_element(p, p + jn[r]);
+    exp_shifted(p, m, jn[r]);
+    float l = 0;
+    for (int64_t j = 0; j < jn[r]; ++j) l += p[j];
+    inv[r] = 1.0f / l;
+    lse[h * a.tq + i0 + r] = m + std::log(l);
+  }
+  const float* v = a.V + h * a.vh;
+  float* o = a.O + i0 * a.ot + h * a.D;
+  if (R == 1) {
+    combine_rows(a.P, jn[0], v, a.vt, a.D, o);
+    for (int64_t d = 0; d < a.D; ++d) o[d] *= inv[0];
+    return;
+  }
+  for (int r = 0; r + 1 < R; r += 2) {
+    combine_pair(a.P + r * a.tkp, a.P + (r + 1) * a.tkp, jn[r], jn[r + 1], v, a.vt, a.D,
+                 inv[r], inv[r + 1], o + r * a.ot, o + (r + 1) * a.ot);
+  }
+}
+
+// One query frame (a KV-cache decode step): packing K would cost more than the whole
+// attention, so scores are dot products with the key rows where they lie, 4 keys at a time
+// (4 independent 8-lane accumulators, one load of q per 4 keys).
+WMK_INLINE void temporal_decode_f32_core(const TemporalFwdF32& a, const float* K, int64_t kt,
+                                         int64_t kh, float* lse) {
+  const int64_t D = a.D, D8 = D / 8 * 8;
+  float* p = a.P;
+  for (int64_t h = 0; h < a.H; ++h) {
+    const float* q = a.Q + h * a.qh;
+    const float* k = K + h * kh;
+    int64_t j = 0;
+    for (; j < a.tk; j += 4) {
+      const int64_t nj = std::min<int64_t>(4, a.tk - j);
+      v8f acc[4] = {v8f{}, v8f{}, v8f{}, v8f{}};
+      for (int64_t d = 0; d < D8; d += 8) {
+        v8f qv;
+        std::memcpy(&qv, q + d, sizeof(qv));
+#pragma GCC unroll 4
+        for (int u = 0; u < 4; ++u) {
+          if (u < nj) {
+            v8f kv;
+            std::memcpy(&kv, k + (j + u) * kt + d, sizeof(kv));
+            acc[u] += qv * kv;
+          }
+        }
+      }
+      for (int u = 0; u < nj; ++u) {
+        float lane[8];
+        std::memcpy(lane, &acc[u], sizeof(lane));
+        float s = ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
+                  ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+        for (int64_t d = D8; d < D; ++d) s += q[d] * k[(j + u) * kt + d];
+        p[j + u] = a.scale * s;
+      }
+    }
+    const float m = *std::max_element(p, p + a.tk);
+    exp_shifted(p, m, a.tk);
+    float l = 0;
+    for (int64_t jj = 0; jj < a.tk; ++jj) l += p[jj];
+    lse[h] = m + std::log(l);
+    float* o = a.O + h * D;
+    combine_rows(p, a.tk, a.V + h * a.vh, a.vt, D, o);
+    const float inv = 1.0f / l;
+    for (int64_t d = 0; d < D; ++d) o[d] *= inv;
+  }
+}
+WMK_AVX2 void temporal_decode_f32_avx2(const TemporalFwdF32& a, const float* K, int64_t kt,
+                                       int64_t kh, float* lse) {
+  temporal_decode_f32_core(a, K, kt, kh, lse);
+}
+void temporal_decode_f32_base(const TemporalFwdF32& a, const float* K, int64_t kt, int64_t kh,
+                              float* lse) {
+  temporal_decode_f32_core(a, K, kt, kh, lse);
+}
+
+WMK_INLINE void temporal_fwd_f32_core(const TemporalFwdF32& a, float* lse) {
+  for (int64_t h = 0; h < a.H; ++h) {
+    int64_t i = 0;
+    for (; i + 4 <= a.tq; i += 4) temporal_fwd_rows<4>(a, h, i, lse);
+    for (; i + 2 <= a.tq; i += 2) temporal_fwd_rows<2>(a, h, i, lse);
+    for (; i < a.tq; ++i) temporal_fwd_rows<1>(a, h, i, lse);
+  }
+}
+WMK_AVX2 void temporal_fwd_f32_avx2(const TemporalFwdF32& a, float* lse) {
+  temporal_fwd_f32_core(a, lse);
+}
+void temporal_fwd_f32_base(const TemporalFwdF32& a, float* lse) { temporal_fwd_f32_core(a, lse); }
+void temporal_fwd_f32(const TemporalFwdF32& a, float* lse) {
+  has_avx2() ? temporal_fwd_f32_avx2(a, lse) : temporal_fwd_f32_base(a, lse);
+}
+
 WMK_AVX2 void temporal_fwd_avx2(const TemporalTile<float>& a, float* O, float* lse) {
   temporal_fwd_core(a, O, lse);
 }
@@ -359,6 +596,62 @@ inline void gather_frames_t(const scalar_t* x, const Strides& st, int64_t b, int
   }
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+// fp32 with AVX2: 8 frames x 8 columns at a time go through an 8 x 8 register transpose, so
+// each store writes 8 frames of one column; the scalar loop above stores one float per
+// 64-byte row of K^T (perf: 15% of the fp32 forward at attn-temporal-genie/cpu).
+WMK_AVX2 void transpose8(__m256 (&m)[8]) {
+  __m256 t[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(m[i], m[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(m[i], m[i + 1]);
+  }
+  __m256 u[8];
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    m[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+    m[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+  }
+}
+
+WMK_AVX2 void gather_frames_t_avx2(const float* x, const Strides& st, int64_t b, int64_t s,
+                                   int64_t T, int64_t Tp, int64_t H, int64_t D, float* dst) {
+  const int64_t D8 = D / 8 * 8;
+  for (int64_t t0 = 0; t0 < T; t0 += 8) {
+    const int nt = static_cast<int>(std::min<int64_t>(8, T - t0));
+    for (int64_t h = 0; h < H; ++h) {
+      const float* src[8] = {};
+      for (int r = 0; r < nt; ++r) src[r] = x + b * st.b + (t0 + r) * st.t + s * st.s + h * st.h;
+      float* out = dst + h * D * Tp + t0;  // t0 + 8 <= Tp: padding frames get zeros
+      for (int64_t d = 0; d < D8; d += 8) {
+        __m256 m[8];
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; ++r) {
+          m[r] = r < nt ? _mm256_loadu_ps(src[r] + d) : _mm256_setzero_ps();
+        }
+        transpose8(m);
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; ++i) _mm256_storeu_ps(out + (d + i) * Tp, m[i]);
+      }
+      for (int64_t d = D8; d < D; ++d) {
+        for (int r = 0; r < nt; ++r) out[d * Tp + r] = src[r][d];
+      }
+    }
+  }
+}
+
+inline void gather_frames_t(const float* x, const Strides& st, int64_t b, int64_t s, int64_t T,
+                            int64_t Tp, int64_t H, int64_t D, float* dst) {
+  if (has_avx2()) return gather_frames_t_avx2(x, st, b, s, T, Tp, H, D, dst);
+  gather_frames_t<float, float>(x, st, b, s, T, Tp, H, D, dst);
+}
+#endif
+
 int64_t pad8(int64_t n) { return (n + 7) / 8 * 8; }
 
 // Prefetch the frames of position (b, s): its rows lie a whole frame apart, a pattern the
@@ -371,7 +664,7 @@ inline void prefetch_frames(const scalar_t* x, const Strides& st, int64_t b, int
   for (int64_t t = 0; t < T; ++t) {
     const scalar_t* row = x + b * st.b + t * st.t + s * st.s;
     for (int64_t h = 0; h < H; ++h) {
-      for (int64_t d = 0; d < D; d += kLine) __builtin_prefetch(row + h * st.h + d);
+      for (int64_t d = 0; d < D; d += kLine) __builtin_prefetch(row + h * st.h + d, 0, 1);
     }
   }
 }
@@ -388,6 +681,45 @@ inline void scatter_frames(const acc_t* src, scalar_t* y, int64_t b, int64_t s, 
   }
 }
 
+// fp32: Q and V read in place, O written in place (see TemporalFwdF32).
+void temporal_fwd_f32_inplace(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                              bool causal, float scale, at::Tensor& out, at::Tensor& lse) {
+  const int64_t B = q.size(0), tq = q.size(1), S = q.size(2), H = q.size(3), D = q.size(4);
+  const int64_t tk = k.size(1);
+  const Strides sq(q), sk(k), sv(v);
+  const float* qp = q.data_ptr<float>();
+  const float* kp = k.data_ptr<float>();
+  const float* vp = v.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  float* lp = lse.data_ptr<float>();
+  at::parallel_for(0, B * S, 16, [&](int64_t begin, int64_t end) {
+    const int64_t tkp = pad8(tk);
+    std::vector<float> buf(H * D * tkp + 4 * tkp);  // zeroed: K's padding frames stay 0
+    TemporalFwdF32 a{tq, tk, tkp, H, D, causal, scale, nullptr, sq.t, sq.h, buf.data(),
+                     nullptr, sv.t, sv.h, nullptr, S * H * D, buf.data() + H * D * tkp};
+    for (int64_t bs = begin; bs < end; ++bs) {
+      const int64_t b = bs / S, s = bs % S;
+      a.Q = qp + b * sq.b + s * sq.s;
+      a.V = vp + b * sv.b + s * sv.s;
+      a.O = op + (b * tq * S + s) * H * D;
+      if (tq == 1) {  // streams K and V once, in order: the hardware prefetcher suffices
+        const float* kbs = kp + b * sk.b + s * sk.s;
+        has_avx2() ? temporal_decode_f32_avx2(a, kbs, sk.t, sk.h, lp + bs * H)
+                   : temporal_decode_f32_base(a, kbs, sk.t, sk.h, lp + bs * H);
+        continue;
+      }
+      if (bs + 1 < end) {
+        const int64_t nb = (bs + 1) / S, ns = (bs + 1) % S;
+        prefetch_frames(qp, sq, nb, ns, tq, H, D);
+        prefetch_frames(kp, sk, nb, ns, tk, H, D);
+        prefetch_frames(vp, sv, nb, ns, tk, H, D);
+      }
+      gather_frames_t(kp, sk, b, s, tk, tkp, H, D, buf.data());
+      temporal_fwd_f32(a, lp + bs * H * tq);
+    }
+  });
+}
+
 std::tuple<at::Tensor, at::Tensor> temporal_fwd_cpu(const at::Tensor& q, const at::Tensor& k,
                                                     const at::Tensor& v, bool causal,
                                                     double scale) {
@@ -402,6 +734,10 @@ std::tuple<at::Tensor, at::Tensor> temporal_fwd_cpu(const at::Tensor& q, const a
   if (out.numel() == 0) return {out, lse};
   TORCH_CHECK(tk > 0, "temporal_attention_fwd: k has no frames");
   const Strides sq(q), sk(k), sv(v);
+  if (q.scalar_type() == at::kFloat) {
+    temporal_fwd_f32_inplace(q, k, v, causal, static_cast<float>(scale), out, lse);
+    return {out, lse};
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "temporal_fwd", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* qp = q.data_ptr<scalar_t>();

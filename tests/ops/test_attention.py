@@ -81,7 +81,13 @@ def temporal_shapes(backend):
         return [(1, 1, 1, 1, 1, 32), (1, 3, 3, 5, 2, 32), (1, 3, 17, 3, 1, 64),
                 (1, 16, 16, 2, 1, 32), (1, 37, 40, 1, 1, 32)]  # last: several key chunks
     return [(1, 1, 1, 1, 1, 32), (2, 3, 3, 7, 2, 32), (1, 16, 16, 5, 2, 64),
-            (1, 17, 17, 3, 1, 32), (1, 1, 16, 9, 2, 64), (2, 5, 17, 4, 1, 32)]
+            (1, 17, 17, 3, 1, 32), (1, 1, 16, 9, 2, 64), (2, 5, 17, 4, 1, 32),
+            # the fp32 CPU kernel's edges: two key chunks (32 + 8 frames) under rows paired
+            # and a head dim with a 32-column block and a tail; a head dim under one block;
+            # one query frame (dot products with K in place) with a key group of 3 and a
+            # head dim tail of 4; K's 8 x 8 transposes with a partial frame group and a
+            # head dim tail
+            (1, 6, 40, 3, 2, 40), (1, 2, 2, 2, 1, 8), (2, 1, 7, 3, 2, 44), (1, 3, 10, 2, 2, 12)]
 
 
 @pytest.mark.parametrize("causal", [True, False])
