@@ -21,7 +21,12 @@ agent is one blob, how far its centroid is from the real one, and the dynamics'
 teacher-forced next-frame token accuracy.
 
 Command line (cli.py): `wmk genie train --config tiny`, `wmk genie play --checkpoint PATH
---actions 1,1,3,0`, `wmk genie eval --checkpoint PATH`, `wmk demo`.
+--actions 1,1,3,0`, `wmk genie eval --checkpoint PATH` (`--maskgit-steps`, `--temperature`,
+`--choice-temperature` decode it under other sampler settings), `wmk demo`.
+Diagnosis: `python -m wmkernels.models.genie.diagnose CHECKPOINT` (what the tokenizer and
+LAM allow, read without generating) and `python -m wmkernels.models.genie.ablate CHECKPOINT
+--set FIELD=VALUE --out DIR` (the dynamics phase alone with one setting changed, evaluated
+as the demo does); the tables they produced are in models/genie/RESULTS.md.
 """
 
 from wmkernels.models.genie.config import GenieConfig, get_config

@@ -161,6 +161,17 @@ def _cmd_eval(args) -> int:
     if args.json:
         writable_file(args.json, "--json")
     model = _load(args.checkpoint, device)
+    sampler = {k: v for k, v in (("maskgit_steps", args.maskgit_steps),
+                                 ("temperature", args.temperature),
+                                 ("choice_temperature", args.choice_temperature))
+               if v is not None}
+    try:
+        model.set_sampler(**sampler)
+    except ValueError as err:
+        raise ValueError(f"--temperature / --choice-temperature: {err}") from None
+    d = model.cfg.dynamics
+    print(f"MaskGIT: {d.maskgit_steps} steps, temperature {d.temperature}, choice "
+          f"temperature {d.choice_temperature}")
     video, actions = held_out(model.cfg, args.clips, seed=model.cfg.train.seed, device=device)
     metrics = evaluate(model, video, actions, seeds=tuple(range(args.seeds)),
                        speed=not args.no_speed)
@@ -235,6 +246,13 @@ def add_genie_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-speed", action="store_true", help="skip the frames/s measurement")
     p.add_argument("--json", help="also write the metrics to this file")
     p.add_argument("--device", type=device, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--maskgit-steps", type=count(1),
+                   help="decode with this many MaskGIT steps (default: the checkpoint's)")
+    p.add_argument("--temperature", type=float,
+                   help="sampling temperature, 0 = argmax (default: the checkpoint's)")
+    p.add_argument("--choice-temperature", type=float,
+                   help="MaskGIT's annealed choice noise, 0 = none (default: the "
+                        "checkpoint's)")
     p.set_defaults(func=_cmd_eval)
     return genie
 

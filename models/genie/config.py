@@ -93,6 +93,11 @@ class DynamicsConfig:
     maskgit_steps: int = 8        # paper 25
     temperature: float = 0.5      # paper 2.0; a briefly trained model needs a sharper one
     choice_temperature: float = 4.5  # MaskGIT's default annealed choice noise
+    # In training, each frame after the first has up to this fraction of its visible tokens
+    # replaced by codes from elsewhere in the batch, as a rollout feeds the model its own
+    # mistakes. Off: 0.1 measured no better than 0 and 0.3 worse (RESULTS.md, "Exposure to
+    # its own errors")
+    context_noise: float = 0.0
 
     def validate(self) -> None:
         for name in ("dim", "heads", "layers", "maskgit_steps"):
@@ -103,6 +108,9 @@ class DynamicsConfig:
         if not 0.0 <= self.mask_min <= self.mask_max <= 1.0:
             raise ValueError("need 0 <= dynamics.mask_min <= dynamics.mask_max <= 1, got "
                              f"{self.mask_min}, {self.mask_max}")
+        if not 0.0 <= self.context_noise <= 1.0:
+            raise ValueError(f"dynamics.context_noise must be in [0, 1], got "
+                             f"{self.context_noise}")
         if self.temperature < 0 or self.choice_temperature < 0:
             raise ValueError("dynamics.temperature and choice_temperature must be >= 0, got "
                              f"{self.temperature}, {self.choice_temperature}")

@@ -6,6 +6,8 @@ predicting the masked codes (cross-entropy)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,6 +32,21 @@ def random_token_mask(shape: tuple[int, int, int], mask_min: float, mask_max: fl
     return mask
 
 
+def corrupt_context(tokens: torch.Tensor, mask: torch.Tensor, rate_max: float, *,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """tokens (B, T, S) with each frame after the first drawing a rate r ~ U(0, rate_max)
+    and replacing each visible (unmasked) token with probability r by the code at a random
+    place of the batch, so that the replacements follow the codes' own frequencies."""
+    B, T, S = tokens.shape
+    rate = torch.rand(B, T, 1, device=tokens.device, generator=generator) * rate_max
+    hit = (torch.rand(B, T, S, device=tokens.device, generator=generator) < rate) & ~mask
+    hit[:, 0] = False  # the prompt frame is real at generation time too
+    flat = tokens.reshape(-1)
+    source = torch.randint(0, flat.numel(), (B, T, S), device=tokens.device,
+                           generator=generator)
+    return torch.where(hit, flat[source], tokens)
+
+
 class DynamicsModel(nn.Module):
     """Logits over the codebook for every token of (B, T, S) code clips, given actions."""
 
@@ -44,6 +61,19 @@ class DynamicsModel(nn.Module):
         self.transformer = PositionedSTTransformer(cfg.dim, cfg.heads, cfg.layers, max_frames,
                                                    spatial)
         self.head = nn.Linear(cfg.dim, vocab)
+        self.set_sampler()
+
+    def set_sampler(self, **settings) -> None:
+        """(Re)build the MaskGIT sampler from the config, with `settings` (maskgit_steps,
+        temperature, choice_temperature) changed in both: generation settings are not
+        weights, so a trained model can be decoded under others."""
+        unknown = set(settings) - {"maskgit_steps", "temperature", "choice_temperature"}
+        if unknown:
+            raise ValueError(f"set_sampler takes maskgit_steps, temperature and "
+                             f"choice_temperature, got {sorted(unknown)}")
+        cfg = dataclasses.replace(self.cfg, **settings)
+        cfg.validate()
+        self.cfg = cfg
         self.sampler = wmkernels.nn.MaskGITSampler(
             steps=cfg.maskgit_steps, temperature=cfg.temperature,
             choice_temperature=cfg.choice_temperature)
@@ -93,7 +123,10 @@ class DynamicsModel(nn.Module):
         self._check(tokens, actions)
         mask = random_token_mask(tuple(tokens.shape), self.cfg.mask_min, self.cfg.mask_max,
                                  generator=generator, device=tokens.device)
-        h = self._hidden(tokens, actions, mask)
+        seen = tokens
+        if self.cfg.context_noise > 0:
+            seen = corrupt_context(tokens, mask, self.cfg.context_noise, generator=generator)
+        h = self._hidden(seen, actions, mask)
         if not mask.any():
             return {"loss": self.head(h).sum() * 0, "accuracy": 0}
         # the head (dim -> vocab) runs on the masked tokens only: building the full

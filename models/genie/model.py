@@ -4,6 +4,7 @@ the weights' checksum, models/common/checkpoint_io.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -32,6 +33,12 @@ class Genie(nn.Module):
     @property
     def num_actions(self) -> int:
         return self.cfg.lam.num_actions
+
+    def set_sampler(self, **settings) -> None:
+        """Decode with other MaskGIT settings (maskgit_steps, temperature,
+        choice_temperature); the config, and so a checkpoint saved after, records them."""
+        self.dynamics.set_sampler(**settings)
+        self.cfg = dataclasses.replace(self.cfg, dynamics=self.dynamics.cfg)
 
 
 def save_checkpoint(path: str | os.PathLike, model: Genie, *, extra: dict | None = None

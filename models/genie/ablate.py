@@ -1,0 +1,107 @@
+"""One dynamics change, measured: train the dynamics alone on a trained checkpoint's frozen
+tokenizer and LAM, with some dynamics settings changed, then evaluate it as the demo does.
+
+The dynamics starts from the weights `wmk demo` / `wmk genie train` would give it (same
+seed, same initialisation order, same batches and masks), so with no change this is the
+demo's phase 2, and a row of models/genie/RESULTS.md differs from the preset by the
+settings it names only.
+
+    python -m wmkernels.models.genie.ablate runs/demo/genie.safetensors \\
+        --set context_noise=0.2 --out runs/ablate/noise0.2
+
+writes OUT/genie.safetensors (then `wmk genie play` / `wmk genie eval` take it) and
+OUT/metrics.json (evaluate's metrics, with the settings and the training time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from wmkernels.models.common.checkpoint_io import load_tensors
+from wmkernels.models.genie.config import EVAL_CLIPS, DynamicsConfig, GenieConfig, get_config
+from wmkernels.models.genie.data import ClipPool, held_out
+from wmkernels.models.genie.evaluate import evaluate
+from wmkernels.models.genie.model import Genie, save_checkpoint
+from wmkernels.models.genie.train import train_dynamics
+
+
+def parse_settings(pairs: list[str]) -> dict:
+    """["context_noise=0.2", "dim=64"] -> {"context_noise": 0.2, "dim": 64}, each value
+    converted to the type of that DynamicsConfig field."""
+    fields = {f.name: f for f in dataclasses.fields(DynamicsConfig)}
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in fields:
+            raise ValueError(f"--set expects FIELD=VALUE with FIELD one of {sorted(fields)}, "
+                             f"got {pair!r}")
+        kind = type(getattr(DynamicsConfig(), key))
+        try:
+            out[key] = kind(value)
+        except ValueError:
+            raise ValueError(f"--set {key}: expected a {kind.__name__}, got {value!r}") from None
+    return out
+
+
+def ablate(checkpoint: str | Path, changes: dict, out: str | Path, *, steps: int | None = None,
+           clips: int = 2048, eval_clips: int = EVAL_CLIPS) -> dict:
+    """Train the dynamics of `checkpoint`'s config with `changes` applied, on its tokenizer
+    and LAM; evaluate on held-out clips; write out/genie.safetensors and out/metrics.json.
+    steps: dynamics steps (default: the preset's, whatever the checkpoint was trained
+    with). Returns the metrics."""
+    tensors, meta = load_tensors(checkpoint, "checkpoint")
+    cfg = GenieConfig.from_dict(json.loads(meta["config"]))
+    steps = get_config(cfg.name).train.dynamics_steps if steps is None else steps
+    cfg = dataclasses.replace(cfg, dynamics=dataclasses.replace(cfg.dynamics, **changes),
+                              train=dataclasses.replace(cfg.train, dynamics_steps=steps))
+    cfg.validate()
+    # the order of train_genie, so that the dynamics gets the demo's initial weights
+    torch.manual_seed(cfg.train.seed)
+    pool = ClipPool(cfg, clips, seed=cfg.train.seed)
+    model = Genie(cfg)
+    frozen = {k: v for k, v in tensors.items() if k.startswith(("tokenizer.", "lam."))}
+    missing, unexpected = model.load_state_dict(frozen, strict=False)
+    if unexpected or not all(k.startswith("dynamics.") for k in missing):
+        raise ValueError(f"{str(checkpoint)!r} does not hold this config's tokenizer and LAM")
+    out = Path(out)
+    start = time.perf_counter()
+    pool.encode(model.tokenizer, model.lam)
+    train_dynamics(model, pool.batch, out_dir=out / "dynamics", progress=False)
+    seconds = time.perf_counter() - start
+    save_checkpoint(out / "genie.safetensors", model, extra={"phase": "done",
+                                                             "ablation": changes})
+    video, actions = held_out(cfg, eval_clips, seed=cfg.train.seed)
+    metrics = evaluate(model.eval(), video, actions, speed=False)
+    metrics.update(changes=changes, dynamics_steps=steps, train_seconds=seconds,
+                   threads=torch.get_num_threads())
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    from wmkernels.models.genie.cli import format_metrics
+    from wmkernels.models.genie.demo import frame_table
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoint", help="a trained genie.safetensors (its tokenizer and LAM)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a dynamics setting to change (repeatable)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--steps", type=int, help="dynamics steps (default: the preset's)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    metrics = ablate(args.checkpoint, parse_settings(args.set), args.out, steps=args.steps)
+    print(format_metrics(metrics))
+    print(frame_table(metrics))
+    print(f"training {metrics['train_seconds']:.0f} s; wrote {args.out}/metrics.json")
+
+
+if __name__ == "__main__":
+    main()

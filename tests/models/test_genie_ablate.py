@@ -1,0 +1,129 @@
+"""Genie dynamics ablations (models/genie/ablate.py) and the training-time context noise
+(dynamics.corrupt_context), on the seconds-long `micro` config."""
+
+import json
+
+import pytest
+import torch
+
+from wmkernels.models.genie.ablate import ablate, parse_settings
+from wmkernels.models.genie.config import GenieConfig, get_config
+from wmkernels.models.genie.dynamics import corrupt_context, random_token_mask
+from wmkernels.models.genie.model import load_checkpoint
+from wmkernels.models.genie.pipeline import train_genie
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_corrupt_context_rates_sources_and_untouched_tokens():
+    g = torch.Generator().manual_seed(0)
+    B, T, S, vocab = 64, 5, 400, 50
+    # frames hold codes 0..24 only: a replacement must come from the batch's own codes
+    tokens = torch.randint(0, vocab // 2, (B, T, S), generator=g)
+    mask = random_token_mask((B, T, S), 0.5, 1.0, generator=g)
+    out = corrupt_context(tokens, mask, 0.4, generator=g)
+    changed = out != tokens
+    assert not changed[:, 0].any()                  # the prompt frame stays real
+    assert not changed[mask].any()                  # hidden tokens are the model's targets
+    assert int(out.max()) < vocab // 2              # replacements are codes of the batch
+    # a visible token is replaced with probability U(0, 0.4) (minus same-code draws)
+    visible = ~mask[:, 1:]
+    rate = float(changed[:, 1:][visible].double().mean())
+    assert 0.15 < rate < 0.21, rate
+    assert torch.equal(corrupt_context(tokens, mask, 0.0, generator=g), tokens)
+
+
+def test_context_noise_changes_the_loss_only_through_the_inputs():
+    """The loss's targets are the true codes; the noise reaches only what the model sees."""
+    cfg = get_config("micro")
+    noisy = GenieConfig.from_dict({**cfg.to_dict(),
+                                   "dynamics": {**cfg.to_dict()["dynamics"],
+                                                "context_noise": 1.0}})
+    from wmkernels.models.genie.model import Genie
+
+    torch.manual_seed(0)
+    dyn = Genie(noisy).dynamics.double()
+    B, T, S = 3, cfg.frames, cfg.tokens_per_frame
+    tokens = torch.randint(0, cfg.tokenizer.codebook_size, (B, T, S))
+    actions = torch.randint(0, cfg.lam.num_actions, (B, T - 1))
+    out = dyn.loss(tokens, actions, generator=torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    mask = random_token_mask((B, T, S), dyn.cfg.mask_min, dyn.cfg.mask_max, generator=g)
+    seen = corrupt_context(tokens, mask, 1.0, generator=g)
+    assert not torch.equal(seen, tokens)
+    logits = dyn(seen, actions, mask)[mask]
+    torch.testing.assert_close(out["loss"],
+                               torch.nn.functional.cross_entropy(logits, tokens[mask]))
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_bad_context_noise(value):
+    d = get_config("tiny").to_dict()
+    d["dynamics"]["context_noise"] = value
+    with pytest.raises(ValueError, match="dynamics.context_noise"):
+        GenieConfig.from_dict(d)
+
+
+def test_parse_settings():
+    assert parse_settings(["context_noise=0.2", "dim=64", "temperature=0"]) == {
+        "context_noise": 0.2, "dim": 64, "temperature": 0.0}
+    for bad, match in (["nonsense=1"], "FIELD=VALUE"), (["dim"], "FIELD=VALUE"), (
+            ["dim=wide"], "--set dim: expected a int"):
+        with pytest.raises(ValueError, match=match):
+            parse_settings(bad)
+
+
+def test_ablation_without_changes_is_the_pipelines_dynamics_phase(tmp_path):
+    """No change: the dynamics trained by ablate equals the one train_genie trained, weight
+    for weight, so an ablation differs from the preset by the settings it names only."""
+    cfg = get_config("micro")
+    model = train_genie(cfg, tmp_path / "run", clips=8, device="cpu", say=lambda line: None,
+                        progress=False)
+    ckpt = tmp_path / "run" / "genie.safetensors"
+    metrics = ablate(ckpt, {}, tmp_path / "same", steps=cfg.train.dynamics_steps, clips=8,
+                     eval_clips=2)
+    again, extra = load_checkpoint(tmp_path / "same" / "genie.safetensors")
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    assert extra["ablation"] == {}
+    saved = json.loads((tmp_path / "same" / "metrics.json").read_text())
+    assert saved["control_delta_psnr"] == metrics["control_delta_psnr"]
+    # a change reaches the config the checkpoint records, and the weights
+    ablate(ckpt, {"context_noise": 0.3}, tmp_path / "noisy", steps=cfg.train.dynamics_steps,
+           clips=8, eval_clips=2)
+    noisy, _ = load_checkpoint(tmp_path / "noisy" / "genie.safetensors")
+    assert noisy.cfg.dynamics.context_noise == 0.3
+    assert not torch.equal(noisy.dynamics.head.weight, model.dynamics.head.weight)
+
+
+def test_sampler_settings_of_a_trained_model(tmp_path, capsys):
+    """Generation settings are not weights: `Genie.set_sampler` and `wmk genie eval
+    --maskgit-steps/--temperature/--choice-temperature` decode a checkpoint under others."""
+    from wmkernels.cli import main
+    from wmkernels.models.genie.play import play
+
+    cfg = get_config("micro")
+    model = train_genie(cfg, tmp_path / "run", clips=8, device="cpu", say=lambda line: None,
+                        progress=False)
+    model.set_sampler(maskgit_steps=2, temperature=0.0, choice_temperature=0.0)
+    assert model.cfg.dynamics.maskgit_steps == model.dynamics.sampler.steps == 2
+    prompt = torch.rand(1, 1, 3, cfg.image_size, cfg.image_size)
+    actions = torch.tensor([[1, 2, 0]])
+    greedy = [play(model, prompt, actions, generator=torch.Generator().manual_seed(s))
+              for s in (0, 1)]
+    assert torch.equal(*greedy)                     # no randomness left in the decode
+    with pytest.raises(ValueError, match="set_sampler takes"):
+        model.set_sampler(dim=3)
+    ckpt = str(tmp_path / "run" / "genie.safetensors")
+    assert main(["genie", "eval", "--checkpoint", ckpt, "--clips", "2", "--seeds", "2",
+                 "--no-speed", "--maskgit-steps", "3", "--temperature", "0",
+                 "--choice-temperature", "0"]) == 0
+    assert "MaskGIT: 3 steps, temperature 0.0, choice temperature 0.0" in capsys.readouterr().out
+    assert main(["genie", "eval", "--checkpoint", ckpt, "--temperature", "-1"]) == 2
+    assert "--temperature" in capsys.readouterr().err
