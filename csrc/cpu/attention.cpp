@@ -139,6 +139,18 @@ WMK_INLINE int64_t last_key(bool causal, int64_t i, int64_t tq, int64_t tk) {
   return causal ? tk - tq + i : tk - 1;
 }
 
+// One softmax row without its normalisation: p[0, n) <- exp(p - max) in place, *lse <- its
+// log-sum-exp; returns 1 / sum, by which the caller scales the row's output.
+template <typename T>
+WMK_INLINE T softmax_unnormalized(T* p, int64_t n, T* lse) {
+  const T m = *std::max_element(p, p + n);
+  exp_shifted(p, m, n);
+  T l = 0;
+  for (int64_t j = 0; j < n; ++j) l += p[j];
+  *lse = m + std::log(l);
+  return T(1) / l;
+}
+
 // ---------------------------------------------------------------------------------------
 // Temporal attention on one (b, s) position, all heads. Frames are gathered into
 // contiguous buffers: rows (T, H, D) and, for the operands whose dot products with a query
@@ -265,15 +277,10 @@ WMK_INLINE void temporal_fwd_core(const TemporalTile<T>& a, T* O, T* lse) {
       const int64_t jn = last_key(a.causal, i, a.tq, a.tk) + 1;
       T* p = a.sc;
       row_products(a.Q + i * ld + h * a.D, a.Kt + h * a.D * a.tkp, a.D, a.tkp, jn, a.scale, p);
-      const T m = *std::max_element(p, p + jn);
-      exp_shifted(p, m, jn);
-      T l = 0;
-      for (int64_t j = 0; j < jn; ++j) l += p[j];
+      const T inv = softmax_unnormalized(p, jn, lse + h * a.tq + i);
       T* oi = O + i * ld + h * a.D;
       combine_rows(p, jn, a.V + h * a.D, ld, a.D, oi);
-      const T inv = T(1) / l;
       for (int64_t d = 0; d < a.D; ++d) oi[d] *= inv;
-      lse[h * a.tq + i] = m + std::log(l);
     }
   }
 }
@@ -325,7 +332,9 @@ struct TemporalFwdF32 {
   float scale;
   const float* Q;  // row (i, h) at Q + i * qt + h * qh
   int64_t qt, qh;
-  const float* Kt;  // (H, D, tkp), packed
+  const float* K;  // row (j, h) at K + j * kt + h * kh: read in place when tq == 1
+  int64_t kt, kh;
+  const float* Kt;  // (H, D, tkp), packed when tq > 1
   const float* V;  // row (j, h) at V + j * vt + h * vh
   int64_t vt, vh;
   float* O;  // row (i, h) at O + i * ot + h * D
@@ -441,13 +450,7 @@ WMK_INLINE void temporal_fwd_rows(const TemporalFwdF32& a, int64_t h, int64_t i0
                  jn[R - 1], a.scale, a.P);
   float inv[R];
   for (int r = 0; r < R; ++r) {
-    float* p = a.P + r * a.tkp;
-    const float m = *std::max_element(p, p + jn[r]);
-    exp_shifted(p, m, jn[r]);
-    float l = 0;
-    for (int64_t j = 0; j < jn[r]; ++j) l += p[j];
-    inv[r] = 1.0f / l;
-    lse[h * a.tq + i0 + r] = m + std::log(l);
+    inv[r] = softmax_unnormalized(a.P + r * a.tkp, jn[r], lse + h * a.tq + i0 + r);
   }
   const float* v = a.V + h * a.vh;
   float* o = a.O + i0 * a.ot + h * a.D;
@@ -465,13 +468,12 @@ WMK_INLINE void temporal_fwd_rows(const TemporalFwdF32& a, int64_t h, int64_t i0
 // One query frame (a KV-cache decode step): packing K would cost more than the whole
 // attention, so scores are dot products with the key rows where they lie, 4 keys at a time
 // (4 independent 8-lane accumulators, one load of q per 4 keys).
-WMK_INLINE void temporal_decode_f32_core(const TemporalFwdF32& a, const float* K, int64_t kt,
-                                         int64_t kh, float* lse) {
-  const int64_t D = a.D, D8 = D / 8 * 8;
+WMK_INLINE void temporal_decode_f32_core(const TemporalFwdF32& a, float* lse) {
+  const int64_t D = a.D, D8 = D / 8 * 8, kt = a.kt;
   float* p = a.P;
   for (int64_t h = 0; h < a.H; ++h) {
     const float* q = a.Q + h * a.qh;
-    const float* k = K + h * kh;
+    const float* k = a.K + h * a.kh;
     int64_t j = 0;
     for (; j < a.tk; j += 4) {
       const int64_t nj = std::min<int64_t>(4, a.tk - j);
@@ -497,27 +499,15 @@ WMK_INLINE void temporal_decode_f32_core(const TemporalFwdF32& a, const float* K
         p[j + u] = a.scale * s;
       }
     }
-    const float m = *std::max_element(p, p + a.tk);
-    exp_shifted(p, m, a.tk);
-    float l = 0;
-    for (int64_t jj = 0; jj < a.tk; ++jj) l += p[jj];
-    lse[h] = m + std::log(l);
+    const float inv = softmax_unnormalized(p, a.tk, lse + h);
     float* o = a.O + h * D;
     combine_rows(p, a.tk, a.V + h * a.vh, a.vt, D, o);
-    const float inv = 1.0f / l;
     for (int64_t d = 0; d < D; ++d) o[d] *= inv;
   }
 }
-WMK_AVX2 void temporal_decode_f32_avx2(const TemporalFwdF32& a, const float* K, int64_t kt,
-                                       int64_t kh, float* lse) {
-  temporal_decode_f32_core(a, K, kt, kh, lse);
-}
-void temporal_decode_f32_base(const TemporalFwdF32& a, const float* K, int64_t kt, int64_t kh,
-                              float* lse) {
-  temporal_decode_f32_core(a, K, kt, kh, lse);
-}
 
 WMK_INLINE void temporal_fwd_f32_core(const TemporalFwdF32& a, float* lse) {
+  if (a.tq == 1) return temporal_decode_f32_core(a, lse);
   for (int64_t h = 0; h < a.H; ++h) {
     int64_t i = 0;
     for (; i + 4 <= a.tq; i += 4) temporal_fwd_rows<4>(a, h, i, lse);
@@ -692,29 +682,27 @@ void temporal_fwd_f32_inplace(const at::Tensor& q, const at::Tensor& k, const at
   const float* vp = v.data_ptr<float>();
   float* op = out.data_ptr<float>();
   float* lp = lse.data_ptr<float>();
+  const bool pack = tq > 1;  // one query frame reads K in place (temporal_decode_f32_core)
   at::parallel_for(0, B * S, 16, [&](int64_t begin, int64_t end) {
-    const int64_t tkp = pad8(tk);
-    std::vector<float> buf(H * D * tkp + 4 * tkp);  // zeroed: K's padding frames stay 0
-    TemporalFwdF32 a{tq, tk, tkp, H, D, causal, scale, nullptr, sq.t, sq.h, buf.data(),
-                     nullptr, sv.t, sv.h, nullptr, S * H * D, buf.data() + H * D * tkp};
+    const int64_t tkp = pad8(tk), packed = pack ? H * D * tkp : 0;
+    std::vector<float> buf(packed + 4 * tkp);  // zeroed: K's padding frames stay 0
+    TemporalFwdF32 a{tq, tk, tkp, H, D, causal, scale, nullptr, sq.t, sq.h, nullptr, sk.t,
+                     sk.h, buf.data(), nullptr, sv.t, sv.h, nullptr, S * H * D,
+                     buf.data() + packed};
     for (int64_t bs = begin; bs < end; ++bs) {
       const int64_t b = bs / S, s = bs % S;
       a.Q = qp + b * sq.b + s * sq.s;
+      a.K = kp + b * sk.b + s * sk.s;
       a.V = vp + b * sv.b + s * sv.s;
       a.O = op + (b * tq * S + s) * H * D;
-      if (tq == 1) {  // streams K and V once, in order: the hardware prefetcher suffices
-        const float* kbs = kp + b * sk.b + s * sk.s;
-        has_avx2() ? temporal_decode_f32_avx2(a, kbs, sk.t, sk.h, lp + bs * H)
-                   : temporal_decode_f32_base(a, kbs, sk.t, sk.h, lp + bs * H);
-        continue;
-      }
-      if (bs + 1 < end) {
+      // one query frame streams K and V once, in order: the hardware prefetcher suffices
+      if (pack && bs + 1 < end) {
         const int64_t nb = (bs + 1) / S, ns = (bs + 1) % S;
         prefetch_frames(qp, sq, nb, ns, tq, H, D);
         prefetch_frames(kp, sk, nb, ns, tk, H, D);
         prefetch_frames(vp, sv, nb, ns, tk, H, D);
       }
-      gather_frames_t(kp, sk, b, s, tk, tkp, H, D, buf.data());
+      if (pack) gather_frames_t(kp, sk, b, s, tk, tkp, H, D, buf.data());
       temporal_fwd_f32(a, lp + bs * H * tq);
     }
   });
