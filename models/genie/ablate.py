@@ -25,9 +25,10 @@ import torch
 
 from wmkernels.models.common.checkpoint_io import load_tensors
 from wmkernels.models.genie.config import EVAL_CLIPS, DynamicsConfig, GenieConfig, get_config
-from wmkernels.models.genie.data import ClipPool, held_out
+from wmkernels.models.genie.data import held_out
 from wmkernels.models.genie.evaluate import evaluate
-from wmkernels.models.genie.model import Genie, save_checkpoint
+from wmkernels.models.genie.model import save_checkpoint
+from wmkernels.models.genie.pipeline import initial_pool_and_model
 from wmkernels.models.genie.train import train_dynamics
 
 
@@ -61,10 +62,7 @@ def ablate(checkpoint: str | Path, changes: dict, out: str | Path, *, steps: int
     cfg = dataclasses.replace(cfg, dynamics=dataclasses.replace(cfg.dynamics, **changes),
                               train=dataclasses.replace(cfg.train, dynamics_steps=steps))
     cfg.validate()
-    # the order of train_genie, so that the dynamics gets the demo's initial weights
-    torch.manual_seed(cfg.train.seed)
-    pool = ClipPool(cfg, clips, seed=cfg.train.seed)
-    model = Genie(cfg)
+    pool, model = initial_pool_and_model(cfg, clips, "cpu")  # the demo's initial weights
     frozen = {k: v for k, v in tensors.items() if k.startswith(("tokenizer.", "lam."))}
     missing, unexpected = model.load_state_dict(frozen, strict=False)
     if unexpected or not all(k.startswith("dynamics.") for k in missing):

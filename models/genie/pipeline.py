@@ -115,6 +115,16 @@ def claim_run_folder(out: Path, cfg: GenieConfig, clips: int, write: bool = True
         save_config(path, **run)
 
 
+def initial_pool_and_model(cfg: GenieConfig, clips: int, device: torch.device | str
+                           ) -> tuple[ClipPool, Genie]:
+    """The training clips and the untrained model of a run, drawn in this order from the
+    run's seed: every weight a run starts from (the dynamics' too, which ablate.py retrains
+    alone) follows from the config."""
+    torch.manual_seed(cfg.train.seed)
+    pool = ClipPool(cfg, clips, seed=cfg.train.seed, device=device)
+    return pool, Genie(cfg).to(device)
+
+
 def train_genie(cfg: GenieConfig, out: Path, *, clips: int, device: str,
                 say: Callable[[str], None] = print, progress: bool = True,
                 dist: DistInfo | None = None, parallel: bool | None = False) -> Genie:
@@ -141,9 +151,7 @@ def train_genie(cfg: GenieConfig, out: Path, *, clips: int, device: str,
         raise ValueError("parallel=True trains the LAM in a second CPU process: it needs "
                          "device='cpu' and no torchrun")
     claim_run_folder(out, cfg, clips, write=dist.is_main)
-    torch.manual_seed(cfg.train.seed)
-    pool = ClipPool(cfg, clips, seed=cfg.train.seed, device=dist.device)
-    model = Genie(cfg).to(dist.device)
+    pool, model = initial_pool_and_model(cfg, clips, dist.device)
     ckpt = out / "genie.safetensors"
 
     def report(rows):

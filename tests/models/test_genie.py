@@ -12,7 +12,7 @@ from checks import run_two_gloo_processes
 import wmkernels
 from wmkernels.models.genie.config import GenieConfig, get_config
 from wmkernels.models.genie.data import ClipPool
-from wmkernels.models.genie.dynamics import random_token_mask
+from wmkernels.models.genie.dynamics import corrupt_context, random_token_mask
 from wmkernels.models.genie.metrics import delta_psnr, psnr
 from wmkernels.models.genie.model import Genie, load_checkpoint, save_checkpoint
 from wmkernels.models.genie.play import play, play_tokens
@@ -87,18 +87,27 @@ def test_training_reduces_every_loss(cfg):
     assert mean(dyn[-5:], "loss") < 0.85 * mean(dyn[:5], "loss")
 
 
-def test_dynamics_loss_is_cross_entropy_on_the_masked_tokens(cfg):
+@pytest.mark.parametrize("context_noise", [0.0, 1.0])
+def test_dynamics_loss_is_cross_entropy_on_the_masked_tokens(cfg, context_noise):
     """The loss applies the head to the masked tokens only; it must equal the cross-entropy
-    of the full logits at those tokens."""
+    of the full logits at those tokens. With context noise the model sees corrupted visible
+    tokens, while the targets stay the true codes."""
+    d = cfg.to_dict()
+    d["dynamics"]["context_noise"] = context_noise
+    cfg = GenieConfig.from_dict(d)
     torch.manual_seed(0)
     dyn = Genie(cfg).dynamics.double()
     B, T, S = 3, cfg.frames, cfg.tokens_per_frame
     tokens = torch.randint(0, cfg.tokenizer.codebook_size, (B, T, S))
     actions = torch.randint(0, cfg.lam.num_actions, (B, T - 1))
     out = dyn.loss(tokens, actions, generator=torch.Generator().manual_seed(5))
-    mask = random_token_mask((B, T, S), dyn.cfg.mask_min, dyn.cfg.mask_max,
-                             generator=torch.Generator().manual_seed(5))
-    logits = dyn(tokens, actions, mask)[mask]
+    g = torch.Generator().manual_seed(5)
+    mask = random_token_mask((B, T, S), dyn.cfg.mask_min, dyn.cfg.mask_max, generator=g)
+    seen = tokens
+    if context_noise:
+        seen = corrupt_context(tokens, mask, context_noise, generator=g)
+        assert not torch.equal(seen, tokens)
+    logits = dyn(seen, actions, mask)[mask]
     torch.testing.assert_close(out["loss"], torch.nn.functional.cross_entropy(logits, tokens[mask]))
     assert float(out["accuracy"]) == pytest.approx(
         float((logits.argmax(-1) == tokens[mask]).double().mean()))

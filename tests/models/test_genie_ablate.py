@@ -1,5 +1,7 @@
-"""Genie dynamics ablations (models/genie/ablate.py) and the training-time context noise
-(dynamics.corrupt_context), on the seconds-long `micro` config."""
+"""Genie dynamics ablations (models/genie/ablate.py), the training-time context noise
+(dynamics.corrupt_context; its effect on the loss: test_genie.py's
+test_dynamics_loss_is_cross_entropy_on_the_masked_tokens) and sampler settings, on the
+seconds-long `micro` config."""
 
 import json
 
@@ -37,29 +39,6 @@ def test_corrupt_context_rates_sources_and_untouched_tokens():
     rate = float(changed[:, 1:][visible].double().mean())
     assert 0.15 < rate < 0.21, rate
     assert torch.equal(corrupt_context(tokens, mask, 0.0, generator=g), tokens)
-
-
-def test_context_noise_changes_the_loss_only_through_the_inputs():
-    """The loss's targets are the true codes; the noise reaches only what the model sees."""
-    cfg = get_config("micro")
-    noisy = GenieConfig.from_dict({**cfg.to_dict(),
-                                   "dynamics": {**cfg.to_dict()["dynamics"],
-                                                "context_noise": 1.0}})
-    from wmkernels.models.genie.model import Genie
-
-    torch.manual_seed(0)
-    dyn = Genie(noisy).dynamics.double()
-    B, T, S = 3, cfg.frames, cfg.tokens_per_frame
-    tokens = torch.randint(0, cfg.tokenizer.codebook_size, (B, T, S))
-    actions = torch.randint(0, cfg.lam.num_actions, (B, T - 1))
-    out = dyn.loss(tokens, actions, generator=torch.Generator().manual_seed(5))
-    g = torch.Generator().manual_seed(5)
-    mask = random_token_mask((B, T, S), dyn.cfg.mask_min, dyn.cfg.mask_max, generator=g)
-    seen = corrupt_context(tokens, mask, 1.0, generator=g)
-    assert not torch.equal(seen, tokens)
-    logits = dyn(seen, actions, mask)[mask]
-    torch.testing.assert_close(out["loss"],
-                               torch.nn.functional.cross_entropy(logits, tokens[mask]))
 
 
 @pytest.mark.parametrize("value", [-0.1, 1.5])
