@@ -2,7 +2,8 @@
 video, on wmkernels.
 
 Components (one module each, named as in the paper):
-    VideoTokenizer      ST-ViViT VQ-VAE, causal in time (tokenizer.py)
+    VideoTokenizer      ST-ViViT VQ-VAE, causal in time; a patch whose pixels did not
+                        change keeps its latent (a training term) (tokenizer.py)
     LatentActionModel   infers one of 8 latent actions per transition (lam.py)
     DynamicsModel       MaskGIT ST-transformer over codes, actions as additive embeddings,
                         mask rate ~ U(0.5, 1), QK-norm (dynamics.py)
@@ -25,8 +26,9 @@ Command line (cli.py): `wmk genie train --config tiny`, `wmk genie play --checkp
 `--choice-temperature` decode it under other sampler settings), `wmk demo`.
 Diagnosis: `python -m wmkernels.models.genie.diagnose CHECKPOINT` (what the tokenizer and
 LAM allow, read without generating) and `python -m wmkernels.models.genie.ablate CHECKPOINT
---set FIELD=VALUE --out DIR` (the dynamics phase alone with one setting changed, evaluated
-as the demo does); the tables they produced are in models/genie/RESULTS.md.
+--set FIELD=VALUE --out DIR` (the dynamics phase alone with a setting changed, after the
+tokenizer's if it is a `tokenizer.` setting, evaluated as the demo does); the tables they
+produced are in models/genie/RESULTS.md.
 """
 
 from wmkernels.models.genie.config import GenieConfig, get_config

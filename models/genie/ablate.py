@@ -1,7 +1,10 @@
-"""One dynamics change, measured: train the dynamics alone on a trained checkpoint's frozen
-tokenizer and LAM, with some dynamics settings changed, then evaluate it as the demo does.
+"""One change, measured: train the dynamics alone on a trained checkpoint's frozen tokenizer
+and LAM, with some dynamics settings changed, then evaluate it as the demo does. A change
+of a tokenizer setting (`--set tokenizer.FIELD=VALUE`) retrains the tokenizer first, with
+the checkpoint's LAM kept: the LAM learns from pixels alone, so a run with that setting
+would train the same one.
 
-The dynamics starts from the weights `wmk demo` / `wmk genie train` would give it (same
+Every phase starts from the weights `wmk demo` / `wmk genie train` would give it (same
 seed, same initialisation order, same batches and masks), so with no change this is the
 demo's phase 2, and a row of models/genie/RESULTS.md differs from the preset by the
 settings it names only.
@@ -10,7 +13,8 @@ settings it names only.
         --set context_noise=0.2 --out runs/ablate/noise0.2
 
 writes OUT/genie.safetensors (then `wmk genie play` / `wmk genie eval` take it) and
-OUT/metrics.json (evaluate's metrics, with the settings and the training time).
+OUT/metrics.json (evaluate's metrics, the tokenizer's code stability, the settings and the
+training time).
 """
 
 from __future__ import annotations
@@ -24,25 +28,38 @@ from pathlib import Path
 import torch
 
 from wmkernels.models.common.checkpoint_io import load_tensors
-from wmkernels.models.genie.config import EVAL_CLIPS, DynamicsConfig, GenieConfig, get_config
+from wmkernels.models.genie.config import (
+    EVAL_CLIPS,
+    DynamicsConfig,
+    GenieConfig,
+    TokenizerConfig,
+    get_config,
+)
 from wmkernels.models.genie.data import held_out
+from wmkernels.models.genie.diagnose import code_stability
 from wmkernels.models.genie.evaluate import evaluate
 from wmkernels.models.genie.model import save_checkpoint
 from wmkernels.models.genie.pipeline import initial_pool_and_model
-from wmkernels.models.genie.train import train_dynamics
+from wmkernels.models.genie.train import train_dynamics, train_tokenizer
+
+TOKENIZER = "tokenizer."   # the prefix of a tokenizer setting; a bare FIELD is the dynamics'
 
 
 def parse_settings(pairs: list[str]) -> dict:
-    """["context_noise=0.2", "dim=64"] -> {"context_noise": 0.2, "dim": 64}, each value
-    converted to the type of that DynamicsConfig field."""
-    fields = {f.name: f for f in dataclasses.fields(DynamicsConfig)}
+    """["context_noise=0.2", "tokenizer.stability_weight=1"] -> {"context_noise": 0.2,
+    "tokenizer.stability_weight": 1.0}, each value converted to the type of that
+    DynamicsConfig (bare) or TokenizerConfig ("tokenizer.") field."""
+    defaults = {**{f.name: getattr(DynamicsConfig(), f.name)
+                   for f in dataclasses.fields(DynamicsConfig)},
+                **{TOKENIZER + f.name: getattr(TokenizerConfig(), f.name)
+                   for f in dataclasses.fields(TokenizerConfig)}}
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or key not in fields:
-            raise ValueError(f"--set expects FIELD=VALUE with FIELD one of {sorted(fields)}, "
+        if not sep or key not in defaults:
+            raise ValueError(f"--set expects FIELD=VALUE with FIELD one of {sorted(defaults)}, "
                              f"got {pair!r}")
-        kind = type(getattr(DynamicsConfig(), key))
+        kind = type(defaults[key])
         try:
             out[key] = kind(value)
         except ValueError:
@@ -52,23 +69,31 @@ def parse_settings(pairs: list[str]) -> dict:
 
 def ablate(checkpoint: str | Path, changes: dict, out: str | Path, *, steps: int | None = None,
            clips: int = 2048, eval_clips: int = EVAL_CLIPS) -> dict:
-    """Train the dynamics of `checkpoint`'s config with `changes` applied, on its tokenizer
-    and LAM; evaluate on held-out clips; write out/genie.safetensors and out/metrics.json.
-    steps: dynamics steps (default: the preset's, whatever the checkpoint was trained
-    with). Returns the metrics."""
+    """Train the dynamics of `checkpoint`'s config with `changes` (parse_settings' keys)
+    applied, on its tokenizer and LAM, or on a tokenizer retrained first if a change names a
+    tokenizer setting; evaluate on held-out clips; write out/genie.safetensors and
+    out/metrics.json. steps: dynamics steps (default: the preset's, whatever the checkpoint
+    was trained with). Returns the metrics."""
     tensors, meta = load_tensors(checkpoint, "checkpoint")
     cfg = GenieConfig.from_dict(json.loads(meta["config"]))
     steps = get_config(cfg.name).train.dynamics_steps if steps is None else steps
-    cfg = dataclasses.replace(cfg, dynamics=dataclasses.replace(cfg.dynamics, **changes),
+    tok = {k[len(TOKENIZER):]: v for k, v in changes.items() if k.startswith(TOKENIZER)}
+    dyn = {k: v for k, v in changes.items() if not k.startswith(TOKENIZER)}
+    cfg = dataclasses.replace(cfg, tokenizer=dataclasses.replace(cfg.tokenizer, **tok),
+                              dynamics=dataclasses.replace(cfg.dynamics, **dyn),
                               train=dataclasses.replace(cfg.train, dynamics_steps=steps))
     cfg.validate()
     pool, model = initial_pool_and_model(cfg, clips, "cpu")  # the demo's initial weights
-    frozen = {k: v for k, v in tensors.items() if k.startswith(("tokenizer.", "lam."))}
+    kept = ("lam.",) if tok else ("tokenizer.", "lam.")
+    frozen = {k: v for k, v in tensors.items() if k.startswith(kept)}
     missing, unexpected = model.load_state_dict(frozen, strict=False)
-    if unexpected or not all(k.startswith("dynamics.") for k in missing):
+    if unexpected or not all(k.startswith(("dynamics.", "tokenizer.") if tok else "dynamics.")
+                             for k in missing):
         raise ValueError(f"{str(checkpoint)!r} does not hold this config's tokenizer and LAM")
     out = Path(out)
     start = time.perf_counter()
+    if tok:
+        train_tokenizer(model, pool.batch, out_dir=out / "tokenizer", progress=False)
     pool.encode(model.tokenizer, model.lam)
     train_dynamics(model, pool.batch, out_dir=out / "dynamics", progress=False)
     seconds = time.perf_counter() - start
@@ -76,8 +101,8 @@ def ablate(checkpoint: str | Path, changes: dict, out: str | Path, *, steps: int
                                                              "ablation": changes})
     video, actions = held_out(cfg, eval_clips, seed=cfg.train.seed)
     metrics = evaluate(model.eval(), video, actions, speed=False)
-    metrics.update(changes=changes, dynamics_steps=steps, train_seconds=seconds,
-                   threads=torch.get_num_threads())
+    metrics.update(code_stability(model, video[:512]), changes=changes, dynamics_steps=steps,
+                   train_seconds=seconds, threads=torch.get_num_threads())
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
@@ -89,7 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="a trained genie.safetensors (its tokenizer and LAM)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="a dynamics setting to change (repeatable)")
+                   help="a dynamics setting (FIELD) or tokenizer setting (tokenizer.FIELD) to "
+                        "change (repeatable)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--steps", type=int, help="dynamics steps (default: the preset's)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")

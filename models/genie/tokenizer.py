@@ -1,7 +1,9 @@
 """Video tokenizer: the ST-ViViT VQ-VAE of Genie (§2.1). Frames are cut into patches, an
 ST-transformer encoder (causal in time, so frame t's codes depend only on frames <= t) maps
 each patch to a vector quantized against a codebook, and an ST-transformer decoder maps the
-codes back to pixels."""
+codes back to pixels. Not in the paper: a training term that keeps the latent of a patch
+whose pixels did not change from one frame to the next (`stability_loss`), so that the
+dynamics sees a code change only where the picture changed."""
 
 from __future__ import annotations
 
@@ -42,11 +44,27 @@ class VideoTokenizer(nn.Module):
             raise ValueError(f"video must be (B, T, 3, {self.image_size}, {self.image_size}), "
                              f"got {tuple(video.shape)}")
 
-    def encode(self, video: torch.Tensor):
-        """-> (quantized (B, T, S, code_dim), indices (B, T, S) int64, vq loss scalar)."""
+    def latents(self, video: torch.Tensor) -> torch.Tensor:
+        """The encoder's output before quantization, (B, T, S, code_dim)."""
         self._check(video)
         h = self.encoder(self.embed(patchify(video * 2 - 1, self.cfg.patch)))
-        return self.vq(self.to_code(h))
+        return self.to_code(h)
+
+    def encode(self, video: torch.Tensor):
+        """-> (quantized (B, T, S, code_dim), indices (B, T, S) int64, vq loss scalar)."""
+        return self.vq(self.latents(video))
+
+    def stability_loss(self, video: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """Mean squared distance between the latents of a patch in consecutive frames, over
+        the patches whose pixels did not change (zero if none): the encoder's attention
+        otherwise carries moving objects into the codes of patches that stayed put, and the
+        dynamics has to predict those changes too."""
+        pixels = patchify(video, self.cfg.patch)
+        static = (pixels[:, 1:] == pixels[:, :-1]).all(-1)            # (B, T-1, S)
+        if not static.any():
+            return latents.new_zeros(())
+        step = (latents[:, 1:] - latents[:, :-1]).pow(2).mean(-1)    # (B, T-1, S)
+        return step[static].mean()
 
     def decode_codes(self, quantized: torch.Tensor) -> torch.Tensor:
         """(B, T, S, code_dim) quantized vectors -> (B, T, 3, H, W) (not clamped)."""
@@ -60,9 +78,15 @@ class VideoTokenizer(nn.Module):
         return self.decode_codes(codes).clamp(0, 1)
 
     def forward(self, video: torch.Tensor) -> dict:
-        """Reconstruction and losses: recon (B, T, 3, H, W), indices, loss = MSE + VQ loss."""
-        quantized, indices, vq_loss = self.encode(video)
+        """Reconstruction and losses: recon (B, T, 3, H, W), indices, loss = MSE + VQ loss
+        + stability_weight x stability loss."""
+        latents = self.latents(video)
+        quantized, indices, vq_loss = self.vq(latents)
         recon = self.decode_codes(quantized)
         recon_loss = F.mse_loss(recon, video)
-        return {"recon": recon, "indices": indices, "recon_loss": recon_loss,
-                "vq_loss": vq_loss, "loss": recon_loss + vq_loss}
+        loss = recon_loss + vq_loss
+        out = {"recon": recon, "indices": indices, "recon_loss": recon_loss, "vq_loss": vq_loss}
+        if self.cfg.stability_weight:
+            out["stability_loss"] = self.stability_loss(video, latents)
+            loss = loss + self.cfg.stability_weight * out["stability_loss"]
+        return {**out, "loss": loss}

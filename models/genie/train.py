@@ -40,7 +40,8 @@ class TokenizerObjective(nn.Module):
 
     def forward(self, video: torch.Tensor, step: int) -> dict:
         out = self.tokenizer(video)
-        return {**{k: out[k] for k in ("loss", "recon_loss", "vq_loss")},
+        logged = ("loss", "recon_loss", "vq_loss", "stability_loss")
+        return {**{k: out[k] for k in logged if k in out},
                 "codebook_perplexity": self.tokenizer.vq.perplexity}
 
 

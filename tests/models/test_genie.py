@@ -87,6 +87,40 @@ def test_training_reduces_every_loss(cfg):
     assert mean(dyn[-5:], "loss") < 0.85 * mean(dyn[:5], "loss")
 
 
+def test_tokenizer_stability_loss_on_static_patches_only(cfg):
+    """The stability term is the mean squared step of the latents over exactly the patches
+    whose pixels did not change, and the tokenizer's loss adds it at its weight."""
+    d = cfg.to_dict()
+    d["tokenizer"]["stability_weight"] = 0.5
+    cfg = GenieConfig.from_dict(d)
+    torch.manual_seed(0)
+    tok = Genie(cfg).tokenizer.double()
+    video = _video(cfg, B=2).double()
+    video[1, 2:] = video[1, 1:2]                    # clip 1 stands still after frame 1
+    video[0, 3, :, :4, :4] += 0.25                  # one patch of clip 0 changes at t = 3
+    latents = tok.latents(video)
+    p = cfg.tokenizer.patch
+    patches = video.unfold(3, p, p).unfold(4, p, p)        # (B, T, 3, h, w, p, p)
+    static = (patches[:, 1:] == patches[:, :-1]).flatten(-2).all(-1).all(2).flatten(-2)
+    assert static[1, 1:].all() and not static[0, 2, 0] and static.float().mean() < 1
+    steps = (latents[:, 1:] - latents[:, :-1]).pow(2).mean(-1)
+    expected = steps[static].mean()
+    torch.testing.assert_close(tok.stability_loss(video, latents), expected)
+    assert float(expected.detach()) > 0
+    out = tok(video)
+    torch.testing.assert_close(out["stability_loss"], expected)
+    torch.testing.assert_close(out["loss"], out["recon_loss"] + out["vq_loss"] + 0.5 * expected)
+    moving = video.clone()
+    moving[:, 1:] += torch.rand_like(moving[:, 1:]) * 1e-3       # nothing stays put
+    assert float(tok.stability_loss(moving, tok.latents(moving))) == 0.0
+    d["tokenizer"]["stability_weight"] = 0.0
+    assert "stability_loss" not in Genie(GenieConfig.from_dict(d)).tokenizer(video.float())
+    # a config written before the setting existed trained without the term
+    older = get_config("tiny").to_dict()
+    del older["tokenizer"]["stability_weight"]
+    assert GenieConfig.from_dict(older).tokenizer.stability_weight == 0.0
+
+
 @pytest.mark.parametrize("context_noise", [0.0, 1.0])
 def test_dynamics_loss_is_cross_entropy_on_the_masked_tokens(cfg, context_noise):
     """The loss applies the head to the masked tokens only; it must equal the cross-entropy
@@ -271,6 +305,7 @@ def test_checkpoint_round_trip(cfg, tmp_path):
     (dict(frames=1), "frames"),
     (dict(tokenizer=dict(dim=30, heads=4)), "divisible"),
     (dict(dynamics=dict(mask_min=0.9, mask_max=0.5)), "mask_min"),
+    (dict(tokenizer=dict(stability_weight=-0.5)), "tokenizer.stability_weight"),
     (dict(train=dict(lr=0.0)), "train.lr"),
     (dict(nonsense=1), "unknown GenieConfig field"),
 ])

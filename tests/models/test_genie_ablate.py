@@ -1,7 +1,7 @@
-"""Genie dynamics ablations (models/genie/ablate.py), the training-time context noise
-(dynamics.corrupt_context; its effect on the loss: test_genie.py's
-test_dynamics_loss_is_cross_entropy_on_the_masked_tokens) and sampler settings, on the
-seconds-long `micro` config."""
+"""Genie ablations (models/genie/ablate.py: dynamics and tokenizer settings), the
+training-time context noise (dynamics.corrupt_context; its effect on the loss:
+test_genie.py's test_dynamics_loss_is_cross_entropy_on_the_masked_tokens) and sampler
+settings, on the seconds-long `micro` config."""
 
 import json
 
@@ -50,10 +50,13 @@ def test_bad_context_noise(value):
 
 
 def test_parse_settings():
-    assert parse_settings(["context_noise=0.2", "dim=64", "temperature=0"]) == {
-        "context_noise": 0.2, "dim": 64, "temperature": 0.0}
+    assert parse_settings(["context_noise=0.2", "dim=64", "temperature=0",
+                           "tokenizer.stability_weight=1"]) == {
+        "context_noise": 0.2, "dim": 64, "temperature": 0.0, "tokenizer.stability_weight": 1.0}
     for bad, match in (["nonsense=1"], "FIELD=VALUE"), (["dim"], "FIELD=VALUE"), (
-            ["dim=wide"], "--set dim: expected a int"):
+            ["dim=wide"], "--set dim: expected a int"), (
+            ["tokenizer.nonsense=1"], "FIELD=VALUE"), (
+            ["tokenizer.codebook_size=1.5"], "--set tokenizer.codebook_size: expected a int"):
         with pytest.raises(ValueError, match=match):
             parse_settings(bad)
 
@@ -79,6 +82,31 @@ def test_ablation_without_changes_is_the_pipelines_dynamics_phase(tmp_path):
     noisy, _ = load_checkpoint(tmp_path / "noisy" / "genie.safetensors")
     assert noisy.cfg.dynamics.context_noise == 0.3
     assert not torch.equal(noisy.dynamics.head.weight, model.dynamics.head.weight)
+
+
+def test_ablation_of_a_tokenizer_setting_retrains_the_tokenizer_and_keeps_the_lam(tmp_path):
+    """A tokenizer change: the tokenizer phase runs again from the run's initial weights
+    (with no change it would give the run's tokenizer back), the checkpoint's LAM stays."""
+    cfg = get_config("micro")
+    model = train_genie(cfg, tmp_path / "run", clips=8, device="cpu", say=lambda line: None,
+                        progress=False)
+    ckpt = tmp_path / "run" / "genie.safetensors"
+    same = {"tokenizer.stability_weight": cfg.tokenizer.stability_weight}
+    metrics = ablate(ckpt, same, tmp_path / "same",
+                     steps=cfg.train.dynamics_steps, clips=8, eval_clips=2)
+    again, _ = load_checkpoint(tmp_path / "same" / "genie.safetensors")
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    assert 0 <= metrics["same_code_if_static"] <= 1 and 0 <= metrics["copy_code_accuracy"] <= 1
+    other = {"tokenizer.stability_weight": cfg.tokenizer.stability_weight + 3.0}
+    ablate(ckpt, other, tmp_path / "other", steps=cfg.train.dynamics_steps, clips=8,
+           eval_clips=2)
+    changed, extra = load_checkpoint(tmp_path / "other" / "genie.safetensors")
+    assert changed.cfg.tokenizer.stability_weight == cfg.tokenizer.stability_weight + 3.0
+    assert extra["ablation"] == other
+    assert not torch.equal(changed.tokenizer.to_code.weight, model.tokenizer.to_code.weight)
+    for key, value in model.lam.state_dict().items():
+        torch.testing.assert_close(changed.lam.state_dict()[key], value, rtol=0, atol=0, msg=key)
 
 
 def test_sampler_settings_of_a_trained_model(tmp_path, capsys):
