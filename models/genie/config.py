@@ -104,9 +104,14 @@ class DynamicsConfig:
     choice_temperature: float = 4.5  # MaskGIT's default annealed choice noise
     # In training, each frame after the first has up to this fraction of its visible tokens
     # replaced by codes from elsewhere in the batch, as a rollout feeds the model its own
-    # mistakes. Off: 0.1 measured no better than 0 and 0.3 worse (RESULTS.md, "Exposure to
-    # its own errors")
+    # mistakes. Off: alone 0.1 measured no better than 0 and 0.3 worse; with clean_frames
+    # 0.5 it helped on seed 0 and not on seed 1 (RESULTS.md, "Whole past frames")
     context_noise: float = 0.0
+    # In training, each frame after the first is shown whole (context, no loss) with this
+    # probability. With every frame masked at U(mask_min, mask_max), as in the paper, the
+    # only whole frame the model sees is the first, while at generation every past frame is
+    # whole; 0.5 made frames generated from the real past hold up over t, but not rollouts
+    clean_frames: float = 0.0
 
     def validate(self) -> None:
         for name in ("dim", "heads", "layers", "maskgit_steps"):
@@ -117,6 +122,9 @@ class DynamicsConfig:
         if not 0.0 <= self.mask_min <= self.mask_max <= 1.0:
             raise ValueError("need 0 <= dynamics.mask_min <= dynamics.mask_max <= 1, got "
                              f"{self.mask_min}, {self.mask_max}")
+        if not 0.0 <= self.clean_frames < 1.0:
+            raise ValueError(f"dynamics.clean_frames must be in [0, 1), got "
+                             f"{self.clean_frames}")
         if not 0.0 <= self.context_noise <= 1.0:
             raise ValueError(f"dynamics.context_noise must be in [0, 1], got "
                              f"{self.context_noise}")

@@ -18,16 +18,21 @@ from wmkernels.models.genie.modules import PositionedSTTransformer
 
 
 def random_token_mask(shape: tuple[int, int, int], mask_min: float, mask_max: float, *,
-                      generator: torch.Generator | None = None,
+                      clean_frames: float = 0.0, generator: torch.Generator | None = None,
                       device: torch.device | str = "cpu") -> torch.Tensor:
     """MaskGIT training mask (B, T, S) bool, True = hidden from the model.
 
     Every frame but the first draws its own rate r ~ U(mask_min, mask_max) and hides each of
-    its tokens with probability r; the first frame is the always-visible context.
+    its tokens with probability r; the first frame is the always-visible context. With
+    clean_frames > 0 each frame after the first is instead left whole with that probability
+    (context only: it has no masked token, so no loss).
     """
     B, T, S = shape
     rate = torch.empty(B, T, 1, device=device).uniform_(mask_min, mask_max, generator=generator)
     mask = torch.rand(B, T, S, device=device, generator=generator) < rate
+    if clean_frames > 0:  # drawn only then, so that 0 keeps the masks of earlier runs
+        whole = torch.rand(B, T, 1, device=device, generator=generator) < clean_frames
+        mask &= ~whole
     mask[:, 0] = False
     return mask
 
@@ -122,7 +127,8 @@ class DynamicsModel(nn.Module):
         """MaskGIT loss: cross-entropy on the masked tokens of a random U(min, max) mask."""
         self._check(tokens, actions)
         mask = random_token_mask(tuple(tokens.shape), self.cfg.mask_min, self.cfg.mask_max,
-                                 generator=generator, device=tokens.device)
+                                 clean_frames=self.cfg.clean_frames, generator=generator,
+                                 device=tokens.device)
         seen = tokens
         if self.cfg.context_noise > 0:
             seen = corrupt_context(tokens, mask, self.cfg.context_noise, generator=generator)

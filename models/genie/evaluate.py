@@ -97,16 +97,17 @@ def controllability(model: Genie, video: torch.Tensor, *, t: int = 4,
     return _control(clip, rollouts(model, clip, seeds=seeds), t)
 
 
-def held_out_agent_colours(cfg, video: torch.Tensor) -> torch.Tensor:
-    """The agent's palette id (B,) in each clip of `video`, which must be the first B clips
-    of held_out(cfg, n, seed=cfg.train.seed) (they are rendered again and compared)."""
+def held_out_colours(cfg, video: torch.Tensor, thing: str = "agent") -> torch.Tensor:
+    """The palette id (B,) of the agent (or with thing="ball", the first ball) in each clip
+    of `video`, which must be the first B clips of held_out(cfg, n, seed=cfg.train.seed)
+    (they are rendered again and compared)."""
     clips = make_clips(video.shape[0], frames=cfg.frames, size=cfg.image_size,
                        seed=cfg.train.seed + 1, config=cfg.world_config())
     if clips["video"].shape != video.shape or not torch.equal(clips["video"],
                                                               video.float().cpu()):
-        raise ValueError("agent_colours: the clips are not held_out(cfg, n, seed=cfg.train."
-                         "seed), so the agent's colour per clip (B,) must be passed")
-    return clips["attributes"]["agent_colour"].to(video.device)
+        raise ValueError(f"{thing}_colours: the clips are not held_out(cfg, n, seed=cfg."
+                         f"train.seed), so the {thing}'s colour per clip (B,) must be passed")
+    return clips["attributes"][f"{thing}_colour"].to(video.device)
 
 
 def _mean(x: torch.Tensor) -> float:
@@ -228,7 +229,7 @@ def evaluate(model: Genie, video: torch.Tensor, true_actions: torch.Tensor, *, t
     latent = model.lam.infer_actions(video)
     images = video[:image_clips]
     if agent_colours is None:
-        agent_colours = held_out_agent_colours(cfg, images)
+        agent_colours = held_out_colours(cfg, images)
     elif agent_colours.shape != images.shape[:1]:
         raise ValueError(f"agent_colours must be ({images.shape[0]},) palette ids, one per "
                          f"clip evaluated, got {tuple(agent_colours.shape)}")

@@ -71,6 +71,22 @@ def test_random_token_mask_rates():
     assert abs(float(rates.mean()) - 0.75) < 0.03
 
 
+def test_random_token_mask_leaves_whole_frames_at_the_clean_frames_rate():
+    B, T, S = 256, 5, 400
+    g = torch.Generator().manual_seed(1)
+    mask = random_token_mask((B, T, S), 0.5, 1.0, clean_frames=0.3, generator=g)
+    assert not mask[:, 0].any()
+    hidden = mask[:, 1:].sum(-1)
+    whole = hidden == 0        # a frame at rate >= 0.5 of 400 tokens is never whole by chance
+    assert abs(float(whole.double().mean()) - 0.3) < 0.06     # 1024 frames: std 0.014
+    masked_rates = hidden[~whole].double() / S
+    assert masked_rates.min() > 0.4 and abs(float(masked_rates.mean()) - 0.75) < 0.03
+    # clean_frames = 0 draws nothing more: the masks of runs from before the setting
+    same = random_token_mask((B, T, S), 0.5, 1.0, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(same, random_token_mask((B, T, S), 0.5, 1.0, clean_frames=0.0,
+                                               generator=torch.Generator().manual_seed(1)))
+
+
 def test_training_reduces_every_loss(cfg):
     torch.manual_seed(0)
     model = Genie(cfg)
@@ -121,13 +137,14 @@ def test_tokenizer_stability_loss_on_static_patches_only(cfg):
     assert GenieConfig.from_dict(older).tokenizer.stability_weight == 0.0
 
 
-@pytest.mark.parametrize("context_noise", [0.0, 1.0])
-def test_dynamics_loss_is_cross_entropy_on_the_masked_tokens(cfg, context_noise):
+@pytest.mark.parametrize("context_noise, clean_frames", [(0.0, 0.0), (1.0, 0.0), (0.0, 0.5)])
+def test_dynamics_loss_is_cross_entropy_on_the_masked_tokens(cfg, context_noise, clean_frames):
     """The loss applies the head to the masked tokens only; it must equal the cross-entropy
     of the full logits at those tokens. With context noise the model sees corrupted visible
-    tokens, while the targets stay the true codes."""
+    tokens, while the targets stay the true codes; with clean frames the mask leaves some
+    frames whole."""
     d = cfg.to_dict()
-    d["dynamics"]["context_noise"] = context_noise
+    d["dynamics"].update(context_noise=context_noise, clean_frames=clean_frames)
     cfg = GenieConfig.from_dict(d)
     torch.manual_seed(0)
     dyn = Genie(cfg).dynamics.double()
@@ -136,7 +153,9 @@ def test_dynamics_loss_is_cross_entropy_on_the_masked_tokens(cfg, context_noise)
     actions = torch.randint(0, cfg.lam.num_actions, (B, T - 1))
     out = dyn.loss(tokens, actions, generator=torch.Generator().manual_seed(5))
     g = torch.Generator().manual_seed(5)
-    mask = random_token_mask((B, T, S), dyn.cfg.mask_min, dyn.cfg.mask_max, generator=g)
+    mask = random_token_mask((B, T, S), dyn.cfg.mask_min, dyn.cfg.mask_max,
+                             clean_frames=clean_frames, generator=g)
+    assert bool((~mask[:, 1:]).all(-1).any()) == (clean_frames > 0)
     seen = tokens
     if context_noise:
         seen = corrupt_context(tokens, mask, context_noise, generator=g)
@@ -306,6 +325,8 @@ def test_checkpoint_round_trip(cfg, tmp_path):
     (dict(tokenizer=dict(dim=30, heads=4)), "divisible"),
     (dict(dynamics=dict(mask_min=0.9, mask_max=0.5)), "mask_min"),
     (dict(tokenizer=dict(stability_weight=-0.5)), "tokenizer.stability_weight"),
+    (dict(dynamics=dict(clean_frames=1.0)), "dynamics.clean_frames"),
+    (dict(dynamics=dict(clean_frames=float("nan"))), "dynamics.clean_frames"),
     (dict(train=dict(lr=0.0)), "train.lr"),
     (dict(nonsense=1), "unknown GenieConfig field"),
 ])

@@ -4,8 +4,13 @@ import pytest
 import torch
 
 from wmkernels.models.data.world import BACKGROUND, PALETTE
-from wmkernels.models.genie import Genie, get_config
-from wmkernels.models.genie.diagnose import action_movements, code_stability
+from wmkernels.models.genie import Genie, diagnose, get_config
+from wmkernels.models.genie.diagnose import (
+    action_movements,
+    ball_in_rollouts,
+    code_stability,
+    errors_fed_back,
+)
 
 
 @pytest.fixture
@@ -46,3 +51,48 @@ def test_action_movements_names_how_far_each_action_moves_the_agent(model):
     # one action for every move: the mean is +0.67 px, and only the three stays are within 2 px
     model.lam.infer_actions = lambda v: torch.zeros_like(actions)
     assert action_movements(model, video, torch.zeros(2, dtype=torch.long))["within"] == 0.5
+
+
+def test_errors_fed_back_tells_one_step_frames_from_a_rollout(model, monkeypatch):
+    """With a dynamics that copies its last past frame, a frame generated from the real past
+    is the real previous frame, and a rollout is the first frame throughout."""
+    video = _clip([0, 0, 4, 4])               # the square stays, moves 4 px, stays
+    inferred = torch.tensor([[3, 1, 2]])
+    model.lam.infer_actions = lambda v: inferred
+    calls = []
+
+    def copy_last(model, prompt, actions, *, prompt_actions=None, generator=None):
+        calls.append((prompt.shape[1], actions.tolist(), prompt_actions))
+        new = prompt[:, -1:].expand(-1, actions.shape[1], -1, -1, -1)
+        return torch.cat([prompt, new], 1)
+
+    monkeypatch.setattr(diagnose, "play", copy_last)
+    out = errors_fed_back(model, video, torch.zeros(1, dtype=torch.long))
+    # one step: the real frames 0, 1, 2 against 1, 2, 3; rollout: frame 0 against 1, 2, 3
+    assert out["one_step_within_2px"] == [1.0, 0.0, 1.0]
+    assert out["rollout_within_2px"] == [1.0, 0.0, 0.0]
+    assert out["one_step_one_blob"] == out["rollout_one_blob"] == [1.0, 1.0, 1.0]
+    # frame t from the real frames 0..t-1, their actions as prompt actions, a_{t-1} to play
+    assert [(n, a) for n, a, _ in calls] == [(1, [[3]]), (2, [[1]]), (3, [[2]]), (1, [[3, 1, 2]])]
+    assert [p.tolist() for _, _, p in calls[:3]] == [[[]], [[3]], [[3, 1]]]
+
+
+
+def test_ball_in_rollouts_reads_the_ball_by_its_colour(model, monkeypatch):
+    """A rollout that freezes the ball at its first place, one that erases it, and a
+    reconstruction that splits it: each read off the ball's colour (palette id 2)."""
+    xs = [0, 0, 4, 8]
+    video = _clip(xs, colour=2)
+    background = video[:, :1, :, :1, :1].expand(-1, 4, -1, 16, 16)
+    frozen = video[:, :1].expand(-1, 4, -1, -1, -1)
+    split = video.clone()
+    for t, x in enumerate(xs):                     # a background column cuts it in two
+        split[:, t, :, 4:8, x + 1] = background[:, t, :, 4:8, 0]
+    monkeypatch.setattr(diagnose, "rollouts", lambda m, v: [(frozen, frozen),
+                                                             (background, background)])
+    monkeypatch.setattr(diagnose, "reconstruct", lambda m, v: split)
+    out = ball_in_rollouts(model, video, torch.tensor([2]))
+    assert out["real_one_blob"] == [1.0, 1.0, 1.0]
+    assert out["recon_one_blob"] == [0.0, 0.0, 0.0]
+    assert out["inferred_one_blob"] == [0.5, 0.5, 0.5]    # frozen: one blob; erased: none
+    assert out["inferred_within_2px"] == [0.5, 0.0, 0.0]  # the real ball moves 4 px at t = 2
