@@ -16,13 +16,13 @@ import json
 
 import torch
 
-from wmkernels.models.common import patchify
 from wmkernels.models.genie.config import IMAGE_CLIPS
 from wmkernels.models.genie.data import held_out
 from wmkernels.models.genie.evaluate import held_out_colours, reconstruct, rollouts
 from wmkernels.models.genie.metrics import agent_mask, agent_metrics, centroid
 from wmkernels.models.genie.model import Genie, load_checkpoint
 from wmkernels.models.genie.play import play
+from wmkernels.models.genie.tokenizer import static_patches
 
 
 @torch.no_grad()
@@ -32,8 +32,7 @@ def code_stability(model: Genie, video: torch.Tensor) -> dict:
     change either ("same_code_if_static"), and the accuracy of predicting every code as the
     previous frame's ("copy_code_accuracy", the bar a next-frame model must clear)."""
     codes = model.tokenizer.encode(video)[1]
-    pixels = patchify(video, model.cfg.tokenizer.patch)
-    static = (pixels[:, 1:] - pixels[:, :-1]).abs().amax(-1) == 0
+    static = static_patches(video, model.cfg.tokenizer.patch)
     same = codes[:, 1:] == codes[:, :-1]
     return {"static_patches": float(static.double().mean()),
             "same_code_if_static": float(same[static].double().mean()) if static.any() else None,

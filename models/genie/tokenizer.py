@@ -17,6 +17,13 @@ from wmkernels.models.genie.config import TokenizerConfig
 from wmkernels.models.genie.modules import PositionedSTTransformer
 
 
+def static_patches(video: torch.Tensor, patch: int) -> torch.Tensor:
+    """(B, T, 3, H, W) -> (B, T-1, S) bool: True where patch s of frame t+1 has exactly the
+    pixels it had in frame t."""
+    pixels = patchify(video, patch)
+    return (pixels[:, 1:] == pixels[:, :-1]).all(-1)
+
+
 class VideoTokenizer(nn.Module):
     """Video (B, T, 3, H, W) in [0, 1] <-> codes (B, T, S) int64, S = (H/patch)^2."""
 
@@ -59,8 +66,7 @@ class VideoTokenizer(nn.Module):
         the patches whose pixels did not change (zero if none): the encoder's attention
         otherwise carries moving objects into the codes of patches that stayed put, and the
         dynamics has to predict those changes too."""
-        pixels = patchify(video, self.cfg.patch)
-        static = (pixels[:, 1:] == pixels[:, :-1]).all(-1)            # (B, T-1, S)
+        static = static_patches(video, self.cfg.patch)
         if not static.any():
             return latents.new_zeros(())
         step = (latents[:, 1:] - latents[:, :-1]).pow(2).mean(-1)    # (B, T-1, S)

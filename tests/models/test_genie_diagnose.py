@@ -77,7 +77,6 @@ def test_errors_fed_back_tells_one_step_frames_from_a_rollout(model, monkeypatch
     assert [p.tolist() for _, _, p in calls[:3]] == [[[]], [[3]], [[3, 1]]]
 
 
-
 def test_ball_in_rollouts_reads_the_ball_by_its_colour(model, monkeypatch):
     """A rollout that freezes the ball at its first place, one that erases it, and a
     reconstruction that splits it: each read off the ball's colour (palette id 2)."""
