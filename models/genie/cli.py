@@ -260,7 +260,8 @@ def add_genie_parser(subparsers) -> argparse.ArgumentParser:
 def add_demo_parser(subparsers) -> argparse.ArgumentParser:
     """Add `demo`: the whole Genie pipeline on the embedded world in one command."""
     p = subparsers.add_parser("demo", help="train, evaluate and play Genie on the embedded "
-                                           "world (tiny: < 15 min on a CPU)")
+                                           "world (tiny: minutes on a CPU; the README gives "
+                                           "measured times)")
     _train_options(p, "runs/demo")
     p.add_argument("--eval-clips", type=count(1), default=EVAL_CLIPS,
                    help=f"held-out clips (PSNR and Δ4PSNR on the first {IMAGE_CLIPS})")

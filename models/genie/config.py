@@ -112,6 +112,11 @@ class DynamicsConfig:
     # only whole frame the model sees is the first, while at generation every past frame is
     # whole; 0.5 made frames generated from the real past hold up over t, but not rollouts
     clean_frames: float = 0.0
+    # In training, each frame after the first is replaced (whole, context, no loss) with this
+    # probability by the model's own one-pass prediction of it, so that it learns to go on
+    # from frames with its own kind of mistakes in them, as a rollout's (scheduled sampling;
+    # DynamicsModel.predicted_context). Costs one more forward pass per step
+    predicted_frames: float = 0.0
 
     def validate(self) -> None:
         for name in ("dim", "heads", "layers", "maskgit_steps"):
@@ -125,6 +130,9 @@ class DynamicsConfig:
         if not 0.0 <= self.clean_frames < 1.0:
             raise ValueError(f"dynamics.clean_frames must be in [0, 1), got "
                              f"{self.clean_frames}")
+        if not 0.0 <= self.predicted_frames < 1.0:
+            raise ValueError(f"dynamics.predicted_frames must be in [0, 1), got "
+                             f"{self.predicted_frames}")
         if not 0.0 <= self.context_noise <= 1.0:
             raise ValueError(f"dynamics.context_noise must be in [0, 1], got "
                              f"{self.context_noise}")

@@ -18,10 +18,9 @@ import torch
 
 from wmkernels.models.genie.config import IMAGE_CLIPS
 from wmkernels.models.genie.data import held_out
-from wmkernels.models.genie.evaluate import held_out_colours, reconstruct, rollouts
+from wmkernels.models.genie.evaluate import generate, held_out_colours, reconstruct
 from wmkernels.models.genie.metrics import agent_mask, agent_metrics, centroid
 from wmkernels.models.genie.model import Genie, load_checkpoint
-from wmkernels.models.genie.play import play
 from wmkernels.models.genie.tokenizer import static_patches
 
 
@@ -46,42 +45,50 @@ def action_movements(model: Genie, video: torch.Tensor, agent_colours: torch.Ten
     LAM labels with action a, the agent's centroid displacement (pixels) against the mean
     displacement of all a-labelled transitions. Returns "within" (fraction of transitions
     within `radius` px of their action's mean: the most a dynamics driven by these actions
-    can place the agent within that radius) and "per_action" {a: (count, mean dx, mean dy)}."""
+    can place the agent within that radius) and "per_action" {a: (count, mean dx, mean dy)}.
+
+    "dead_reckoning_within" (per t = 1..T-1): the fraction of clips whose agent at frame t
+    is within `radius` px of its first place moved by the mean movements of the actions
+    a_0..a_{t-1}: where a model that knew only the actions, not the agent's state (its
+    speed in a jump, a wall ahead), would put it."""
     actions = model.lam.infer_actions(video)
-    moves = centroid(agent_mask(video, agent_colours)).diff(dim=1)      # (B, T-1, 2)
+    places = centroid(agent_mask(video, agent_colours))                  # (B, T, 2)
+    moves = places.diff(dim=1)                                           # (B, T-1, 2)
     seen = moves.isfinite().all(-1)
     within, per_action = 0, {}
+    mean_move = torch.zeros(model.num_actions, 2, dtype=moves.dtype)
     for a in actions.unique().tolist():
         d = moves[seen & (actions == a)]
         if len(d):
-            mean = d.mean(0)
-            within += int(((d - mean).norm(dim=-1) <= radius).sum())
-            per_action[a] = (len(d), *[round(float(x), 2) for x in mean])
+            mean_move[a] = d.mean(0)
+            within += int(((d - mean_move[a]).norm(dim=-1) <= radius).sum())
+            per_action[a] = (len(d), *[round(float(x), 2) for x in mean_move[a]])
     count = int(seen.sum())
-    return {"within": within / count if count else None, "per_action": per_action}
+    reckoned = places[:, :1] + mean_move[actions].cumsum(1)             # frames 1..T-1
+    error = (reckoned - places[:, 1:]).norm(dim=-1)
+    found = error.isfinite()
+    dead_reckoning = ((error <= radius) & found).sum(0) / found.sum(0).clamp(min=1)
+    return {"within": within / count if count else None, "per_action": per_action,
+            "dead_reckoning_within": dead_reckoning.tolist()}
 
 
 @torch.no_grad()
-def errors_fed_back(model: Genie, video: torch.Tensor, agent_colours: torch.Tensor, *,
-                    seed: int = 0) -> dict:
+def errors_fed_back(model: Genie, video: torch.Tensor, agent_colours: torch.Tensor,
+                    rollout: torch.Tensor, *, seed: int = 0) -> dict:
     """Each frame t = 1..T-1 of video (B, T, 3, H, W) generated twice with the latent actions
-    inferred from the real clip and the same generator seed: "one_step" from the real frames
-    0..t-1 (one MaskGIT frame), "rollout" from the real first frame through its own frames
-    (what `evaluate` measures). Returns per-t lists {one_step,rollout}_{one_blob,within_2px}:
-    the fraction of frames whose agent is one blob, and within 2 px of the real agent. A
+    inferred from the real clip and the same generation seed: "one_step" from the real
+    frames 0..t-1 (one MaskGIT frame, made here), "rollout" from the real first frame through
+    its own frames (`rollout`, that seed's inferred clip of evaluate.rollouts, which
+    `evaluate` measures). Returns per-t lists {one_step,rollout}_{one_blob,within_2px}: the
+    fraction of frames whose agent is one blob, and within 2 px of the real agent. A
     one-step row that holds while the rollout's falls means errors fed back (exposure
     bias); a one-step row that falls with t means the model."""
     inferred = model.lam.infer_actions(video)
-    g = torch.Generator(device=video.device)
-    one_step = []
-    for t in range(1, video.shape[1]):
-        g.manual_seed(1000 + seed)
-        one_step.append(play(model, video[:, :t], inferred[:, t - 1:t],
-                             prompt_actions=inferred[:, :t - 1], generator=g)[:, -1])
-    g.manual_seed(1000 + seed)
-    rollout = play(model, video[:, :1], inferred, generator=g)[:, 1:]
+    one_step = [generate(model, video[:, :t], inferred[:, t - 1:t], seed,
+                         prompt_actions=inferred[:, :t - 1])[:, -1]
+                for t in range(1, video.shape[1])]
     out = {}
-    for name, frames in (("one_step", torch.stack(one_step, 1)), ("rollout", rollout)):
+    for name, frames in (("one_step", torch.stack(one_step, 1)), ("rollout", rollout[:, 1:])):
         agent = agent_metrics(frames, video[:, 1:], agent_colours)
         out[f"{name}_one_blob"] = agent["one_blob"].double().mean(0).tolist()
         out[f"{name}_within_2px"] = (agent["centroid_error"] <= 2).double().mean(0).tolist()
@@ -89,12 +96,14 @@ def errors_fed_back(model: Genie, video: torch.Tensor, agent_colours: torch.Tens
 
 
 @torch.no_grad()
-def ball_in_rollouts(model: Genie, video: torch.Tensor, ball_colours: torch.Tensor) -> dict:
+def ball_in_rollouts(model: Genie, video: torch.Tensor, ball_colours: torch.Tensor,
+                     generated: list[torch.Tensor]) -> dict:
     """The agent metrics of `evaluate`, read on a ball instead (ball_colours (B,) palette
     ids): per t = 1..T-1 the fraction of frames in which that ball is one blob
-    ("{real,recon,inferred}_one_blob", the rollouts' averaged over 3 generation seeds) and
-    within 2 px of the real ball ("inferred_within_2px"). From one prompt frame a ball's
-    direction cannot be known, so its place is a guess; that it stays one blob is not."""
+    ("{real,recon,inferred}_one_blob", the rollouts' averaged over the clips `generated`
+    with the inferred actions, one per generation seed) and within 2 px of the real ball
+    ("inferred_within_2px"). From one prompt frame a ball's direction cannot be known, so
+    its place is a guess; that it stays one blob is not."""
     real = video[:, 1:]
 
     def read(frames):
@@ -102,7 +111,7 @@ def ball_in_rollouts(model: Genie, video: torch.Tensor, ball_colours: torch.Tens
         return (ball["one_blob"].double().mean(0),
                 (ball["centroid_error"] <= 2).double().mean(0))
 
-    inferred = [read(x[:, 1:]) for x, _ in rollouts(model, video)]
+    inferred = [read(x[:, 1:]) for x in generated]
     return {"real_one_blob": read(real)[0].tolist(),
             "recon_one_blob": read(reconstruct(model, video)[:, 1:])[0].tolist(),
             "inferred_one_blob": torch.stack([b for b, _ in inferred]).mean(0).tolist(),
@@ -118,11 +127,17 @@ def main(argv=None) -> None:
     model, _ = load_checkpoint(args.checkpoint)
     video, _ = held_out(model.cfg, args.clips, seed=model.cfg.train.seed)
     colours = held_out_colours(model.cfg, video)
-    fed_back = errors_fed_back(model, video[:IMAGE_CLIPS], colours[:IMAGE_CLIPS])
-    balls = ball_in_rollouts(model, video[:IMAGE_CLIPS], held_out_colours(
-        model.cfg, video[:IMAGE_CLIPS], "ball"))
+    images = video[:IMAGE_CLIPS]
+    with torch.no_grad():     # the inferred clips of evaluate.rollouts, its seeds
+        inferred = model.lam.infer_actions(images)
+        generated = [generate(model, images[:, :1], inferred, seed) for seed in (0, 1, 2)]
+    fed_back = errors_fed_back(model, images, colours[:IMAGE_CLIPS], generated[0])
+    balls = ball_in_rollouts(model, images, held_out_colours(model.cfg, images, "ball"),
+                             generated)
     print(json.dumps({"codes": code_stability(model, video),
-                      "actions": action_movements(model, video, colours),
+                      "actions": {k: [round(x, 3) for x in v] if k == "dead_reckoning_within"
+                                  else v for k, v in action_movements(model, video,
+                                                                      colours).items()},
                       "errors_fed_back": {k: [round(x, 3) for x in v]
                                           for k, v in fed_back.items()},
                       "first_ball": {k: [round(x, 3) for x in v]

@@ -122,14 +122,39 @@ class DynamicsModel(nn.Module):
         h = self._embed(tokens[:, None], mask[:, None], frame_action)
         return self.head(self.transformer(h, start=t, cache=cache))[:, 0]
 
+    @torch.no_grad()
+    def predicted_context(self, tokens: torch.Tensor, actions: torch.Tensor, rate: float, *,
+                          generator: torch.Generator | None = None):
+        """Scheduled sampling's context: (tokens with each frame after the first replaced,
+        with probability `rate`, by this model's own prediction of it, and the (B, T) bool of
+        the replaced frames). A replaced frame is predicted whole in one pass (argmax of
+        every token), from the real frames before it and the true action, the replaced ones
+        among them hidden: the kind of frame a rollout feeds back, one model pass per step
+        instead of a rollout's T MaskGIT decodes."""
+        B, T, S = tokens.shape
+        own = torch.rand(B, T, device=tokens.device, generator=generator) < rate
+        own[:, 0] = False
+        hidden = own[:, :, None].expand(B, T, S)
+        guess = self.head(self._hidden(tokens, actions, hidden)[hidden]).argmax(-1)
+        seen = tokens.clone()
+        seen[hidden] = guess
+        return seen, own
+
     def loss(self, tokens: torch.Tensor, actions: torch.Tensor, *,
              generator: torch.Generator | None = None) -> dict:
-        """MaskGIT loss: cross-entropy on the masked tokens of a random U(min, max) mask."""
+        """MaskGIT loss: cross-entropy on the masked tokens of a random U(min, max) mask.
+        The model sees the real codes but for its own predictions of whole frames
+        (predicted_frames) and the codes context_noise swaps in; whole frames, real
+        (clean_frames) or its own, have no loss. The targets are always the real codes."""
         self._check(tokens, actions)
         mask = random_token_mask(tuple(tokens.shape), self.cfg.mask_min, self.cfg.mask_max,
                                  clean_frames=self.cfg.clean_frames, generator=generator,
                                  device=tokens.device)
         seen = tokens
+        if self.cfg.predicted_frames > 0:  # drawn only then, as clean_frames
+            seen, own = self.predicted_context(tokens, actions, self.cfg.predicted_frames,
+                                               generator=generator)
+            mask &= ~own[:, :, None]
         if self.cfg.context_noise > 0:
             seen = corrupt_context(tokens, mask, self.cfg.context_noise, generator=generator)
         h = self._hidden(seen, actions, mask)

@@ -62,11 +62,17 @@ def rollouts(model: Genie, video: torch.Tensor, *, seeds: tuple[int, ...] = (0, 
         g = torch.Generator(device=video.device).manual_seed(seed)
         random_actions = torch.randint(0, model.num_actions, inferred.shape, generator=g,
                                        device=video.device)
-        g.manual_seed(1000 + seed)
-        x_hat = play(model, prompt, inferred, generator=g)
-        g.manual_seed(1000 + seed)
-        out.append((x_hat, play(model, prompt, random_actions, generator=g)))
+        out.append((generate(model, prompt, inferred, seed),
+                    generate(model, prompt, random_actions, seed)))
     return out
+
+
+def generate(model: Genie, prompt: torch.Tensor, actions: torch.Tensor, seed: int, *,
+             prompt_actions: torch.Tensor | None = None) -> torch.Tensor:
+    """`play` under generation seed `seed` (its sampler's generator seeded 1000 + seed): the
+    frames of `rollouts` for that seed, and of any diagnostic that must match them."""
+    g = torch.Generator(device=prompt.device).manual_seed(1000 + seed)
+    return play(model, prompt, actions, prompt_actions=prompt_actions, generator=g)
 
 
 def _control(video: torch.Tensor, pairs, t: int) -> dict:

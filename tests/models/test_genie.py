@@ -137,14 +137,19 @@ def test_tokenizer_stability_loss_on_static_patches_only(cfg):
     assert GenieConfig.from_dict(older).tokenizer.stability_weight == 0.0
 
 
-@pytest.mark.parametrize("context_noise, clean_frames", [(0.0, 0.0), (1.0, 0.0), (0.0, 0.5)])
-def test_dynamics_loss_is_cross_entropy_on_the_masked_tokens(cfg, context_noise, clean_frames):
+@pytest.mark.parametrize("context_noise, clean_frames, predicted_frames",
+                         [(0.0, 0.0, 0.0), (1.0, 0.0, 0.0), (0.0, 0.5, 0.0), (0.0, 0.0, 0.5),
+                          (0.5, 0.3, 0.5)])
+def test_dynamics_loss_is_cross_entropy_on_the_masked_tokens(cfg, context_noise, clean_frames,
+                                                             predicted_frames):
     """The loss applies the head to the masked tokens only; it must equal the cross-entropy
     of the full logits at those tokens. With context noise the model sees corrupted visible
     tokens, while the targets stay the true codes; with clean frames the mask leaves some
-    frames whole."""
+    frames whole; with predicted frames some frames are the model's own, whole and without
+    loss."""
     d = cfg.to_dict()
-    d["dynamics"].update(context_noise=context_noise, clean_frames=clean_frames)
+    d["dynamics"].update(context_noise=context_noise, clean_frames=clean_frames,
+                         predicted_frames=predicted_frames)
     cfg = GenieConfig.from_dict(d)
     torch.manual_seed(0)
     dyn = Genie(cfg).dynamics.double()
@@ -157,6 +162,10 @@ def test_dynamics_loss_is_cross_entropy_on_the_masked_tokens(cfg, context_noise,
                              clean_frames=clean_frames, generator=g)
     assert bool((~mask[:, 1:]).all(-1).any()) == (clean_frames > 0)
     seen = tokens
+    if predicted_frames:
+        seen, own = dyn.predicted_context(tokens, actions, predicted_frames, generator=g)
+        assert own[:, 1:].any() and not own[:, 0].any()
+        mask &= ~own[:, :, None]
     if context_noise:
         seen = corrupt_context(tokens, mask, context_noise, generator=g)
         assert not torch.equal(seen, tokens)
@@ -166,6 +175,31 @@ def test_dynamics_loss_is_cross_entropy_on_the_masked_tokens(cfg, context_noise,
         float((logits.argmax(-1) == tokens[mask]).double().mean()))
     with pytest.raises(ValueError, match="actions"):
         dyn.loss(tokens, actions[:, 1:])
+
+
+def test_predicted_context_puts_the_models_own_frames_in_place_of_real_ones(cfg):
+    """Scheduled sampling's context: frame 0 always real, each later frame replaced at the
+    rate by the argmax of the model's logits from one pass in which the replaced frames are
+    hidden and the others real; nothing else changes, and no gradient flows."""
+    torch.manual_seed(0)
+    dyn = Genie(cfg).dynamics.double()
+    B, T, S = 64, cfg.frames, cfg.tokens_per_frame
+    tokens = torch.randint(0, cfg.tokenizer.codebook_size, (B, T, S))
+    actions = torch.randint(0, cfg.lam.num_actions, (B, T - 1))
+    seen, own = dyn.predicted_context(tokens, actions, 0.3,
+                                      generator=torch.Generator().manual_seed(2))
+    assert own.shape == (B, T) and not own[:, 0].any() and not seen.requires_grad
+    # 64 * (T - 1) frames drawn at 0.3: the std of the rate is under 0.03
+    assert abs(float(own[:, 1:].double().mean()) - 0.3) < 0.1
+    hidden = own[:, :, None].expand(B, T, S)
+    guess = dyn(tokens, actions, hidden).argmax(-1)
+    assert torch.equal(seen[hidden], guess[hidden])
+    assert torch.equal(seen[~hidden], tokens[~hidden])
+    assert not torch.equal(seen, tokens)
+    # the actions reach the prediction: other actions, other frames
+    other, _ = dyn.predicted_context(tokens, (actions + 1) % cfg.lam.num_actions, 0.3,
+                                     generator=torch.Generator().manual_seed(2))
+    assert not torch.equal(other, seen)
 
 
 def test_encoded_pool_trains_like_encoding_every_batch(cfg):
@@ -327,6 +361,8 @@ def test_checkpoint_round_trip(cfg, tmp_path):
     (dict(tokenizer=dict(stability_weight=-0.5)), "tokenizer.stability_weight"),
     (dict(dynamics=dict(clean_frames=1.0)), "dynamics.clean_frames"),
     (dict(dynamics=dict(clean_frames=float("nan"))), "dynamics.clean_frames"),
+    (dict(dynamics=dict(predicted_frames=1.0)), "dynamics.predicted_frames"),
+    (dict(dynamics=dict(predicted_frames=-0.1)), "dynamics.predicted_frames"),
     (dict(train=dict(lr=0.0)), "train.lr"),
     (dict(nonsense=1), "unknown GenieConfig field"),
 ])

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from wmkernels.models.data.world import BACKGROUND, PALETTE
-from wmkernels.models.genie import Genie, diagnose, get_config
+from wmkernels.models.genie import Genie, diagnose, evaluate, get_config
 from wmkernels.models.genie.diagnose import (
     action_movements,
     ball_in_rollouts,
@@ -48,9 +48,19 @@ def test_action_movements_names_how_far_each_action_moves_the_agent(model):
     out = action_movements(model, video, torch.zeros(2, dtype=torch.long))
     assert out["per_action"] == {0: (3, 0.0, 0.0), 1: (2, 4.0, 0.0), 2: (1, -4.0, 0.0)}
     assert out["within"] == 1.0
+    assert out["dead_reckoning_within"] == [1.0, 1.0, 1.0]   # each action moves it exactly
     # one action for every move: the mean is +0.67 px, and only the three stays are within 2 px
     model.lam.infer_actions = lambda v: torch.zeros_like(actions)
-    assert action_movements(model, video, torch.zeros(2, dtype=torch.long))["within"] == 0.5
+    out = action_movements(model, video, torch.zeros(2, dtype=torch.long))
+    assert out["within"] == 0.5
+    # reckoned at x + 0.67 t, the agents are at x + 4 / + 8 / + 8 and x - 4 / - 4 / - 4
+    assert out["dead_reckoning_within"] == [0.0, 0.0, 0.0]
+    # the first clip's agent gone from frame 2: that frame is left out (a miss would read
+    # 0.5 at t = 2), and its later frame is still reckoned from its moves before
+    video[0, 2] = video[0, 0, :, :1, :1]
+    model.lam.infer_actions = lambda v: actions
+    out = action_movements(model, video, torch.zeros(2, dtype=torch.long))
+    assert out["dead_reckoning_within"] == [1.0, 1.0, 1.0]
 
 
 def test_errors_fed_back_tells_one_step_frames_from_a_rollout(model, monkeypatch):
@@ -62,19 +72,23 @@ def test_errors_fed_back_tells_one_step_frames_from_a_rollout(model, monkeypatch
     calls = []
 
     def copy_last(model, prompt, actions, *, prompt_actions=None, generator=None):
-        calls.append((prompt.shape[1], actions.tolist(), prompt_actions))
+        calls.append((prompt.shape[1], actions.tolist(), prompt_actions,
+                      generator.initial_seed()))
         new = prompt[:, -1:].expand(-1, actions.shape[1], -1, -1, -1)
         return torch.cat([prompt, new], 1)
 
-    monkeypatch.setattr(diagnose, "play", copy_last)
-    out = errors_fed_back(model, video, torch.zeros(1, dtype=torch.long))
+    monkeypatch.setattr(evaluate, "play", copy_last)
+    rollout = video[:, :1].expand(-1, 4, -1, -1, -1)
+    out = errors_fed_back(model, video, torch.zeros(1, dtype=torch.long), rollout, seed=2)
     # one step: the real frames 0, 1, 2 against 1, 2, 3; rollout: frame 0 against 1, 2, 3
     assert out["one_step_within_2px"] == [1.0, 0.0, 1.0]
     assert out["rollout_within_2px"] == [1.0, 0.0, 0.0]
     assert out["one_step_one_blob"] == out["rollout_one_blob"] == [1.0, 1.0, 1.0]
-    # frame t from the real frames 0..t-1, their actions as prompt actions, a_{t-1} to play
-    assert [(n, a) for n, a, _ in calls] == [(1, [[3]]), (2, [[1]]), (3, [[2]]), (1, [[3, 1, 2]])]
-    assert [p.tolist() for _, _, p in calls[:3]] == [[[]], [[3]], [[3, 1]]]
+    # frame t from the real frames 0..t-1, their actions as prompt actions, a_{t-1} to play,
+    # under the generation seed of evaluate.rollouts
+    assert [(n, a, s) for n, a, _, s in calls] == [(1, [[3]], 1002), (2, [[1]], 1002),
+                                                   (3, [[2]], 1002)]
+    assert [p.tolist() for _, _, p, _ in calls] == [[[]], [[3]], [[3, 1]]]
 
 
 def test_ball_in_rollouts_reads_the_ball_by_its_colour(model, monkeypatch):
@@ -87,11 +101,22 @@ def test_ball_in_rollouts_reads_the_ball_by_its_colour(model, monkeypatch):
     split = video.clone()
     for t, x in enumerate(xs):                     # a background column cuts it in two
         split[:, t, :, 4:8, x + 1] = background[:, t, :, 4:8, 0]
-    monkeypatch.setattr(diagnose, "rollouts", lambda m, v: [(frozen, frozen),
-                                                             (background, background)])
     monkeypatch.setattr(diagnose, "reconstruct", lambda m, v: split)
-    out = ball_in_rollouts(model, video, torch.tensor([2]))
+    out = ball_in_rollouts(model, video, torch.tensor([2]), [frozen, background])
     assert out["real_one_blob"] == [1.0, 1.0, 1.0]
     assert out["recon_one_blob"] == [0.0, 0.0, 0.0]
     assert out["inferred_one_blob"] == [0.5, 0.5, 0.5]    # frozen: one blob; erased: none
     assert out["inferred_within_2px"] == [0.5, 0.0, 0.0]  # the real ball moves 4 px at t = 2
+
+
+def test_generate_gives_the_inferred_clips_of_rollouts(model):
+    """diagnose reads the balls and the rollout of errors_fed_back from evaluate.generate,
+    not from evaluate.rollouts (which also plays random actions): the clips must be the
+    same ones evaluate measures."""
+    torch.manual_seed(0)
+    video = torch.rand(2, model.cfg.frames, 3, 16, 16)
+    inferred = model.lam.infer_actions(video)
+    pairs = evaluate.rollouts(model, video, seeds=(0, 1))
+    for seed, (x_hat, x_rand) in zip((0, 1), pairs, strict=True):
+        assert torch.equal(evaluate.generate(model, video[:, :1], inferred, seed), x_hat)
+        assert not torch.equal(x_hat, x_rand)
