@@ -135,13 +135,15 @@ def main(argv=None) -> None:
     balls = ball_in_rollouts(model, images, held_out_colours(model.cfg, images, "ball"),
                              generated)
     print(json.dumps({"codes": code_stability(model, video),
-                      "actions": {k: [round(x, 3) for x in v] if k == "dead_reckoning_within"
-                                  else v for k, v in action_movements(model, video,
-                                                                      colours).items()},
-                      "errors_fed_back": {k: [round(x, 3) for x in v]
-                                          for k, v in fed_back.items()},
-                      "first_ball": {k: [round(x, 3) for x in v]
-                                     for k, v in balls.items()}}, indent=1))
+                      "actions": _rounded(action_movements(model, video, colours)),
+                      "errors_fed_back": _rounded(fed_back),
+                      "first_ball": _rounded(balls)}, indent=1))
+
+
+def _rounded(readings: dict) -> dict:
+    """The per-t lists of `readings` rounded to 3 places for printing; other values as they are."""
+    return {k: [round(x, 3) for x in v] if isinstance(v, list) else v
+            for k, v in readings.items()}
 
 
 if __name__ == "__main__":
