@@ -100,9 +100,10 @@ class DynamicsConfig:
     mask_min: float = 0.5         # paper 0.5
     mask_max: float = 1.0         # paper 1.0
     maskgit_steps: int = 8        # paper 25
-    # paper 2.0 (random sampling). The tiny model's rollouts hold together a little better
-    # with argmax tokens than at 0.5, on every checkpoint measured; the choice noise still
-    # varies the order tokens are kept in (RESULTS.md, "The preset: 4000 steps, argmax")
+    # paper 2.0 (random sampling). With argmax tokens the tiny model's rollouts measured a
+    # little better than at 0.5, or level, on each of five checkpoints; the choice noise
+    # still varies the order tokens are kept in (RESULTS.md, "The preset: 4000 steps,
+    # argmax tokens")
     temperature: float = 0.0
     choice_temperature: float = 4.5  # MaskGIT's default annealed choice noise
     # In training, each frame after the first has up to this fraction of its visible tokens
@@ -149,8 +150,8 @@ class GenieTraining:
     """Optimisation for every phase (paper: AdamW, warmup, cosine decay; 16 frames)."""
 
     batch_size: int = 16
-    # The step counts and lr are the smallest that met the quality targets of `wmk demo`
-    # on every training seed (RESULTS.md, "Measurements behind the tiny preset").
+    # The tokenizer and LAM step counts and lr are the smallest that met the quality targets
+    # of `wmk demo` on every training seed (RESULTS.md, "Measurements behind the tiny preset").
     tokenizer_steps: int = 1200
     # trains beside the tokenizer (train.py) and takes about as long, so neither waits
     lam_steps: int = 1200
