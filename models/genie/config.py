@@ -157,7 +157,7 @@ class GenieTraining:
     lam_steps: int = 1200
     # on the frozen tokenizer's codes and LAM's actions. 4000 rather than the 2000 that met
     # the first targets: twice the training lifted every rollout metric on all three seeds,
-    # for 17-19 more minutes on the slower 2-core machine (RESULTS.md, "Training length")
+    # for 15-19 more minutes on the slower 2-core machine (RESULTS.md, "Training length")
     dynamics_steps: int = 4000
     lr: float = 2e-3
     warmup: int = 50
