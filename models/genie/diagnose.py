@@ -18,7 +18,12 @@ import torch
 
 from wmkernels.models.genie.config import IMAGE_CLIPS
 from wmkernels.models.genie.data import held_out
-from wmkernels.models.genie.evaluate import generate, held_out_colours, reconstruct
+from wmkernels.models.genie.evaluate import (
+    GENERATION_SEEDS,
+    generate,
+    held_out_colours,
+    reconstruct,
+)
 from wmkernels.models.genie.metrics import agent_mask, agent_metrics, centroid
 from wmkernels.models.genie.model import Genie, load_checkpoint
 from wmkernels.models.genie.tokenizer import static_patches
@@ -56,7 +61,7 @@ def action_movements(model: Genie, video: torch.Tensor, agent_colours: torch.Ten
     moves = places.diff(dim=1)                                           # (B, T-1, 2)
     seen = moves.isfinite().all(-1)
     within, per_action = 0, {}
-    mean_move = torch.zeros(model.num_actions, 2, dtype=moves.dtype)
+    mean_move = moves.new_zeros(model.num_actions, 2)
     for a in actions.unique().tolist():
         d = moves[seen & (actions == a)]
         if len(d):
@@ -130,7 +135,8 @@ def main(argv=None) -> None:
     images = video[:IMAGE_CLIPS]
     with torch.no_grad():     # the inferred clips of evaluate.rollouts, its seeds
         inferred = model.lam.infer_actions(images)
-        generated = [generate(model, images[:, :1], inferred, seed) for seed in (0, 1, 2)]
+        generated = [generate(model, images[:, :1], inferred, seed)
+                     for seed in GENERATION_SEEDS]
     fed_back = errors_fed_back(model, images, colours[:IMAGE_CLIPS], generated[0])
     balls = ball_in_rollouts(model, images, held_out_colours(model.cfg, images, "ball"),
                              generated)

@@ -37,6 +37,10 @@ def reconstruct(model: Genie, video: torch.Tensor) -> torch.Tensor:
     return model.tokenizer.decode(model.tokenizer.encode(video)[1])
 
 
+# The generation seeds every rollout metric averages over (and diagnose reads the same clips)
+GENERATION_SEEDS = (0, 1, 2)
+
+
 @torch.no_grad()
 def action_nmi(model: Genie, video: torch.Tensor, true_actions: torch.Tensor) -> float:
     """NMI between the LAM's latent actions and the world's true actions, (B, T-1) each."""
@@ -49,7 +53,7 @@ def _nmi(latent: torch.Tensor, true_actions: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def rollouts(model: Genie, video: torch.Tensor, *, seeds: tuple[int, ...] = (0, 1, 2)
+def rollouts(model: Genie, video: torch.Tensor, *, seeds: tuple[int, ...] = GENERATION_SEEDS
              ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per generation seed, the clip generated from the real first frame (B, T, 3, H, W):
     with the latent actions the LAM infers from the real clip, and with uniformly random
@@ -90,7 +94,7 @@ def _control(video: torch.Tensor, pairs, t: int) -> dict:
 
 @torch.no_grad()
 def controllability(model: Genie, video: torch.Tensor, *, t: int = 4,
-                    seeds: tuple[int, ...] = (0, 1, 2)) -> dict:
+                    seeds: tuple[int, ...] = GENERATION_SEEDS) -> dict:
     """ΔtPSNR (Genie §3): prompt = the first frame; x̂_t is generated with the latent actions
     the LAM infers from the real clip, x̂'_t with uniformly random actions, and both are
     compared with the real frame t (t frames after the prompt). One value per generation
@@ -215,7 +219,7 @@ def generation_fps(model: Genie, prompt: torch.Tensor, actions: torch.Tensor, *,
 
 
 def evaluate(model: Genie, video: torch.Tensor, true_actions: torch.Tensor, *, t: int = 4,
-             seeds: tuple[int, ...] = (0, 1, 2), speed: bool = True,
+             seeds: tuple[int, ...] = GENERATION_SEEDS, speed: bool = True,
              image_clips: int = IMAGE_CLIPS, agent_colours: torch.Tensor | None = None) -> dict:
     """All Genie metrics on held-out clips (video (B, T, 3, H, W), true actions (B, T-1), the
     clips of `held_out`), plus "action_nmi_ceiling": the best NMI any frame-based labelling
