@@ -1,8 +1,11 @@
 """Where a Genie rollout breaks, read from a trained checkpoint: whether the tokenizer gives a
 patch that did not change the code it had (the dynamics can only copy what stays put if its
 code stays put), whether each latent action names one movement of the agent (the dynamics
-can only place the agent as well as the action says where), and whether a rollout breaks by
-the errors of each generated frame or by feeding them back as the next frame's past.
+can only place the agent as well as the action says where), whether a rollout breaks by
+the errors of each generated frame or by feeding them back as the next frame's past,
+whether the dynamics predicts its training clips better than held-out ones, and where the
+agent is not one blob, whether its stray pieces are the agent broken or the ball
+drawn partly in the agent's colour.
 
     python -m wmkernels.models.genie.diagnose runs/demo/genie.safetensors
 
@@ -17,14 +20,15 @@ import json
 import torch
 
 from wmkernels.models.genie.config import IMAGE_CLIPS
-from wmkernels.models.genie.data import held_out
+from wmkernels.models.genie.data import ClipPool, held_out
 from wmkernels.models.genie.evaluate import (
     GENERATION_SEEDS,
     generate,
     held_out_colours,
     reconstruct,
+    teacher_forced_accuracy,
 )
-from wmkernels.models.genie.metrics import agent_mask, agent_metrics, centroid
+from wmkernels.models.genie.metrics import agent_mask, agent_metrics, blob_labels, centroid
 from wmkernels.models.genie.model import Genie, load_checkpoint
 from wmkernels.models.genie.tokenizer import static_patches
 
@@ -41,6 +45,19 @@ def code_stability(model: Genie, video: torch.Tensor) -> dict:
     return {"static_patches": float(static.double().mean()),
             "same_code_if_static": float(same[static].double().mean()) if static.any() else None,
             "copy_code_accuracy": float(same.double().mean())}
+
+
+def training_gap(model: Genie, clips: int = 256) -> dict:
+    """Teacher-forced next-frame token accuracy (evaluate.teacher_forced_accuracy) on the
+    first `clips` training clips ("training") and on as many held-out clips ("held_out").
+    Clip i of the world depends only on the seed and i, so the first clips are those of any
+    training pool at least that large. Accuracy that rises on the training clips and not on
+    held-out ones is the dynamics learning its clips rather than the world."""
+    seed = model.cfg.train.seed
+    return {"training": teacher_forced_accuracy(
+                model, ClipPool(model.cfg, clips, seed=seed).all()[0])["token_accuracy"],
+            "held_out": teacher_forced_accuracy(
+                model, held_out(model.cfg, clips, seed=seed)[0])["token_accuracy"]}
 
 
 @torch.no_grad()
@@ -123,6 +140,41 @@ def ball_in_rollouts(model: Genie, video: torch.Tensor, ball_colours: torch.Tens
             "inferred_within_2px": torch.stack([w for _, w in inferred]).mean(0).tolist()}
 
 
+def _grown(mask: torch.Tensor, px: int) -> torch.Tensor:
+    """(H, W) bool mask grown by `px` pixels in every direction (diagonals too)."""
+    return torch.nn.functional.max_pool2d(mask[None, None].double(), 2 * px + 1, stride=1,
+                                          padding=px)[0, 0] > 0
+
+
+@torch.no_grad()
+def agent_breaks(frames: torch.Tensor, agent_colours: torch.Tensor,
+                 ball_colours: torch.Tensor) -> dict:
+    """Why the agent is not one blob in `frames` (B, T, 3, H, W) (generated or
+    reconstructed; agent_colours, ball_colours (B,) palette ids). Each piece of the agent's
+    colour apart from its largest blob is one of: "on_ball", touching a pixel of the ball's
+    colour (the ball drawn partly in the agent's colour); "beside", within 2 px of the
+    largest blob (the agent itself broken); "apart", neither. Returns the fraction of
+    frames with a piece of each kind (a frame with several pieces counts under each of
+    their kinds), "none" (no pixel of the agent's colour) and "one_blob"."""
+    labels = blob_labels(agent_mask(frames, agent_colours)).flatten(0, 1)   # (B*T, H, W)
+    ball = agent_mask(frames, ball_colours).flatten(0, 1)
+    counts = dict.fromkeys(("one_blob", "none", "on_ball", "beside", "apart"), 0)
+    for lab, ball_px in zip(labels, ball, strict=True):
+        ids, sizes = lab[lab > 0].unique(return_counts=True)
+        if len(ids) <= 1:
+            counts["one_blob" if len(ids) else "none"] += 1
+            continue
+        largest = ids[sizes.argmax()]
+        near_largest, kinds = _grown(lab == largest, 2), set()
+        for i in ids[ids != largest]:
+            piece = lab == i
+            kinds.add("on_ball" if (_grown(piece, 1) & ball_px).any() else
+                      "beside" if (piece & near_largest).any() else "apart")
+        for kind in kinds:
+            counts[kind] += 1
+    return {k: v / len(labels) for k, v in counts.items()}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoint", help="a genie.safetensors file")
@@ -138,12 +190,22 @@ def main(argv=None) -> None:
         generated = [generate(model, images[:, :1], inferred, seed)
                      for seed in GENERATION_SEEDS]
     fed_back = errors_fed_back(model, images, colours[:IMAGE_CLIPS], generated[0])
-    balls = ball_in_rollouts(model, images, held_out_colours(model.cfg, images, "ball"),
-                             generated)
+    ball_colours = held_out_colours(model.cfg, images, "ball")
+    balls = ball_in_rollouts(model, images, ball_colours, generated)
+    with torch.no_grad():
+        recon = reconstruct(model, images)
+    rolled = torch.cat([x[:, 1:] for x in generated])
+    repeat = len(generated)
+    breaks = {"recon": agent_breaks(recon[:, 1:], colours[:IMAGE_CLIPS], ball_colours),
+              "rollouts": agent_breaks(rolled, colours[:IMAGE_CLIPS].repeat(repeat),
+                                       ball_colours.repeat(repeat))}
     print(json.dumps({"codes": code_stability(model, video),
+                      "teacher_forced_tokens": training_gap(model),
                       "actions": _rounded(action_movements(model, video, colours)),
                       "errors_fed_back": _rounded(fed_back),
-                      "first_ball": _rounded(balls)}, indent=1))
+                      "first_ball": _rounded(balls),
+                      "agent_breaks": {k: {kind: round(x, 3) for kind, x in v.items()}
+                                       for k, v in breaks.items()}}, indent=1))
 
 
 def _rounded(readings: dict) -> dict:

@@ -11,7 +11,7 @@ import torch
 from wmkernels.models.data import normalized_mutual_info
 from wmkernels.models.data.world import BACKGROUND, PALETTE, SOLID
 
-__all__ = ["agent_mask", "agent_metrics", "centroid", "count_blobs", "delta_psnr",
+__all__ = ["agent_mask", "agent_metrics", "blob_labels", "centroid", "count_blobs", "delta_psnr",
            "normalized_mutual_info", "psnr"]
 
 
@@ -67,14 +67,13 @@ def agent_mask(frames: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
     return (nearest == colour.cpu().view(-1, 1, 1, 1)).to(frames.device)
 
 
-def count_blobs(mask: torch.Tensor) -> torch.Tensor:
+def blob_labels(mask: torch.Tensor) -> torch.Tensor:
     """Connected components (8-connected: pixels touching at a corner are one blob) of every
-    (H, W) image of `mask` (..., H, W) bool -> (...) int64 counts.
+    (H, W) image of `mask` (..., H, W) bool -> (..., H, W) int64 labels, 0 outside the mask.
 
-    Each pixel starts with its own label and repeatedly takes the largest label of its 3x3
-    neighbourhood within the mask; at the fixed point every blob carries the label of its
-    largest pixel, which only that pixel started with, so the blobs are counted as the
-    pixels that kept their own label."""
+    Each pixel starts with its own label (1 + its index) and repeatedly takes the largest
+    label of its 3x3 neighbourhood within the mask; at the fixed point every blob carries
+    the label of its largest pixel, which only that pixel started with."""
     lead, (H, W) = mask.shape[:-2], mask.shape[-2:]
     m = mask.reshape(-1, 1, H, W).to(torch.float64)
     own = torch.arange(1, H * W + 1, dtype=torch.float64, device=mask.device).view(1, 1, H, W)
@@ -84,7 +83,15 @@ def count_blobs(mask: torch.Tensor) -> torch.Tensor:
         if torch.equal(grown, labels):
             break
         labels = grown
-    return ((labels == own) & (m > 0)).sum((1, 2, 3)).view(lead)
+    return labels.to(torch.int64).view(*lead, H, W)
+
+
+def count_blobs(mask: torch.Tensor) -> torch.Tensor:
+    """The number of connected components (8-connected) of every (H, W) image of `mask`
+    (..., H, W) bool -> (...) int64: the pixels that kept their own label in blob_labels."""
+    H, W = mask.shape[-2:]
+    own = torch.arange(1, H * W + 1, device=mask.device).view(H, W)
+    return ((blob_labels(mask) == own) & mask).sum((-2, -1))
 
 
 def centroid(mask: torch.Tensor) -> torch.Tensor:

@@ -1,16 +1,22 @@
 """The rollout diagnostics of models/genie/diagnose.py on inputs with known answers."""
 
+import json
+
 import pytest
 import torch
 
 from wmkernels.models.data.world import BACKGROUND, PALETTE
 from wmkernels.models.genie import Genie, diagnose, evaluate, get_config
+from wmkernels.models.genie.data import ClipPool, held_out
 from wmkernels.models.genie.diagnose import (
     action_movements,
+    agent_breaks,
     ball_in_rollouts,
     code_stability,
     errors_fed_back,
+    training_gap,
 )
+from wmkernels.models.genie.model import save_checkpoint
 
 
 @pytest.fixture
@@ -120,3 +126,53 @@ def test_generate_gives_the_inferred_clips_of_rollouts(model):
     for seed, (x_hat, x_rand) in zip((0, 1), pairs, strict=True):
         assert torch.equal(evaluate.generate(model, video[:, :1], inferred, seed), x_hat)
         assert not torch.equal(x_hat, x_rand)
+
+
+def test_agent_breaks_tells_a_tinted_ball_from_a_broken_agent():
+    """Six frames of an agent (palette 0, a 4 px square at x = 0) and a ball (palette 2, a 2 px
+    square at x = 12): whole; a pixel of the agent's colour on the ball; one 2 px right of the
+    agent; one far from both; both of the last two; no agent at all."""
+    video = _clip([0] * 6)
+    ball = torch.tensor(PALETTE[2], dtype=torch.float32).view(3, 1, 1) / 255
+    red = torch.tensor(PALETTE[0], dtype=torch.float32).view(3, 1, 1) / 255
+    video[0, :, :, 12:14, 12:14] = ball
+    video[0, 1, :, 14, 14] = red[:, 0, 0]            # touches the ball at a corner
+    video[0, 2, :, 5, 5] = red[:, 0, 0]              # one background column from the agent
+    video[0, 3, :, 0, 12] = red[:, 0, 0]             # far from the agent and the ball
+    video[0, 4, :, 5, 5] = red[:, 0, 0]
+    video[0, 4, :, 0, 12] = red[:, 0, 0]
+    video[0, 5, :, 4:8, 0:4] = video[0, 5, :, :1, 4:5]   # background where the agent was
+    out = agent_breaks(video, torch.tensor([0]), torch.tensor([2]))
+    assert out == pytest.approx({"one_blob": 1 / 6, "none": 1 / 6, "on_ball": 1 / 6,
+                                 "beside": 2 / 6, "apart": 2 / 6})
+    # the ball's own colour decides "on_ball": read as palette 1 there is no ball
+    assert agent_breaks(video, torch.tensor([0]), torch.tensor([1]))["on_ball"] == 0
+
+
+def test_training_gap_reads_the_first_training_clips_and_held_out_ones(model, monkeypatch):
+    """Each side's accuracy is read on its own clips: the first training clips of the run's
+    seed (those of any larger pool) and the held-out clips of evaluate."""
+    seen = []
+    monkeypatch.setattr(diagnose, "teacher_forced_accuracy",
+                        lambda m, video: seen.append(video) or {"token_accuracy": len(seen)})
+    assert training_gap(model, clips=6) == {"training": 1, "held_out": 2}
+    seed = model.cfg.train.seed
+    assert torch.equal(seen[0], ClipPool(model.cfg, 64, seed=seed).all(6)[0])
+    assert torch.equal(seen[1], held_out(model.cfg, 6, seed=seed)[0])
+    monkeypatch.undo()
+    out = training_gap(model, clips=3)          # the real reading, on the untrained model
+    assert all(0.0 <= out[k] <= 1.0 for k in ("training", "held_out"))
+
+
+def test_main_prints_every_reading(model, tmp_path, capsys):
+    """The command a user runs, on an untrained micro checkpoint: one JSON with each
+    diagnostic, the agent's breaks read on the reconstruction and on the rollouts."""
+    save_checkpoint(tmp_path / "genie.safetensors", model)
+    diagnose.main([str(tmp_path / "genie.safetensors"), "--clips", "4"])
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"codes", "teacher_forced_tokens", "actions", "errors_fed_back",
+                        "first_ball", "agent_breaks"}
+    for frames in ("recon", "rollouts"):
+        kinds = out["agent_breaks"][frames]
+        assert set(kinds) == {"one_blob", "none", "on_ball", "beside", "apart"}
+        assert kinds["one_blob"] + kinds["none"] <= 1
