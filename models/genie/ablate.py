@@ -73,7 +73,9 @@ def ablate(checkpoint: str | Path, changes: dict, out: str | Path, *, steps: int
     applied, on its tokenizer and LAM, or on a tokenizer retrained first if a change names a
     tokenizer setting; evaluate on held-out clips; write out/genie.safetensors and
     out/metrics.json. steps: dynamics steps (default: the preset's, whatever the checkpoint
-    was trained with). Returns the metrics."""
+    was trained with). clips: training clips rendered for it (the demo renders 2048; the
+    tokenizer and LAM of `checkpoint` keep the clips they were trained on). Returns the
+    metrics."""
     tensors, meta = load_tensors(checkpoint, "checkpoint")
     cfg = GenieConfig.from_dict(json.loads(meta["config"]))
     steps = get_config(cfg.name).train.dynamics_steps if steps is None else steps
@@ -102,7 +104,8 @@ def ablate(checkpoint: str | Path, changes: dict, out: str | Path, *, steps: int
     video, actions = held_out(cfg, eval_clips, seed=cfg.train.seed)
     metrics = evaluate(model.eval(), video, actions, speed=False)
     metrics.update(code_stability(model, video[:512]), changes=changes, dynamics_steps=steps,
-                   train_seconds=seconds, threads=torch.get_num_threads())
+                   training_clips=clips, train_seconds=seconds,
+                   threads=torch.get_num_threads())
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
@@ -118,10 +121,13 @@ def main(argv: list[str] | None = None) -> None:
                         "change (repeatable)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--steps", type=int, help="dynamics steps (default: the preset's)")
+    p.add_argument("--clips", type=int, default=2048,
+                   help="training clips rendered (default: the demo's 2048)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    metrics = ablate(args.checkpoint, parse_settings(args.set), args.out, steps=args.steps)
+    metrics = ablate(args.checkpoint, parse_settings(args.set), args.out, steps=args.steps,
+                     clips=args.clips)
     print(format_metrics(metrics))
     print(frame_table(metrics))
     print(f"training {metrics['train_seconds']:.0f} s; wrote {args.out}/metrics.json")

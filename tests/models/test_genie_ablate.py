@@ -134,3 +134,21 @@ def test_sampler_settings_of_a_trained_model(tmp_path, capsys):
     assert "MaskGIT: 3 steps, temperature 0.0, choice temperature 0.0" in capsys.readouterr().out
     assert main(["genie", "eval", "--checkpoint", ckpt, "--temperature", "-1"]) == 2
     assert "--temperature" in capsys.readouterr().err
+
+
+def test_main_passes_the_training_clips_on(monkeypatch):
+    import wmkernels.models.genie.ablate as ablate_module
+
+    class Called(Exception):
+        pass
+
+    def record(checkpoint, changes, out, *, steps, clips):
+        raise Called(checkpoint, changes, out, steps, clips)
+
+    monkeypatch.setattr(ablate_module, "ablate", record)
+    with pytest.raises(Called) as got:
+        ablate_module.main(["ck.safetensors", "--out", "d", "--clips", "8192"])
+    assert got.value.args == ("ck.safetensors", {}, "d", None, 8192)
+    with pytest.raises(Called) as got:
+        ablate_module.main(["ck.safetensors", "--out", "d", "--set", "clean_frames=0.5"])
+    assert got.value.args[1:] == ({"clean_frames": 0.5}, "d", None, 2048)
