@@ -118,11 +118,12 @@ def errors_fed_back(model: Genie, video: torch.Tensor, agent_colours: torch.Tens
 
 
 @torch.no_grad()
-def ball_in_rollouts(model: Genie, video: torch.Tensor, ball_colours: torch.Tensor,
+def ball_in_rollouts(video: torch.Tensor, recon: torch.Tensor, ball_colours: torch.Tensor,
                      generated: list[torch.Tensor]) -> dict:
     """The agent metrics of `evaluate`, read on a ball instead (ball_colours (B,) palette
     ids): per t = 1..T-1 the fraction of frames in which that ball is one blob
-    ("{real,recon,inferred}_one_blob", the rollouts' averaged over the clips `generated`
+    ("{real,recon,inferred}_one_blob": the real clips `video`, the tokenizer's
+    reconstruction `recon` of them, the rollouts' averaged over the clips `generated`
     with the inferred actions, one per generation seed) and within 2 px of the real ball
     ("inferred_within_2px"). From one prompt frame a ball's direction cannot be known, so
     its place is a guess; that it stays one blob is not."""
@@ -135,7 +136,7 @@ def ball_in_rollouts(model: Genie, video: torch.Tensor, ball_colours: torch.Tens
 
     inferred = [read(x[:, 1:]) for x in generated]
     return {"real_one_blob": read(real)[0].tolist(),
-            "recon_one_blob": read(reconstruct(model, video)[:, 1:])[0].tolist(),
+            "recon_one_blob": read(recon[:, 1:])[0].tolist(),
             "inferred_one_blob": torch.stack([b for b, _ in inferred]).mean(0).tolist(),
             "inferred_within_2px": torch.stack([w for _, w in inferred]).mean(0).tolist()}
 
@@ -191,9 +192,8 @@ def main(argv=None) -> None:
                      for seed in GENERATION_SEEDS]
     fed_back = errors_fed_back(model, images, colours[:IMAGE_CLIPS], generated[0])
     ball_colours = held_out_colours(model.cfg, images, "ball")
-    balls = ball_in_rollouts(model, images, ball_colours, generated)
-    with torch.no_grad():
-        recon = reconstruct(model, images)
+    recon = reconstruct(model, images)
+    balls = ball_in_rollouts(images, recon, ball_colours, generated)
     rolled = torch.cat([x[:, 1:] for x in generated])
     repeat = len(generated)
     breaks = {"recon": agent_breaks(recon[:, 1:], colours[:IMAGE_CLIPS], ball_colours),

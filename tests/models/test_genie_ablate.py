@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+import wmkernels.models.genie.ablate as ablate_module
 from wmkernels.models.genie.ablate import ablate, parse_settings
 from wmkernels.models.genie.config import GenieConfig, get_config
 from wmkernels.models.genie.dynamics import corrupt_context, random_token_mask
@@ -137,8 +138,6 @@ def test_sampler_settings_of_a_trained_model(tmp_path, capsys):
 
 
 def test_main_passes_the_training_clips_on(monkeypatch):
-    import wmkernels.models.genie.ablate as ablate_module
-
     class Called(Exception):
         pass
 

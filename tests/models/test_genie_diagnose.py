@@ -97,7 +97,7 @@ def test_errors_fed_back_tells_one_step_frames_from_a_rollout(model, monkeypatch
     assert [p.tolist() for _, _, p, _ in calls] == [[[]], [[3]], [[3, 1]]]
 
 
-def test_ball_in_rollouts_reads_the_ball_by_its_colour(model, monkeypatch):
+def test_ball_in_rollouts_reads_the_ball_by_its_colour():
     """A rollout that freezes the ball at its first place, one that erases it, and a
     reconstruction that splits it: each read off the ball's colour (palette id 2)."""
     xs = [0, 0, 4, 8]
@@ -107,8 +107,7 @@ def test_ball_in_rollouts_reads_the_ball_by_its_colour(model, monkeypatch):
     split = video.clone()
     for t, x in enumerate(xs):                     # a background column cuts it in two
         split[:, t, :, 4:8, x + 1] = background[:, t, :, 4:8, 0]
-    monkeypatch.setattr(diagnose, "reconstruct", lambda m, v: split)
-    out = ball_in_rollouts(model, video, torch.tensor([2]), [frozen, background])
+    out = ball_in_rollouts(video, split, torch.tensor([2]), [frozen, background])
     assert out["real_one_blob"] == [1.0, 1.0, 1.0]
     assert out["recon_one_blob"] == [0.0, 0.0, 0.0]
     assert out["inferred_one_blob"] == [0.5, 0.5, 0.5]    # frozen: one blob; erased: none
