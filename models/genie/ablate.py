@@ -30,6 +30,7 @@ import torch
 from wmkernels.models.common.checkpoint_io import load_tensors
 from wmkernels.models.genie.config import (
     EVAL_CLIPS,
+    TRAIN_CLIPS,
     DynamicsConfig,
     GenieConfig,
     TokenizerConfig,
@@ -68,14 +69,14 @@ def parse_settings(pairs: list[str]) -> dict:
 
 
 def ablate(checkpoint: str | Path, changes: dict, out: str | Path, *, steps: int | None = None,
-           clips: int = 2048, eval_clips: int = EVAL_CLIPS) -> dict:
+           clips: int = TRAIN_CLIPS, eval_clips: int = EVAL_CLIPS) -> dict:
     """Train the dynamics of `checkpoint`'s config with `changes` (parse_settings' keys)
     applied, on its tokenizer and LAM, or on a tokenizer retrained first if a change names a
     tokenizer setting; evaluate on held-out clips; write out/genie.safetensors and
     out/metrics.json. steps: dynamics steps (default: the preset's, whatever the checkpoint
-    was trained with). clips: training clips rendered for it (the demo renders 2048; the
-    tokenizer and LAM of `checkpoint` keep the clips they were trained on). Returns the
-    metrics."""
+    was trained with). clips: training clips rendered for it (default the demo's
+    TRAIN_CLIPS; the tokenizer and LAM of `checkpoint` keep the clips they were trained
+    on). Returns the metrics."""
     tensors, meta = load_tensors(checkpoint, "checkpoint")
     cfg = GenieConfig.from_dict(json.loads(meta["config"]))
     steps = get_config(cfg.name).train.dynamics_steps if steps is None else steps
@@ -121,8 +122,8 @@ def main(argv: list[str] | None = None) -> None:
                         "change (repeatable)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--steps", type=int, help="dynamics steps (default: the preset's)")
-    p.add_argument("--clips", type=int, default=2048,
-                   help="training clips rendered (default: the demo's 2048)")
+    p.add_argument("--clips", type=int, default=TRAIN_CLIPS,
+                   help=f"training clips rendered (default: the demo's {TRAIN_CLIPS})")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

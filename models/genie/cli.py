@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from wmkernels.cli import count, device, writable_dir, writable_file
-from wmkernels.models.genie.config import EVAL_CLIPS, IMAGE_CLIPS, PRESETS, get_config
+from wmkernels.models.genie.config import EVAL_CLIPS, IMAGE_CLIPS, PRESETS, TRAIN_CLIPS, get_config
 
 
 def _device(name: str | None) -> str:
@@ -204,7 +204,8 @@ def _train_options(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--config", default="tiny", choices=sorted(PRESETS),
                    help="model/training preset (default: tiny, minutes on a CPU)")
     p.add_argument("--out", default=out, help=f"output folder (default: {out})")
-    p.add_argument("--clips", type=count(1), default=2048, help="training clips rendered")
+    p.add_argument("--clips", type=count(1), default=TRAIN_CLIPS,
+                   help=f"training clips rendered (default {TRAIN_CLIPS})")
     p.add_argument("--tokenizer-steps", type=count(0), help="override the tokenizer's steps")
     p.add_argument("--lam-steps", type=count(0),
                    help="override the latent action model's steps")

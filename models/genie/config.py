@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 # which decode pixels and generate, the first IMAGE_CLIPS (evaluate.py).
 EVAL_CLIPS = 1024
 IMAGE_CLIPS = 128
+# World clips rendered for training (the demo's and ablate's default). On 2048 the dynamics
+# learns its clips rather than the world within its 4000 steps; on 8192 it does not, and
+# its rollouts hold together longer (RESULTS.md, "The preset: 8192 training clips").
+TRAIN_CLIPS = 8192
 
 
 def _positive(name: str, value, kind=int) -> None:

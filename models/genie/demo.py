@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from wmkernels.models.genie.config import EVAL_CLIPS, GenieConfig
+from wmkernels.models.genie.config import EVAL_CLIPS, TRAIN_CLIPS, GenieConfig
 from wmkernels.models.genie.data import held_out
 from wmkernels.models.genie.evaluate import evaluate, reconstruct
 from wmkernels.models.genie.media import save_gif, save_grid, save_strip
@@ -68,9 +68,9 @@ def frame_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def run_demo(cfg: GenieConfig, out: str | Path, *, clips: int = 2048, eval_clips: int = EVAL_CLIPS,
-             device: str = "cpu", say: Callable[[str], None] = print,
-             progress: bool = True) -> dict:
+def run_demo(cfg: GenieConfig, out: str | Path, *, clips: int = TRAIN_CLIPS,
+             eval_clips: int = EVAL_CLIPS, device: str = "cpu",
+             say: Callable[[str], None] = print, progress: bool = True) -> dict:
     """Train, evaluate and play; returns the metrics (also written to out/metrics.json) and
     writes the play picture (write_action_grid) for the first held-out clip.
 

@@ -10,7 +10,7 @@ import torch
 
 import wmkernels.models.genie.ablate as ablate_module
 from wmkernels.models.genie.ablate import ablate, parse_settings
-from wmkernels.models.genie.config import GenieConfig, get_config
+from wmkernels.models.genie.config import TRAIN_CLIPS, GenieConfig, get_config
 from wmkernels.models.genie.dynamics import corrupt_context, random_token_mask
 from wmkernels.models.genie.model import load_checkpoint
 from wmkernels.models.genie.pipeline import train_genie
@@ -146,8 +146,8 @@ def test_main_passes_the_training_clips_on(monkeypatch):
 
     monkeypatch.setattr(ablate_module, "ablate", record)
     with pytest.raises(Called) as got:
-        ablate_module.main(["ck.safetensors", "--out", "d", "--clips", "8192"])
-    assert got.value.args == ("ck.safetensors", {}, "d", None, 8192)
+        ablate_module.main(["ck.safetensors", "--out", "d", "--clips", "512"])
+    assert got.value.args == ("ck.safetensors", {}, "d", None, 512)
     with pytest.raises(Called) as got:
         ablate_module.main(["ck.safetensors", "--out", "d", "--set", "clean_frames=0.5"])
-    assert got.value.args[1:] == ({"clean_frames": 0.5}, "d", None, 2048)
+    assert got.value.args[1:] == ({"clean_frames": 0.5}, "d", None, TRAIN_CLIPS)
