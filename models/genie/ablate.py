@@ -1,8 +1,8 @@
 """One change, measured: train the dynamics alone on a trained checkpoint's frozen tokenizer
 and LAM, with some dynamics settings changed, then evaluate it as the demo does. A change
-of a tokenizer setting (`--set tokenizer.FIELD=VALUE`) retrains the tokenizer first, with
-the checkpoint's LAM kept: the LAM learns from pixels alone, so a run with that setting
-would train the same one.
+of a tokenizer setting (`--set tokenizer.FIELD=VALUE`, or its step count
+`--set train.tokenizer_steps=N`) retrains the tokenizer first, with the checkpoint's LAM
+kept: the LAM learns from pixels alone, so a run with that setting would train the same one.
 
 Every phase starts from the weights `wmk demo` / `wmk genie train` would give it (same
 seed, same initialisation order, same batches and masks), so with no change this is the
@@ -33,6 +33,7 @@ from wmkernels.models.genie.config import (
     TRAIN_CLIPS,
     DynamicsConfig,
     GenieConfig,
+    GenieTraining,
     TokenizerConfig,
     get_config,
 )
@@ -44,16 +45,19 @@ from wmkernels.models.genie.pipeline import initial_pool_and_model
 from wmkernels.models.genie.train import train_dynamics, train_tokenizer
 
 TOKENIZER = "tokenizer."   # the prefix of a tokenizer setting; a bare FIELD is the dynamics'
+TOKENIZER_STEPS = "train.tokenizer_steps"   # the one training setting of the tokenizer alone
 
 
 def parse_settings(pairs: list[str]) -> dict:
     """["context_noise=0.2", "tokenizer.stability_weight=1"] -> {"context_noise": 0.2,
     "tokenizer.stability_weight": 1.0}, each value converted to the type of that
-    DynamicsConfig (bare) or TokenizerConfig ("tokenizer.") field."""
+    DynamicsConfig (bare) or TokenizerConfig ("tokenizer.") field, or of
+    GenieTraining.tokenizer_steps ("train.tokenizer_steps")."""
     defaults = {**{f.name: getattr(DynamicsConfig(), f.name)
                    for f in dataclasses.fields(DynamicsConfig)},
                 **{TOKENIZER + f.name: getattr(TokenizerConfig(), f.name)
-                   for f in dataclasses.fields(TokenizerConfig)}}
+                   for f in dataclasses.fields(TokenizerConfig)},
+                TOKENIZER_STEPS: GenieTraining().tokenizer_steps}
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -81,21 +85,24 @@ def ablate(checkpoint: str | Path, changes: dict, out: str | Path, *, steps: int
     cfg = GenieConfig.from_dict(json.loads(meta["config"]))
     steps = get_config(cfg.name).train.dynamics_steps if steps is None else steps
     tok = {k[len(TOKENIZER):]: v for k, v in changes.items() if k.startswith(TOKENIZER)}
-    dyn = {k: v for k, v in changes.items() if not k.startswith(TOKENIZER)}
+    dyn = {k: v for k, v in changes.items()
+           if not k.startswith(TOKENIZER) and k != TOKENIZER_STEPS}
+    retrain = bool(tok) or TOKENIZER_STEPS in changes     # the tokenizer, before the dynamics
+    train = dataclasses.replace(cfg.train, dynamics_steps=steps, tokenizer_steps=changes.get(
+        TOKENIZER_STEPS, cfg.train.tokenizer_steps))
     cfg = dataclasses.replace(cfg, tokenizer=dataclasses.replace(cfg.tokenizer, **tok),
-                              dynamics=dataclasses.replace(cfg.dynamics, **dyn),
-                              train=dataclasses.replace(cfg.train, dynamics_steps=steps))
+                              dynamics=dataclasses.replace(cfg.dynamics, **dyn), train=train)
     cfg.validate()
     pool, model = initial_pool_and_model(cfg, clips, "cpu")  # the demo's initial weights
-    kept = ("lam.",) if tok else ("tokenizer.", "lam.")
+    kept = ("lam.",) if retrain else ("tokenizer.", "lam.")
     frozen = {k: v for k, v in tensors.items() if k.startswith(kept)}
     missing, unexpected = model.load_state_dict(frozen, strict=False)
-    if unexpected or not all(k.startswith(("dynamics.", "tokenizer.") if tok else "dynamics.")
+    if unexpected or not all(k.startswith(("dynamics.", "tokenizer.") if retrain else "dynamics.")
                              for k in missing):
         raise ValueError(f"{str(checkpoint)!r} does not hold this config's tokenizer and LAM")
     out = Path(out)
     start = time.perf_counter()
-    if tok:
+    if retrain:
         train_tokenizer(model, pool.batch, out_dir=out / "tokenizer", progress=False)
     pool.encode(model.tokenizer, model.lam)
     train_dynamics(model, pool.batch, out_dir=out / "dynamics", progress=False)
@@ -118,8 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="a trained genie.safetensors (its tokenizer and LAM)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="a dynamics setting (FIELD) or tokenizer setting (tokenizer.FIELD) to "
-                        "change (repeatable)")
+                   help="a dynamics setting (FIELD), tokenizer setting (tokenizer.FIELD) or "
+                        "the tokenizer's steps (train.tokenizer_steps) to change (repeatable)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--steps", type=int, help="dynamics steps (default: the preset's)")
     p.add_argument("--clips", type=int, default=TRAIN_CLIPS,

@@ -17,7 +17,7 @@ EVAL_CLIPS = 1024
 IMAGE_CLIPS = 128
 # World clips rendered for training (the demo's and ablate's default). On 2048 the dynamics
 # learns its clips rather than the world within its 4000 steps; on 8192 it does not, and
-# its rollouts hold together longer (RESULTS.md, "The preset: 8192 training clips").
+# its rollouts hold together longer (RESULTS.md, "The preset before: 8192 training clips").
 TRAIN_CLIPS = 8192
 
 
@@ -44,14 +44,20 @@ class TokenizerConfig:
     # put (74% kept their code; 94% at 4, with the same PSNR) and the dynamics had to
     # predict those changes too (RESULTS.md, "Codes that stay put")
     stability_weight: float = 4.0
+    # A code whose EMA usage per batch falls below this is restarted on a batch vector
+    # (wmkernels.nn.VectorQuantizer). At 1.0 the codes of rare patches (a ball's corner in
+    # one colour) kept being restarted, so those patches shared codes across colours and
+    # the decoder painted them from context, often in the agent's colour; at 0.1 half again
+    # as many codes stay in use (RESULTS.md, "The preset: codes for rare patches")
+    dead_code_threshold: float = 0.1
 
     def validate(self, image_size: int) -> None:
         for name in ("patch", "dim", "heads", "enc_layers", "dec_layers", "codebook_size",
                      "code_dim"):
             _positive(f"tokenizer.{name}", getattr(self, name))
-        if not self.stability_weight >= 0:
-            raise ValueError(f"tokenizer.stability_weight must be >= 0, got "
-                             f"{self.stability_weight!r}")
+        for name in ("stability_weight", "dead_code_threshold"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"tokenizer.{name} must be >= 0, got {getattr(self, name)!r}")
         if image_size % self.patch:
             raise ValueError(f"tokenizer.patch ({self.patch}) must divide image_size "
                              f"({image_size})")
@@ -231,7 +237,8 @@ class GenieConfig:
     @classmethod
     def from_dict(cls, d: dict) -> GenieConfig:
         """Inverse of to_dict; unknown keys raise ValueError. A tokenizer without
-        stability_weight (a config from before it existed) reads 0, what it trained with."""
+        stability_weight or dead_code_threshold (a config from before it existed) reads 0 or
+        1, what it trained with."""
         subs = {"tokenizer": TokenizerConfig, "lam": LAMConfig, "dynamics": DynamicsConfig,
                 "train": GenieTraining}
         kwargs = {}
@@ -241,8 +248,8 @@ class GenieConfig:
                 raise ValueError(f"unknown GenieConfig field {key!r}; expected one of "
                                  f"{sorted(names)}")
             if key == "tokenizer":
-                # written before the setting existed: trained without the term
-                value = {"stability_weight": 0.0, **value}
+                # written before these settings existed: the values it trained with
+                value = {"stability_weight": 0.0, "dead_code_threshold": 1.0, **value}
             if key in subs:
                 sub_names = {f.name for f in dataclasses.fields(subs[key])}
                 bad = set(value) - sub_names

@@ -40,7 +40,7 @@ class VideoTokenizer(nn.Module):
         # a VQ-VAE's codebook in use (the paper gives no codebook-update details).
         self.vq = wmkernels.nn.VectorQuantizer(
             cfg.code_dim, cfg.codebook_size, commitment_weight=cfg.commitment_weight,
-            ema_decay=0.9, dead_code_threshold=1.0, kmeans_init=True)
+            ema_decay=0.9, dead_code_threshold=cfg.dead_code_threshold, kmeans_init=True)
         self.from_code = nn.Linear(cfg.code_dim, cfg.dim)
         self.decoder = PositionedSTTransformer(cfg.dim, cfg.heads, cfg.dec_layers,
                                                max_frames, spatial)

@@ -137,6 +137,16 @@ def test_tokenizer_stability_loss_on_static_patches_only(cfg):
     assert GenieConfig.from_dict(older).tokenizer.stability_weight == 0.0
 
 
+def test_tokenizer_dead_code_threshold_reaches_its_quantizer(cfg):
+    """The setting is the VQ layer's restart threshold; a config written before it existed
+    reads 1, the threshold it trained with."""
+    d = cfg.to_dict()
+    d["tokenizer"]["dead_code_threshold"] = 0.25
+    assert Genie(GenieConfig.from_dict(d)).tokenizer.vq.dead_code_threshold == 0.25
+    del d["tokenizer"]["dead_code_threshold"]
+    assert GenieConfig.from_dict(d).tokenizer.dead_code_threshold == 1.0
+
+
 @pytest.mark.parametrize("context_noise, clean_frames, predicted_frames",
                          [(0.0, 0.0, 0.0), (1.0, 0.0, 0.0), (0.0, 0.5, 0.0), (0.0, 0.0, 0.5),
                           (0.5, 0.3, 0.5)])
@@ -362,6 +372,7 @@ def test_checkpoint_round_trip(cfg, tmp_path):
     (dict(tokenizer=dict(dim=30, heads=4)), "divisible"),
     (dict(dynamics=dict(mask_min=0.9, mask_max=0.5)), "mask_min"),
     (dict(tokenizer=dict(stability_weight=-0.5)), "tokenizer.stability_weight"),
+    (dict(tokenizer=dict(dead_code_threshold=float("nan"))), "tokenizer.dead_code_threshold"),
     (dict(dynamics=dict(clean_frames=1.0)), "dynamics.clean_frames"),
     (dict(dynamics=dict(clean_frames=float("nan"))), "dynamics.clean_frames"),
     (dict(dynamics=dict(predicted_frames=1.0)), "dynamics.predicted_frames"),

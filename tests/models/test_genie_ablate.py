@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
 
 import wmkernels.models.genie.ablate as ablate_module
 from wmkernels.models.genie.ablate import ablate, parse_settings
@@ -52,12 +53,14 @@ def test_bad_context_noise(value):
 
 def test_parse_settings():
     assert parse_settings(["context_noise=0.2", "dim=64", "temperature=0",
-                           "tokenizer.stability_weight=1"]) == {
-        "context_noise": 0.2, "dim": 64, "temperature": 0.0, "tokenizer.stability_weight": 1.0}
+                           "tokenizer.stability_weight=1", "train.tokenizer_steps=2400"]) == {
+        "context_noise": 0.2, "dim": 64, "temperature": 0.0, "tokenizer.stability_weight": 1.0,
+        "train.tokenizer_steps": 2400}
     for bad, match in (["nonsense=1"], "FIELD=VALUE"), (["dim"], "FIELD=VALUE"), (
             ["dim=wide"], "--set dim: expected a int"), (
             ["tokenizer.nonsense=1"], "FIELD=VALUE"), (
-            ["tokenizer.codebook_size=1.5"], "--set tokenizer.codebook_size: expected a int"):
+            ["tokenizer.codebook_size=1.5"], "--set tokenizer.codebook_size: expected a int"), (
+            ["train.lr=1"], "FIELD=VALUE"):
         with pytest.raises(ValueError, match=match):
             parse_settings(bad)
 
@@ -78,11 +81,12 @@ def test_ablation_without_changes_is_the_pipelines_dynamics_phase(tmp_path):
     saved = json.loads((tmp_path / "same" / "metrics.json").read_text())
     assert saved["control_delta_psnr"] == metrics["control_delta_psnr"]
     # a change reaches the config the checkpoint records, and the weights
-    ablate(ckpt, {"context_noise": 0.3}, tmp_path / "noisy", steps=cfg.train.dynamics_steps,
+    # (a masking change: it reaches the weights whatever codes the tiny tokenizer emits)
+    ablate(ckpt, {"mask_min": 0.75}, tmp_path / "masked", steps=cfg.train.dynamics_steps,
            clips=8, eval_clips=2)
-    noisy, _ = load_checkpoint(tmp_path / "noisy" / "genie.safetensors")
-    assert noisy.cfg.dynamics.context_noise == 0.3
-    assert not torch.equal(noisy.dynamics.head.weight, model.dynamics.head.weight)
+    masked, _ = load_checkpoint(tmp_path / "masked" / "genie.safetensors")
+    assert masked.cfg.dynamics.mask_min == 0.75
+    assert not torch.equal(masked.dynamics.head.weight, model.dynamics.head.weight)
 
 
 def test_ablation_of_a_tokenizer_setting_retrains_the_tokenizer_and_keeps_the_lam(tmp_path):
@@ -108,6 +112,16 @@ def test_ablation_of_a_tokenizer_setting_retrains_the_tokenizer_and_keeps_the_la
     assert not torch.equal(changed.tokenizer.to_code.weight, model.tokenizer.to_code.weight)
     for key, value in model.lam.state_dict().items():
         torch.testing.assert_close(changed.lam.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    # the tokenizer's step count alone retrains it too, for that many steps
+    longer = {"train.tokenizer_steps": cfg.train.tokenizer_steps + 2}
+    ablate(ckpt, longer, tmp_path / "longer", steps=cfg.train.dynamics_steps, clips=8,
+           eval_clips=2)
+    trained, _ = load_checkpoint(tmp_path / "longer" / "genie.safetensors")
+    assert trained.cfg.train.tokenizer_steps == cfg.train.tokenizer_steps + 2
+    assert not torch.equal(trained.tokenizer.to_code.weight, model.tokenizer.to_code.weight)
+    assert trained.cfg.tokenizer == cfg.tokenizer
+    with safe_open(tmp_path / "longer" / "tokenizer" / "checkpoint.safetensors", "pt") as f:
+        assert json.loads(f.metadata()["wmkernels"])["step"] == cfg.train.tokenizer_steps + 2
 
 
 def test_sampler_settings_of_a_trained_model(tmp_path, capsys):
