@@ -74,13 +74,13 @@ def parse_settings(pairs: list[str]) -> dict:
 
 def ablate(checkpoint: str | Path, changes: dict, out: str | Path, *, steps: int | None = None,
            clips: int = TRAIN_CLIPS, eval_clips: int = EVAL_CLIPS) -> dict:
-    """Train the dynamics of `checkpoint`'s config with `changes` (parse_settings' keys)
-    applied, on its tokenizer and LAM, or on a tokenizer retrained first if a change names a
-    tokenizer setting; evaluate on held-out clips; write out/genie.safetensors and
-    out/metrics.json. steps: dynamics steps (default: the preset's, whatever the checkpoint
-    was trained with). clips: training clips rendered for it (default the demo's
-    TRAIN_CLIPS; the tokenizer and LAM of `checkpoint` keep the clips they were trained
-    on). Returns the metrics."""
+    """Train the dynamics of `checkpoint`'s config with `changes` (parse_settings' keys) applied, on
+    its tokenizer and LAM, or on a tokenizer retrained first if a change names a tokenizer
+    setting or train.tokenizer_steps; evaluate on held-out clips; write out/genie.safetensors
+    and out/metrics.json. steps: dynamics steps (default: the preset's, whatever the checkpoint
+    was trained with). clips: training clips rendered for it (default the demo's TRAIN_CLIPS;
+    the tokenizer and LAM of `checkpoint` keep the clips they were trained on). Returns the
+    metrics."""
     tensors, meta = load_tensors(checkpoint, "checkpoint")
     cfg = GenieConfig.from_dict(json.loads(meta["config"]))
     steps = get_config(cfg.name).train.dynamics_steps if steps is None else steps
