@@ -17,7 +17,8 @@ EVAL_CLIPS = 1024
 IMAGE_CLIPS = 128
 # World clips rendered for training (the demo's and ablate's default). On 2048 the dynamics
 # learns its clips rather than the world within its 4000 steps; on 8192 it does not, and
-# its rollouts hold together longer (RESULTS.md, "The preset before: 8192 training clips").
+# its rollouts hold together longer (RESULTS.md, "The preset before: 8192 training clips");
+# 16384 measured no better (RESULTS.md, "The preset: codes for rare patches").
 TRAIN_CLIPS = 8192
 
 
