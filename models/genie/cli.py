@@ -174,7 +174,7 @@ def _cmd_eval(args) -> int:
           f"temperature {d.choice_temperature}")
     video, actions = held_out(model.cfg, args.clips, seed=model.cfg.train.seed, device=device)
     metrics = evaluate(model, video, actions, seeds=tuple(range(args.seeds)),
-                       speed=not args.no_speed)
+                       speed=not args.no_speed, image_clips=args.image_clips)
     print(format_metrics(metrics))
     print("per generated frame t:")
     print(frame_table(metrics))
@@ -242,7 +242,10 @@ def add_genie_parser(subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="PSNR, controllability, action NMI, frames/s")
     p.add_argument("--checkpoint", required=True, help="a genie.safetensors file")
     p.add_argument("--clips", type=count(1), default=EVAL_CLIPS,
-                   help=f"held-out clips (PSNR and Δ4PSNR on the first {IMAGE_CLIPS})")
+                   help="held-out clips (PSNR and Δ4PSNR on the first --image-clips)")
+    p.add_argument("--image-clips", type=count(1), default=IMAGE_CLIPS,
+                   help=f"the first clips that are decoded and generated: PSNR, Δ4PSNR and "
+                        f"the per-frame rollout metrics (default {IMAGE_CLIPS})")
     p.add_argument("--seeds", type=count(1), default=3, help="generation seeds for Δ4PSNR")
     p.add_argument("--no-speed", action="store_true", help="skip the frames/s measurement")
     p.add_argument("--json", help="also write the metrics to this file")

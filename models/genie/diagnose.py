@@ -1,11 +1,11 @@
 """Where a Genie rollout breaks, read from a trained checkpoint: whether the tokenizer gives a
 patch that did not change the code it had (the dynamics can only copy what stays put if its
 code stays put), whether each latent action names one movement of the agent (the dynamics
-can only place the agent as well as the action says where), whether a rollout breaks by
-the errors of each generated frame or by feeding them back as the next frame's past,
-whether the dynamics predicts its training clips better than held-out ones, and where the
-agent is not one blob, whether its stray pieces are the agent broken or the ball
-drawn partly in the agent's colour.
+can only place the agent as well as the action says where) and what they call a move
+pressed against a wall, whether a rollout breaks by the errors of each generated frame or
+by feeding them back as the next frame's past, whether the dynamics predicts its training
+clips better than held-out ones, and where the agent is not one blob, whether its stray
+pieces are the agent broken or the ball drawn partly in the agent's colour.
 
     python -m wmkernels.models.genie.diagnose runs/demo/genie.safetensors
 
@@ -19,6 +19,7 @@ import json
 
 import torch
 
+from wmkernels.models.data.world import LEFT, RIGHT
 from wmkernels.models.genie.config import IMAGE_CLIPS
 from wmkernels.models.genie.data import ClipPool, held_out
 from wmkernels.models.genie.evaluate import (
@@ -92,6 +93,46 @@ def action_movements(model: Genie, video: torch.Tensor, agent_colours: torch.Ten
     dead_reckoning = ((error <= radius) & found).sum(0) / found.sum(0).clamp(min=1)
     return {"within": within / count if count else None, "per_action": per_action,
             "dead_reckoning_within": dead_reckoning.tolist()}
+
+
+@torch.no_grad()
+def moves_into_walls(model: Genie, video: torch.Tensor, true_actions: torch.Tensor,
+                     agent_colours: torch.Tensor, *, still_px: float = 0.5,
+                     share: float = 0.1) -> dict:
+    """What the LAM calls left or right pressed against a wall. For each direction, the
+    transitions whose true action (world.LEFT, world.RIGHT) it is split into "free" ones (the
+    agent's centroid moved at least `still_px` sideways) and "blocked" ones (it did not:
+    walls clamp the agent). The direction's moving codes are the latent actions that label at
+    least `share` of its free presses. Returns per direction the counts, the moving codes,
+    the fraction of free and of blocked presses labelled with a moving code, and the code
+    that labels most blocked presses with its fraction. The LAM sees frames, not keys: if
+    blocked presses seldom get a moving code, no training clip shows "moved left" at a wall,
+    and holding that code there (the play picture) asks the dynamics for a transition it has
+    never seen."""
+    latent = model.lam.infer_actions(video)
+    moves = centroid(agent_mask(video, agent_colours)).diff(dim=1)       # (B, T-1, 2)
+    seen = moves.isfinite().all(-1)
+    out = {}
+    for name, action in (("left", LEFT), ("right", RIGHT)):
+        pressed = seen & (true_actions == action)
+        free = latent[pressed & (moves[..., 0].abs() >= still_px)]
+        blocked = latent[pressed & (moves[..., 0].abs() < still_px)]
+        codes, counts = free.unique(return_counts=True)
+        moving = codes[counts >= share * len(free)] if len(free) else codes
+        reading = {"free": len(free), "blocked": len(blocked),
+                   "moving_codes": moving.tolist(),
+                   "free_as_moving": _share(torch.isin(free, moving)),
+                   "blocked_as_moving": _share(torch.isin(blocked, moving))}
+        if len(blocked):
+            code = blocked.mode().values
+            reading["blocked_most"] = [int(code), _share(blocked == code)]
+        out[name] = reading
+    return out
+
+
+def _share(hits: torch.Tensor) -> float | None:
+    """The fraction of True in `hits`, rounded to 3 places; None if it is empty."""
+    return round(hits.double().mean().item(), 3) if len(hits) else None
 
 
 @torch.no_grad()
@@ -183,7 +224,7 @@ def main(argv=None) -> None:
                     help="held-out clips (the generated frames on the first 128)")
     args = ap.parse_args(argv)
     model, _ = load_checkpoint(args.checkpoint)
-    video, _ = held_out(model.cfg, args.clips, seed=model.cfg.train.seed)
+    video, true_actions = held_out(model.cfg, args.clips, seed=model.cfg.train.seed)
     colours = held_out_colours(model.cfg, video)
     images = video[:IMAGE_CLIPS]
     with torch.no_grad():     # the inferred clips of evaluate.rollouts, its seeds
@@ -202,6 +243,7 @@ def main(argv=None) -> None:
     print(json.dumps({"codes": code_stability(model, video),
                       "teacher_forced_tokens": training_gap(model),
                       "actions": _rounded(action_movements(model, video, colours)),
+                      "walls": moves_into_walls(model, video, true_actions, colours),
                       "errors_fed_back": _rounded(fed_back),
                       "first_ball": _rounded(balls),
                       "agent_breaks": {k: {kind: round(x, 3) for kind, x in v.items()}

@@ -448,6 +448,7 @@ def test_cli_train_play_eval_smoke(tmp_path, capsys):
     metrics = json.loads((out / "m.json").read_text())
     for key in ("tokenizer_psnr", "action_nmi", "control_delta_psnr", "fps_speedup"):
         assert np.isfinite(metrics[key]), key
+    assert (metrics["action_clips"], metrics["image_clips"]) == (2, 2)
     printed = capsys.readouterr().out   # the rollout metrics and the per-frame table
     for label in ("inferred actions", "copying the first frame", "agent one blob",
                   "agent within 2 px", "teacher-forced", "PSNR dB: inferred"):
@@ -455,6 +456,11 @@ def test_cli_train_play_eval_smoke(tmp_path, capsys):
     frame_rows = [int(line.split()[0]) for line in printed.splitlines()
                   if line.split()[:1] and line.split()[0].isdigit()]
     assert frame_rows == [1, 2, 3, 4]      # micro clips: 5 frames, 4 generated
+    # the rollouts on the first clip only, the actions still on both
+    assert main(["genie", "eval", "--checkpoint", str(ckpt), "--clips", "2", "--image-clips",
+                 "1", "--seeds", "1", "--no-speed", "--json", str(out / "m1.json")]) == 0
+    metrics = json.loads((out / "m1.json").read_text())
+    assert (metrics["action_clips"], metrics["image_clips"]) == (2, 1)
     assert main(["genie", "play", "--checkpoint", str(ckpt), "--actions", "1,9"]) == 2
     assert "--actions" in capsys.readouterr().err
 

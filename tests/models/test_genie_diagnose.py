@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from wmkernels.models.data.world import BACKGROUND, PALETTE
+from wmkernels.models.data.world import BACKGROUND, LEFT, NOOP, PALETTE, RIGHT
 from wmkernels.models.genie import Genie, diagnose, evaluate, get_config
 from wmkernels.models.genie.data import ClipPool, held_out
 from wmkernels.models.genie.diagnose import (
@@ -14,6 +14,7 @@ from wmkernels.models.genie.diagnose import (
     ball_in_rollouts,
     code_stability,
     errors_fed_back,
+    moves_into_walls,
     training_gap,
 )
 from wmkernels.models.genie.model import save_checkpoint
@@ -67,6 +68,31 @@ def test_action_movements_names_how_far_each_action_moves_the_agent(model):
     model.lam.infer_actions = lambda v: actions
     out = action_movements(model, video, torch.zeros(2, dtype=torch.long))
     assert out["dead_reckoning_within"] == [1.0, 1.0, 1.0]
+
+
+def test_moves_into_walls_splits_presses_by_whether_the_agent_moved(model):
+    """Right pressed four times: three moves (two labelled 5, one 6) and one press against
+    the right wall (x stays at 12), labelled 0 like a noop; left pressed once, blocked at
+    the left wall. The moving codes of right are those of at least 10% of its free
+    presses."""
+    video = torch.cat([_clip([0, 4, 8, 12, 12]), _clip([0, 0, 4, 4, 4])])
+    true = torch.tensor([[RIGHT, RIGHT, RIGHT, RIGHT], [LEFT, RIGHT, NOOP, NOOP]])
+    latent = torch.tensor([[5, 5, 6, 0], [0, 5, 0, 0]])
+    model.lam.infer_actions = lambda v: latent
+    out = moves_into_walls(model, video, true, torch.zeros(2, dtype=torch.long))
+    assert out["right"] == {"free": 4, "blocked": 1, "moving_codes": [5, 6],
+                            "free_as_moving": 1.0, "blocked_as_moving": 0.0,
+                            "blocked_most": [0, 1.0]}
+    assert out["left"] == {"free": 0, "blocked": 1, "moving_codes": [], "free_as_moving": None,
+                           "blocked_as_moving": 0.0, "blocked_most": [0, 1.0]}
+    # a LAM that labels the blocked press 6, the code of one of the four free presses: a
+    # moving code at the default share (10%), not at 30%
+    latent[0, 3] = 6
+    out = moves_into_walls(model, video, true, torch.zeros(2, dtype=torch.long), share=0.3)
+    assert out["right"]["moving_codes"] == [5]
+    assert out["right"]["free_as_moving"] == 0.75 and out["right"]["blocked_as_moving"] == 0.0
+    out = moves_into_walls(model, video, true, torch.zeros(2, dtype=torch.long))
+    assert out["right"]["blocked_as_moving"] == 1.0 and out["right"]["blocked_most"] == [6, 1.0]
 
 
 def test_errors_fed_back_tells_one_step_frames_from_a_rollout(model, monkeypatch):
@@ -169,8 +195,8 @@ def test_main_prints_every_reading(model, tmp_path, capsys):
     save_checkpoint(tmp_path / "genie.safetensors", model)
     diagnose.main([str(tmp_path / "genie.safetensors"), "--clips", "4"])
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"codes", "teacher_forced_tokens", "actions", "errors_fed_back",
-                        "first_ball", "agent_breaks"}
+    assert set(out) == {"codes", "teacher_forced_tokens", "actions", "walls",
+                        "errors_fed_back", "first_ball", "agent_breaks"}
     for frames in ("recon", "rollouts"):
         kinds = out["agent_breaks"][frames]
         assert set(kinds) == {"one_blob", "none", "on_ball", "beside", "apart"}
