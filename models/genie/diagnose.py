@@ -106,9 +106,9 @@ def moves_into_walls(model: Genie, video: torch.Tensor, true_actions: torch.Tens
     least `share` of its free presses. Returns per direction the counts, the moving codes,
     the fraction of free and of blocked presses labelled with a moving code, and the code
     that labels most blocked presses with its fraction. The LAM sees frames, not keys: if
-    blocked presses seldom get a moving code, no training clip shows "moved left" at a wall,
-    and holding that code there (the play picture) asks the dynamics for a transition it has
-    never seen."""
+    blocked presses seldom get a moving code, training clips seldom show "moved left" at a
+    wall, and holding that code there (the play picture) asks the dynamics for a transition
+    it has hardly ever seen."""
     latent = model.lam.infer_actions(video)
     moves = centroid(agent_mask(video, agent_colours)).diff(dim=1)       # (B, T-1, 2)
     seen = moves.isfinite().all(-1)
@@ -118,7 +118,7 @@ def moves_into_walls(model: Genie, video: torch.Tensor, true_actions: torch.Tens
         free = latent[pressed & (moves[..., 0].abs() >= still_px)]
         blocked = latent[pressed & (moves[..., 0].abs() < still_px)]
         codes, counts = free.unique(return_counts=True)
-        moving = codes[counts >= share * len(free)] if len(free) else codes
+        moving = codes[counts >= share * len(free)]     # empty if no free press
         reading = {"free": len(free), "blocked": len(blocked),
                    "moving_codes": moving.tolist(),
                    "free_as_moving": _share(torch.isin(free, moving)),
