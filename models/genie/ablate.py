@@ -14,7 +14,11 @@ settings it names only.
 
 writes OUT/genie.safetensors (then `wmk genie play` / `wmk genie eval` take it) and
 OUT/metrics.json (evaluate's metrics, the tokenizer's code stability, the settings and the
-training time).
+training time). With `--tokenizer-only` the tokenizer is trained alone and its
+reconstruction of the held-out clips is read (tokenizer_ablation), no dynamics:
+
+    python -m wmkernels.models.genie.ablate runs/demo/genie.safetensors --tokenizer-only \\
+        --set train.tokenizer_steps=2400 --out runs/ablate/tok2400
 """
 
 from __future__ import annotations
@@ -38,8 +42,9 @@ from wmkernels.models.genie.config import (
     get_config,
 )
 from wmkernels.models.genie.data import held_out
-from wmkernels.models.genie.diagnose import code_stability
-from wmkernels.models.genie.evaluate import evaluate
+from wmkernels.models.genie.diagnose import agent_breaks, ball_tint_by_colours, code_stability
+from wmkernels.models.genie.evaluate import evaluate, held_out_colours, reconstruct
+from wmkernels.models.genie.metrics import psnr
 from wmkernels.models.genie.model import save_checkpoint
 from wmkernels.models.genie.pipeline import initial_pool_and_model
 from wmkernels.models.genie.train import train_dynamics, train_tokenizer
@@ -118,6 +123,54 @@ def ablate(checkpoint: str | Path, changes: dict, out: str | Path, *, steps: int
     return metrics
 
 
+# Codes in use are counted on this many held-out clips (the RESULTS tables' "256 clips")
+CODE_CLIPS = 256
+
+
+def tokenizer_ablation(checkpoint: str | Path, changes: dict, out: str | Path, *,
+                       clips: int = TRAIN_CLIPS, eval_clips: int = EVAL_CLIPS) -> dict:
+    """The tokenizer alone with `changes` (tokenizer settings and train.tokenizer_steps
+    only): trained from the run's initial weights on `clips` training clips of
+    `checkpoint`'s config and seed, then read on `eval_clips` held-out clips without a
+    dynamics: its PSNR, the codes in use (on the first CODE_CLIPS clips), where the agent is
+    not one blob in the reconstructed frames t = 1 … T-1 (diagnose.agent_breaks) and which
+    colour pairs the ball drawn partly in the agent's colour comes from
+    (diagnose.ball_tint_by_colours). A tenth of a full ablation's time: the reconstruction
+    bounds what the rollouts can show, so a tokenizer change is read here first. Writes
+    out/metrics.json (out/tokenizer holds the trained phase); returns the metrics."""
+    bad = [k for k in changes if not (k.startswith(TOKENIZER) or k == TOKENIZER_STEPS)]
+    if bad:
+        raise ValueError(f"a tokenizer-only ablation takes tokenizer settings and "
+                         f"{TOKENIZER_STEPS} only, got {bad}")
+    _, meta = load_tensors(checkpoint, "checkpoint")
+    cfg = GenieConfig.from_dict(json.loads(meta["config"]))
+    tok = {k[len(TOKENIZER):]: v for k, v in changes.items() if k.startswith(TOKENIZER)}
+    cfg = dataclasses.replace(
+        cfg, tokenizer=dataclasses.replace(cfg.tokenizer, **tok),
+        train=dataclasses.replace(cfg.train, tokenizer_steps=changes.get(
+            TOKENIZER_STEPS, cfg.train.tokenizer_steps))).validate()
+    pool, model = initial_pool_and_model(cfg, clips, "cpu")  # the demo's initial weights
+    out = Path(out)
+    start = time.perf_counter()
+    train_tokenizer(model, pool.batch, out_dir=out / "tokenizer", progress=False)
+    seconds = time.perf_counter() - start
+    model.eval()
+    video, _ = held_out(cfg, eval_clips, seed=cfg.train.seed)
+    with torch.no_grad():
+        recon = torch.cat([reconstruct(model, chunk) for chunk in video.split(64)])
+        codes = model.tokenizer.encode(video[:CODE_CLIPS])[1]
+    agent = held_out_colours(cfg, video)
+    ball = held_out_colours(cfg, video, "ball")
+    metrics = {"tokenizer_psnr": float(psnr(recon, video)),
+               "codes_in_use": int(codes.unique().numel()),
+               "agent_breaks": agent_breaks(recon[:, 1:], agent, ball),
+               "ball_tint_by_colours": ball_tint_by_colours(recon[:, 1:], agent, ball),
+               "changes": changes, "training_clips": clips, "eval_clips": eval_clips,
+               "train_seconds": seconds, "threads": torch.get_num_threads()}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
 def main(argv: list[str] | None = None) -> None:
     from wmkernels.models.genie.cli import format_metrics
     from wmkernels.models.genie.demo import frame_table
@@ -132,8 +185,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--clips", type=int, default=TRAIN_CLIPS,
                    help=f"training clips rendered (default: the demo's {TRAIN_CLIPS})")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    p.add_argument("--tokenizer-only", action="store_true",
+                   help="train and read the tokenizer alone (tokenizer settings only)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.tokenizer_only:
+        m = tokenizer_ablation(args.checkpoint, parse_settings(args.set), args.out,
+                               clips=args.clips)
+        breaks = "  ".join(f"{k} {v:.1%}" for k, v in m["agent_breaks"].items())
+        tints = "  ".join(f"{pair} {n}/{of}" for pair, (n, of)
+                          in list(m["ball_tint_by_colours"].items())[:4])
+        print(f"tokenizer PSNR {m['tokenizer_psnr']:.2f} dB, {m['codes_in_use']} codes in use\n"
+              f"reconstructed frames: {breaks}\nball tinted as the agent (agent/ball: "
+              f"frames): {tints}\ntraining {m['train_seconds']:.0f} s; wrote "
+              f"{args.out}/metrics.json")
+        return
     metrics = ablate(args.checkpoint, parse_settings(args.set), args.out, steps=args.steps,
                      clips=args.clips)
     print(format_metrics(metrics))

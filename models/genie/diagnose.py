@@ -5,7 +5,8 @@ can only place the agent as well as the action says where) and what they call a 
 pressed against a wall, whether a rollout breaks by the errors of each generated frame or
 by feeding them back as the next frame's past, whether the dynamics predicts its training
 clips better than held-out ones, and where the agent is not one blob, whether its stray
-pieces are the agent broken or the ball drawn partly in the agent's colour.
+pieces are the agent broken or the ball drawn partly in the agent's colour (and the colours
+of the clips where the ball is).
 
     python -m wmkernels.models.genie.diagnose runs/demo/genie.safetensors
 
@@ -19,7 +20,7 @@ import json
 
 import torch
 
-from wmkernels.models.data.world import LEFT, RIGHT
+from wmkernels.models.data.world import COLOUR_NAMES, LEFT, RIGHT
 from wmkernels.models.genie.config import IMAGE_CLIPS
 from wmkernels.models.genie.data import ClipPool, held_out
 from wmkernels.models.genie.evaluate import (
@@ -188,6 +189,29 @@ def _grown(mask: torch.Tensor, px: int) -> torch.Tensor:
                                           padding=px)[0, 0] > 0
 
 
+def _frame_breaks(frames: torch.Tensor, agent_colours: torch.Tensor,
+                  ball_colours: torch.Tensor) -> list[set[str]]:
+    """The kinds of agent-coloured pieces of each frame of `frames` (B, T, 3, H, W), frame by
+    frame in (B, T) order: {"one_blob"}, {"none"}, or the kinds ("on_ball", "beside",
+    "apart") of its pieces apart from the largest blob (agent_breaks says what they mean)."""
+    labels = blob_labels(agent_mask(frames, agent_colours)).flatten(0, 1)   # (B*T, H, W)
+    ball = agent_mask(frames, ball_colours).flatten(0, 1)
+    kinds_of_frames = []
+    for lab, ball_px in zip(labels, ball, strict=True):
+        ids, sizes = lab[lab > 0].unique(return_counts=True)
+        if len(ids) <= 1:
+            kinds_of_frames.append({"one_blob" if len(ids) else "none"})
+            continue
+        largest = ids[sizes.argmax()]
+        near_largest, kinds = _grown(lab == largest, 2), set()
+        for i in ids[ids != largest]:
+            piece = lab == i
+            kinds.add("on_ball" if (_grown(piece, 1) & ball_px).any() else
+                      "beside" if (piece & near_largest).any() else "apart")
+        kinds_of_frames.append(kinds)
+    return kinds_of_frames
+
+
 @torch.no_grad()
 def agent_breaks(frames: torch.Tensor, agent_colours: torch.Tensor,
                  ball_colours: torch.Tensor) -> dict:
@@ -198,23 +222,29 @@ def agent_breaks(frames: torch.Tensor, agent_colours: torch.Tensor,
     largest blob (the agent itself broken); "apart", neither. Returns the fraction of
     frames with a piece of each kind (a frame with several pieces counts under each of
     their kinds), "none" (no pixel of the agent's colour) and "one_blob"."""
-    labels = blob_labels(agent_mask(frames, agent_colours)).flatten(0, 1)   # (B*T, H, W)
-    ball = agent_mask(frames, ball_colours).flatten(0, 1)
-    counts = dict.fromkeys(("one_blob", "none", "on_ball", "beside", "apart"), 0)
-    for lab, ball_px in zip(labels, ball, strict=True):
-        ids, sizes = lab[lab > 0].unique(return_counts=True)
-        if len(ids) <= 1:
-            counts["one_blob" if len(ids) else "none"] += 1
-            continue
-        largest = ids[sizes.argmax()]
-        near_largest, kinds = _grown(lab == largest, 2), set()
-        for i in ids[ids != largest]:
-            piece = lab == i
-            kinds.add("on_ball" if (_grown(piece, 1) & ball_px).any() else
-                      "beside" if (piece & near_largest).any() else "apart")
-        for kind in kinds:
-            counts[kind] += 1
-    return {k: v / len(labels) for k, v in counts.items()}
+    frame_kinds = _frame_breaks(frames, agent_colours, ball_colours)
+    return {k: sum(k in kinds for kinds in frame_kinds) / len(frame_kinds)
+            for k in ("one_blob", "none", "on_ball", "beside", "apart")}
+
+
+@torch.no_grad()
+def ball_tint_by_colours(frames: torch.Tensor, agent_colours: torch.Tensor,
+                         ball_colours: torch.Tensor) -> dict:
+    """Which colours the ball drawn partly in the agent's colour comes from: for each
+    (agent, ball) pair of palette colours of the clips of `frames` (B, T, 3, H, W), the
+    frames with an "on_ball" piece (agent_breaks) and all its frames, as
+    {"agent/ball": [on_ball frames, frames]}, the pairs with most such frames first.
+    Neighbours in colour (orange between red and yellow) are where a slightly wrong shade
+    crosses over to the agent's."""
+    frame_kinds = _frame_breaks(frames, agent_colours, ball_colours)
+    T = frames.shape[1]
+    counts: dict[str, list[int]] = {}
+    for b, (agent, ball) in enumerate(zip(agent_colours.tolist(), ball_colours.tolist(),
+                                          strict=True)):
+        pair = counts.setdefault(f"{COLOUR_NAMES[agent]}/{COLOUR_NAMES[ball]}", [0, 0])
+        pair[0] += sum("on_ball" in kinds for kinds in frame_kinds[b * T:(b + 1) * T])
+        pair[1] += T
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1][0], kv[0])))
 
 
 def main(argv=None) -> None:
@@ -237,15 +267,17 @@ def main(argv=None) -> None:
     balls = ball_in_rollouts(images, recon, ball_colours, generated)
     rolled = torch.cat([x[:, 1:] for x in generated])
     repeat = len(generated)
-    breaks = {"recon": agent_breaks(recon[:, 1:], colours[:IMAGE_CLIPS], ball_colours),
-              "rollouts": agent_breaks(rolled, colours[:IMAGE_CLIPS].repeat(repeat),
-                                       ball_colours.repeat(repeat))}
+    read = {"recon": (recon[:, 1:], colours[:IMAGE_CLIPS], ball_colours),
+            "rollouts": (rolled, colours[:IMAGE_CLIPS].repeat(repeat),
+                         ball_colours.repeat(repeat))}
+    breaks = {k: agent_breaks(*args) for k, args in read.items()}
     print(json.dumps({"codes": code_stability(model, video),
                       "teacher_forced_tokens": training_gap(model),
                       "actions": _rounded(action_movements(model, video, colours)),
                       "walls": moves_into_walls(model, video, true_actions, colours),
                       "errors_fed_back": _rounded(fed_back),
                       "first_ball": _rounded(balls),
+                      "ball_tint": {k: ball_tint_by_colours(*args) for k, args in read.items()},
                       "agent_breaks": {k: {kind: round(x, 3) for kind, x in v.items()}
                                        for k, v in breaks.items()}}, indent=1))
 

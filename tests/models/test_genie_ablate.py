@@ -124,6 +124,55 @@ def test_ablation_of_a_tokenizer_setting_retrains_the_tokenizer_and_keeps_the_la
     assert phase["step"] == cfg.train.tokenizer_steps + 2
 
 
+def test_tokenizer_only_ablation_reads_the_runs_tokenizer_without_a_dynamics(tmp_path):
+    """No change: the tokenizer trained alone is the run's (the same reconstruction PSNR on
+    the held-out clips); every reconstructed frame t >= 1 is read once; a dynamics setting
+    is refused, since no dynamics is trained."""
+    from wmkernels.models.genie.data import held_out
+    from wmkernels.models.genie.evaluate import tokenizer_psnr
+
+    cfg = get_config("micro")
+    model = train_genie(cfg, tmp_path / "run", clips=8, device="cpu", say=lambda line: None,
+                        progress=False)
+    ckpt = tmp_path / "run" / "genie.safetensors"
+    metrics = ablate_module.tokenizer_ablation(ckpt, {}, tmp_path / "same", clips=8,
+                                               eval_clips=3)
+    video, _ = held_out(cfg, 3, seed=cfg.train.seed)
+    assert metrics["tokenizer_psnr"] == tokenizer_psnr(model, video)
+    assert 1 <= metrics["codes_in_use"] <= cfg.tokenizer.codebook_size
+    frames = 3 * (cfg.frames - 1)
+    assert sum(of for _, of in metrics["ball_tint_by_colours"].values()) == frames
+    kinds = metrics["agent_breaks"]
+    assert kinds["one_blob"] + kinds["none"] <= 1 and all(0 <= x <= 1 for x in kinds.values())
+    assert json.loads((tmp_path / "same" / "metrics.json").read_text()) == metrics
+    longer = {"train.tokenizer_steps": cfg.train.tokenizer_steps + 2}
+    other = ablate_module.tokenizer_ablation(ckpt, longer, tmp_path / "longer", clips=8,
+                                             eval_clips=3)
+    assert other["tokenizer_psnr"] != metrics["tokenizer_psnr"]
+    phase = load_phase_checkpoint(tmp_path / "longer" / "tokenizer" / "checkpoint.safetensors")
+    assert phase["step"] == cfg.train.tokenizer_steps + 2
+    with pytest.raises(ValueError, match="tokenizer-only ablation takes"):
+        ablate_module.tokenizer_ablation(ckpt, {"mask_min": 0.75}, tmp_path / "x", clips=8)
+
+
+def test_main_tokenizer_only_prints_the_reading(monkeypatch, capsys):
+    seen = []
+
+    def record(checkpoint, changes, out, *, clips):
+        seen.append((checkpoint, changes, out, clips))
+        return {"tokenizer_psnr": 31.61, "codes_in_use": 722, "train_seconds": 887.0,
+                "agent_breaks": {"one_blob": 0.957, "none": 0.0, "on_ball": 0.037},
+                "ball_tint_by_colours": {"orange/yellow": [136, 1372], "red/blue": [0, 7]}}
+
+    monkeypatch.setattr(ablate_module, "tokenizer_ablation", record)
+    ablate_module.main(["ck.safetensors", "--out", "d", "--tokenizer-only",
+                        "--set", "train.tokenizer_steps=2400"])
+    assert seen == [("ck.safetensors", {"train.tokenizer_steps": 2400}, "d", TRAIN_CLIPS)]
+    out = capsys.readouterr().out
+    assert "tokenizer PSNR 31.61 dB, 722 codes in use" in out
+    assert "one_blob 95.7%" in out and "orange/yellow 136/1372" in out
+
+
 def test_sampler_settings_of_a_trained_model(tmp_path, capsys):
     """Generation settings are not weights: `Genie.set_sampler` and `wmk genie eval
     --maskgit-steps/--temperature/--choice-temperature` decode a checkpoint under others."""

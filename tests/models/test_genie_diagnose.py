@@ -12,6 +12,7 @@ from wmkernels.models.genie.diagnose import (
     action_movements,
     agent_breaks,
     ball_in_rollouts,
+    ball_tint_by_colours,
     code_stability,
     errors_fed_back,
     moves_into_walls,
@@ -174,6 +175,25 @@ def test_agent_breaks_tells_a_tinted_ball_from_a_broken_agent():
     assert agent_breaks(video, torch.tensor([0]), torch.tensor([1]))["on_ball"] == 0
 
 
+def test_ball_tint_by_colours_counts_each_colour_pairs_tinted_frames():
+    """Three clips of four frames: an orange agent with a yellow ball tinted in two frames,
+    a red agent with a blue ball tinted in one, an orange agent with a yellow ball never
+    tinted. The pairs add up over clips and come most tinted first; every clip's frames
+    count under its pair."""
+    video = torch.cat([_clip([0] * 4, colour=c) for c in (6, 0, 6)])
+    agents, balls = torch.tensor([6, 0, 6]), torch.tensor([3, 2, 3])
+    for b, (agent, ball) in enumerate(zip(agents.tolist(), balls.tolist(), strict=True)):
+        video[b, :, :, 12:14, 12:14] = torch.tensor(PALETTE[ball]).view(3, 1, 1) / 255
+        tinted = (1, 3) if b == 0 else (2,) if b == 1 else ()
+        for t in tinted:     # a pixel of the agent's colour on the ball's corner
+            video[b, t, :, 14, 14] = torch.tensor(PALETTE[agent], dtype=torch.float32) / 255
+    out = ball_tint_by_colours(video, agents, balls)
+    assert out == {"orange/yellow": [2, 8], "red/blue": [1, 4]}
+    assert list(out) == ["orange/yellow", "red/blue"]
+    # the same frames agent_breaks calls "on_ball"
+    assert agent_breaks(video, agents, balls)["on_ball"] == pytest.approx(3 / 12)
+
+
 def test_training_gap_reads_the_first_training_clips_and_held_out_ones(model, monkeypatch):
     """Each side's accuracy is read on its own clips: the first training clips of the run's
     seed (those of any larger pool) and the held-out clips of evaluate."""
@@ -196,8 +216,13 @@ def test_main_prints_every_reading(model, tmp_path, capsys):
     diagnose.main([str(tmp_path / "genie.safetensors"), "--clips", "4"])
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"codes", "teacher_forced_tokens", "actions", "walls",
-                        "errors_fed_back", "first_ball", "agent_breaks"}
+                        "errors_fed_back", "first_ball", "ball_tint", "agent_breaks"}
     for frames in ("recon", "rollouts"):
         kinds = out["agent_breaks"][frames]
         assert set(kinds) == {"one_blob", "none", "on_ball", "beside", "apart"}
         assert kinds["one_blob"] + kinds["none"] <= 1
+        # each clip's frames t >= 1 count once under its colours (x3 generation seeds)
+        per_clip = (model.cfg.frames - 1) * (1 if frames == "recon" else 3)
+        tint = out["ball_tint"][frames]
+        assert sum(of for _, of in tint.values()) == 4 * per_clip
+        assert all(n <= of for n, of in tint.values())
