@@ -42,7 +42,12 @@ from wmkernels.models.genie.config import (
     get_config,
 )
 from wmkernels.models.genie.data import held_out
-from wmkernels.models.genie.diagnose import agent_breaks, ball_tint_by_colours, code_stability
+from wmkernels.models.genie.diagnose import (
+    agent_breaks,
+    ball_tint_by_colours,
+    code_stability,
+    frame_breaks,
+)
 from wmkernels.models.genie.evaluate import evaluate, held_out_colours, reconstruct
 from wmkernels.models.genie.metrics import psnr
 from wmkernels.models.genie.model import save_checkpoint
@@ -77,6 +82,22 @@ def parse_settings(pairs: list[str]) -> dict:
     return out
 
 
+def _changed(cfg: GenieConfig, changes: dict, *, dynamics_steps: int | None = None
+             ) -> GenieConfig:
+    """`cfg` with parse_settings' `changes` applied (tokenizer settings, the tokenizer's
+    steps, dynamics settings) and, if given, the dynamics' steps; validated."""
+    tok = {k[len(TOKENIZER):]: v for k, v in changes.items() if k.startswith(TOKENIZER)}
+    dyn = {k: v for k, v in changes.items()
+           if not k.startswith(TOKENIZER) and k != TOKENIZER_STEPS}
+    train = dataclasses.replace(cfg.train, tokenizer_steps=changes.get(
+        TOKENIZER_STEPS, cfg.train.tokenizer_steps))
+    if dynamics_steps is not None:
+        train = dataclasses.replace(train, dynamics_steps=dynamics_steps)
+    return dataclasses.replace(cfg, tokenizer=dataclasses.replace(cfg.tokenizer, **tok),
+                               dynamics=dataclasses.replace(cfg.dynamics, **dyn),
+                               train=train).validate()
+
+
 def ablate(checkpoint: str | Path, changes: dict, out: str | Path, *, steps: int | None = None,
            clips: int = TRAIN_CLIPS, eval_clips: int = EVAL_CLIPS) -> dict:
     """Train the dynamics of `checkpoint`'s config with `changes` (parse_settings' keys) applied, on
@@ -89,15 +110,9 @@ def ablate(checkpoint: str | Path, changes: dict, out: str | Path, *, steps: int
     tensors, meta = load_tensors(checkpoint, "checkpoint")
     cfg = GenieConfig.from_dict(json.loads(meta["config"]))
     steps = get_config(cfg.name).train.dynamics_steps if steps is None else steps
-    tok = {k[len(TOKENIZER):]: v for k, v in changes.items() if k.startswith(TOKENIZER)}
-    dyn = {k: v for k, v in changes.items()
-           if not k.startswith(TOKENIZER) and k != TOKENIZER_STEPS}
-    retrain = bool(tok) or TOKENIZER_STEPS in changes     # the tokenizer, before the dynamics
-    train = dataclasses.replace(cfg.train, dynamics_steps=steps, tokenizer_steps=changes.get(
-        TOKENIZER_STEPS, cfg.train.tokenizer_steps))
-    cfg = dataclasses.replace(cfg, tokenizer=dataclasses.replace(cfg.tokenizer, **tok),
-                              dynamics=dataclasses.replace(cfg.dynamics, **dyn), train=train)
-    cfg.validate()
+    # the tokenizer, before the dynamics
+    retrain = any(k.startswith(TOKENIZER) or k == TOKENIZER_STEPS for k in changes)
+    cfg = _changed(cfg, changes, dynamics_steps=steps)
     pool, model = initial_pool_and_model(cfg, clips, "cpu")  # the demo's initial weights
     kept = ("lam.",) if retrain else ("tokenizer.", "lam.")
     frozen = {k: v for k, v in tensors.items() if k.startswith(kept)}
@@ -143,12 +158,7 @@ def tokenizer_ablation(checkpoint: str | Path, changes: dict, out: str | Path, *
         raise ValueError(f"a tokenizer-only ablation takes tokenizer settings and "
                          f"{TOKENIZER_STEPS} only, got {bad}")
     _, meta = load_tensors(checkpoint, "checkpoint")
-    cfg = GenieConfig.from_dict(json.loads(meta["config"]))
-    tok = {k[len(TOKENIZER):]: v for k, v in changes.items() if k.startswith(TOKENIZER)}
-    cfg = dataclasses.replace(
-        cfg, tokenizer=dataclasses.replace(cfg.tokenizer, **tok),
-        train=dataclasses.replace(cfg.train, tokenizer_steps=changes.get(
-            TOKENIZER_STEPS, cfg.train.tokenizer_steps))).validate()
+    cfg = _changed(GenieConfig.from_dict(json.loads(meta["config"])), changes)
     pool, model = initial_pool_and_model(cfg, clips, "cpu")  # the demo's initial weights
     out = Path(out)
     start = time.perf_counter()
@@ -161,10 +171,11 @@ def tokenizer_ablation(checkpoint: str | Path, changes: dict, out: str | Path, *
         codes = model.tokenizer.encode(video[:CODE_CLIPS])[1]
     agent = held_out_colours(cfg, video)
     ball = held_out_colours(cfg, video, "ball")
+    kinds = frame_breaks(recon[:, 1:], agent, ball)
     metrics = {"tokenizer_psnr": float(psnr(recon, video)),
                "codes_in_use": int(codes.unique().numel()),
-               "agent_breaks": agent_breaks(recon[:, 1:], agent, ball),
-               "ball_tint_by_colours": ball_tint_by_colours(recon[:, 1:], agent, ball),
+               "agent_breaks": agent_breaks(kinds),
+               "ball_tint_by_colours": ball_tint_by_colours(kinds, agent, ball),
                "changes": changes, "training_clips": clips, "eval_clips": eval_clips,
                "train_seconds": seconds, "threads": torch.get_num_threads()}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

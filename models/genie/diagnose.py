@@ -189,11 +189,16 @@ def _grown(mask: torch.Tensor, px: int) -> torch.Tensor:
                                           padding=px)[0, 0] > 0
 
 
-def _frame_breaks(frames: torch.Tensor, agent_colours: torch.Tensor,
-                  ball_colours: torch.Tensor) -> list[set[str]]:
-    """The kinds of agent-coloured pieces of each frame of `frames` (B, T, 3, H, W), frame by
-    frame in (B, T) order: {"one_blob"}, {"none"}, or the kinds ("on_ball", "beside",
-    "apart") of its pieces apart from the largest blob (agent_breaks says what they mean)."""
+@torch.no_grad()
+def frame_breaks(frames: torch.Tensor, agent_colours: torch.Tensor,
+                 ball_colours: torch.Tensor) -> list[set[str]]:
+    """Why the agent is or is not one blob in each frame of `frames` (B, T, 3, H, W)
+    (generated or reconstructed; agent_colours, ball_colours (B,) palette ids), frame by
+    frame in (B, T) order: {"one_blob"}, {"none"} (no pixel of the agent's colour), or the
+    kinds of its pieces apart from the largest blob. Each such piece is one of: "on_ball",
+    touching a pixel of the ball's colour (the ball drawn partly in the agent's colour);
+    "beside", within 2 px of the largest blob (the agent itself broken); "apart", neither.
+    agent_breaks and ball_tint_by_colours summarise one such reading."""
     labels = blob_labels(agent_mask(frames, agent_colours)).flatten(0, 1)   # (B*T, H, W)
     ball = agent_mask(frames, ball_colours).flatten(0, 1)
     kinds_of_frames = []
@@ -212,32 +217,22 @@ def _frame_breaks(frames: torch.Tensor, agent_colours: torch.Tensor,
     return kinds_of_frames
 
 
-@torch.no_grad()
-def agent_breaks(frames: torch.Tensor, agent_colours: torch.Tensor,
-                 ball_colours: torch.Tensor) -> dict:
-    """Why the agent is not one blob in `frames` (B, T, 3, H, W) (generated or
-    reconstructed; agent_colours, ball_colours (B,) palette ids). Each piece of the agent's
-    colour apart from its largest blob is one of: "on_ball", touching a pixel of the ball's
-    colour (the ball drawn partly in the agent's colour); "beside", within 2 px of the
-    largest blob (the agent itself broken); "apart", neither. Returns the fraction of
-    frames with a piece of each kind (a frame with several pieces counts under each of
-    their kinds), "none" (no pixel of the agent's colour) and "one_blob"."""
-    frame_kinds = _frame_breaks(frames, agent_colours, ball_colours)
+def agent_breaks(frame_kinds: list[set[str]]) -> dict:
+    """The fraction of frames of a frame_breaks reading with a piece of each kind (a frame
+    with several pieces counts under each of their kinds), "none" and "one_blob"."""
     return {k: sum(k in kinds for kinds in frame_kinds) / len(frame_kinds)
             for k in ("one_blob", "none", "on_ball", "beside", "apart")}
 
 
-@torch.no_grad()
-def ball_tint_by_colours(frames: torch.Tensor, agent_colours: torch.Tensor,
+def ball_tint_by_colours(frame_kinds: list[set[str]], agent_colours: torch.Tensor,
                          ball_colours: torch.Tensor) -> dict:
     """Which colours the ball drawn partly in the agent's colour comes from: for each
-    (agent, ball) pair of palette colours of the clips of `frames` (B, T, 3, H, W), the
-    frames with an "on_ball" piece (agent_breaks) and all its frames, as
-    {"agent/ball": [on_ball frames, frames]}, the pairs with most such frames first.
-    Neighbours in colour (orange between red and yellow) are where a slightly wrong shade
-    crosses over to the agent's."""
-    frame_kinds = _frame_breaks(frames, agent_colours, ball_colours)
-    T = frames.shape[1]
+    (agent, ball) pair of palette colours (agent_colours, ball_colours (B,), those the
+    frame_breaks reading `frame_kinds` of B clips was made with), the frames with an
+    "on_ball" piece and all its frames, as {"agent/ball": [on_ball frames, frames]}, the
+    pairs with most such frames first. Neighbours in colour (orange between red and yellow)
+    are where a slightly wrong shade crosses over to the agent's."""
+    T = len(frame_kinds) // len(agent_colours)
     counts: dict[str, list[int]] = {}
     for b, (agent, ball) in enumerate(zip(agent_colours.tolist(), ball_colours.tolist(),
                                           strict=True)):
@@ -270,16 +265,18 @@ def main(argv=None) -> None:
     read = {"recon": (recon[:, 1:], colours[:IMAGE_CLIPS], ball_colours),
             "rollouts": (rolled, colours[:IMAGE_CLIPS].repeat(repeat),
                          ball_colours.repeat(repeat))}
-    breaks = {k: agent_breaks(*args) for k, args in read.items()}
+    kinds = {k: frame_breaks(*args) for k, args in read.items()}
     print(json.dumps({"codes": code_stability(model, video),
                       "teacher_forced_tokens": training_gap(model),
                       "actions": _rounded(action_movements(model, video, colours)),
                       "walls": moves_into_walls(model, video, true_actions, colours),
                       "errors_fed_back": _rounded(fed_back),
                       "first_ball": _rounded(balls),
-                      "ball_tint": {k: ball_tint_by_colours(*args) for k, args in read.items()},
-                      "agent_breaks": {k: {kind: round(x, 3) for kind, x in v.items()}
-                                       for k, v in breaks.items()}}, indent=1))
+                      "ball_tint": {k: ball_tint_by_colours(kinds[k], *read[k][1:])
+                                    for k in read},
+                      "agent_breaks": {k: {kind: round(x, 3)
+                                           for kind, x in agent_breaks(kinds[k]).items()}
+                                       for k in read}}, indent=1))
 
 
 def _rounded(readings: dict) -> dict:

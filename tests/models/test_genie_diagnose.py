@@ -15,6 +15,7 @@ from wmkernels.models.genie.diagnose import (
     ball_tint_by_colours,
     code_stability,
     errors_fed_back,
+    frame_breaks,
     moves_into_walls,
     training_gap,
 )
@@ -168,11 +169,11 @@ def test_agent_breaks_tells_a_tinted_ball_from_a_broken_agent():
     video[0, 4, :, 5, 5] = red[:, 0, 0]
     video[0, 4, :, 0, 12] = red[:, 0, 0]
     video[0, 5, :, 4:8, 0:4] = video[0, 5, :, :1, 4:5]   # background where the agent was
-    out = agent_breaks(video, torch.tensor([0]), torch.tensor([2]))
+    out = agent_breaks(frame_breaks(video, torch.tensor([0]), torch.tensor([2])))
     assert out == pytest.approx({"one_blob": 1 / 6, "none": 1 / 6, "on_ball": 1 / 6,
                                  "beside": 2 / 6, "apart": 2 / 6})
     # the ball's own colour decides "on_ball": read as palette 1 there is no ball
-    assert agent_breaks(video, torch.tensor([0]), torch.tensor([1]))["on_ball"] == 0
+    assert agent_breaks(frame_breaks(video, torch.tensor([0]), torch.tensor([1])))["on_ball"] == 0
 
 
 def test_ball_tint_by_colours_counts_each_colour_pairs_tinted_frames():
@@ -187,11 +188,12 @@ def test_ball_tint_by_colours_counts_each_colour_pairs_tinted_frames():
         tinted = (1, 3) if b == 0 else (2,) if b == 1 else ()
         for t in tinted:     # a pixel of the agent's colour on the ball's corner
             video[b, t, :, 14, 14] = torch.tensor(PALETTE[agent], dtype=torch.float32) / 255
-    out = ball_tint_by_colours(video, agents, balls)
+    kinds = frame_breaks(video, agents, balls)
+    out = ball_tint_by_colours(kinds, agents, balls)
     assert out == {"orange/yellow": [2, 8], "red/blue": [1, 4]}
     assert list(out) == ["orange/yellow", "red/blue"]
     # the same frames agent_breaks calls "on_ball"
-    assert agent_breaks(video, agents, balls)["on_ball"] == pytest.approx(3 / 12)
+    assert agent_breaks(kinds)["on_ball"] == pytest.approx(3 / 12)
 
 
 def test_training_gap_reads_the_first_training_clips_and_held_out_ones(model, monkeypatch):
