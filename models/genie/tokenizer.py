@@ -3,7 +3,9 @@ ST-transformer encoder (causal in time, so frame t's codes depend only on frames
 each patch to a vector quantized against a codebook, and an ST-transformer decoder maps the
 codes back to pixels. Not in the paper: a training term that keeps the latent of a patch
 whose pixels did not change from one frame to the next (`stability_loss`), so that the
-dynamics sees a code change only where the picture changed."""
+dynamics sees a code change only where the picture changed, and one that weighs the error of
+the pixels that moved more (`moving_pixels`), so that the few pixels of the objects the
+dynamics has to move are not drowned by a background that stays put."""
 
 from __future__ import annotations
 
@@ -22,6 +24,16 @@ def static_patches(video: torch.Tensor, patch: int) -> torch.Tensor:
     pixels it had in frame t."""
     pixels = patchify(video, patch)
     return (pixels[:, 1:] == pixels[:, :-1]).all(-1)
+
+
+def moving_pixels(video: torch.Tensor) -> torch.Tensor:
+    """(B, T, 3, H, W) -> (B, T, 1, H, W) bool: True where the pixel differs from the same
+    pixel in the frame before or the frame after (what moved, and what it uncovered)."""
+    changed = (video[:, 1:] != video[:, :-1]).any(2, keepdim=True)     # (B, T-1, 1, H, W)
+    moving = torch.zeros_like(video[:, :, :1], dtype=torch.bool)
+    moving[:, 1:] |= changed
+    moving[:, :-1] |= changed
+    return moving
 
 
 class VideoTokenizer(nn.Module):
@@ -85,12 +97,17 @@ class VideoTokenizer(nn.Module):
 
     def forward(self, video: torch.Tensor) -> dict:
         """Reconstruction and losses: recon (B, T, 3, H, W), indices, loss = MSE + VQ loss
-        + stability_weight x stability loss."""
+        + stability_weight x stability loss + motion_weight x the squared error counted at
+        the moving pixels only (averaged over all pixels, as the MSE). recon_loss is the
+        plain MSE."""
         latents = self.latents(video)
         quantized, indices, vq_loss = self.vq(latents)
         recon = self.decode_codes(quantized)
-        recon_loss = F.mse_loss(recon, video)
+        error = (recon - video).pow(2)
+        recon_loss = error.mean()
         loss = recon_loss + vq_loss
+        if self.cfg.motion_weight:
+            loss = loss + self.cfg.motion_weight * (error * moving_pixels(video)).mean()
         out = {"recon": recon, "indices": indices, "recon_loss": recon_loss, "vq_loss": vq_loss}
         if self.cfg.stability_weight:
             out["stability_loss"] = self.stability_loss(video, latents)

@@ -16,6 +16,7 @@ from wmkernels.models.genie.dynamics import corrupt_context, random_token_mask
 from wmkernels.models.genie.metrics import delta_psnr, psnr
 from wmkernels.models.genie.model import Genie, load_checkpoint, save_checkpoint
 from wmkernels.models.genie.play import play, play_tokens
+from wmkernels.models.genie.tokenizer import moving_pixels
 from wmkernels.models.genie.train import train_dynamics, train_lam, train_tokenizer
 
 
@@ -135,6 +136,36 @@ def test_tokenizer_stability_loss_on_static_patches_only(cfg):
     older = get_config("tiny").to_dict()
     del older["tokenizer"]["stability_weight"]
     assert GenieConfig.from_dict(older).tokenizer.stability_weight == 0.0
+
+
+def test_tokenizer_motion_weight_adds_the_error_of_the_pixels_that_moved(cfg):
+    """moving_pixels marks exactly the pixels that differ from the same pixel in the frame
+    before or after; the loss adds motion_weight x the squared error counted at those pixels
+    only (averaged over all), and the logged recon_loss stays the plain MSE."""
+    d = cfg.to_dict()
+    d["tokenizer"].update(motion_weight=3.0, stability_weight=0.0)
+    cfg = GenieConfig.from_dict(d)
+    video = _video(cfg, B=2).double()
+    video[1] = video[1, :1]                         # clip 1 stands still
+    video[1, 2, 1, 5, 6] = 0.5                      # but for one value of one pixel at t = 2
+    moving = moving_pixels(video)
+    assert moving.shape == (2, cfg.frames, 1, cfg.image_size, cfg.image_size)
+    expected = torch.zeros_like(moving)
+    expected[0, 1:] |= (video[0, 1:] != video[0, :-1]).any(1, keepdim=True)
+    expected[0, :-1] |= (video[0, 1:] != video[0, :-1]).any(1, keepdim=True)
+    expected[1, 1:4, :, 5, 6] = True                # frames 1, 2, 3 differ from a neighbour
+    assert torch.equal(moving, expected) and int(moving[1].sum()) == 3
+    torch.manual_seed(0)
+    tok = Genie(cfg).tokenizer.double()
+    out = tok(video)
+    error = (out["recon"] - video).pow(2)
+    torch.testing.assert_close(out["recon_loss"], error.mean())
+    torch.testing.assert_close(out["loss"], out["recon_loss"] + out["vq_loss"]
+                               + 3.0 * (error * expected).mean())
+    # a config written before the setting existed trained without the term
+    older = get_config("tiny").to_dict()
+    del older["tokenizer"]["motion_weight"]
+    assert GenieConfig.from_dict(older).tokenizer.motion_weight == 0.0
 
 
 def test_tokenizer_dead_code_threshold_reaches_its_quantizer(cfg):
