@@ -58,6 +58,11 @@ TOKENIZER = "tokenizer."   # the prefix of a tokenizer setting; a bare FIELD is 
 TOKENIZER_STEPS = "train.tokenizer_steps"   # the one training setting of the tokenizer alone
 
 
+def _tokenizer_setting(key: str) -> bool:
+    """Whether a parse_settings key changes the tokenizer (so it is retrained)."""
+    return key.startswith(TOKENIZER) or key == TOKENIZER_STEPS
+
+
 def parse_settings(pairs: list[str]) -> dict:
     """["context_noise=0.2", "tokenizer.stability_weight=1"] -> {"context_noise": 0.2,
     "tokenizer.stability_weight": 1.0}, each value converted to the type of that
@@ -87,8 +92,7 @@ def _changed(cfg: GenieConfig, changes: dict, *, dynamics_steps: int | None = No
     """`cfg` with parse_settings' `changes` applied (tokenizer settings, the tokenizer's
     steps, dynamics settings) and, if given, the dynamics' steps; validated."""
     tok = {k[len(TOKENIZER):]: v for k, v in changes.items() if k.startswith(TOKENIZER)}
-    dyn = {k: v for k, v in changes.items()
-           if not k.startswith(TOKENIZER) and k != TOKENIZER_STEPS}
+    dyn = {k: v for k, v in changes.items() if not _tokenizer_setting(k)}
     train = dataclasses.replace(cfg.train, tokenizer_steps=changes.get(
         TOKENIZER_STEPS, cfg.train.tokenizer_steps))
     if dynamics_steps is not None:
@@ -111,7 +115,7 @@ def ablate(checkpoint: str | Path, changes: dict, out: str | Path, *, steps: int
     cfg = GenieConfig.from_dict(json.loads(meta["config"]))
     steps = get_config(cfg.name).train.dynamics_steps if steps is None else steps
     # the tokenizer, before the dynamics
-    retrain = any(k.startswith(TOKENIZER) or k == TOKENIZER_STEPS for k in changes)
+    retrain = any(map(_tokenizer_setting, changes))
     cfg = _changed(cfg, changes, dynamics_steps=steps)
     pool, model = initial_pool_and_model(cfg, clips, "cpu")  # the demo's initial weights
     kept = ("lam.",) if retrain else ("tokenizer.", "lam.")
@@ -153,7 +157,7 @@ def tokenizer_ablation(checkpoint: str | Path, changes: dict, out: str | Path, *
     (diagnose.ball_tint_by_colours). A tenth of a full ablation's time: the reconstruction
     bounds what the rollouts can show, so a tokenizer change is read here first. Writes
     out/metrics.json (out/tokenizer holds the trained phase); returns the metrics."""
-    bad = [k for k in changes if not (k.startswith(TOKENIZER) or k == TOKENIZER_STEPS)]
+    bad = [k for k in changes if not _tokenizer_setting(k)]
     if bad:
         raise ValueError(f"a tokenizer-only ablation takes tokenizer settings and "
                          f"{TOKENIZER_STEPS} only, got {bad}")
