@@ -138,6 +138,12 @@ class DynamicsConfig:
     # from frames with its own kind of mistakes in them, as a rollout's (scheduled sampling;
     # DynamicsModel.predicted_context). Costs one more forward pass per step
     predicted_frames: float = 0.0
+    # Not in the paper: the cross-entropy of a masked code that differs from the code at the
+    # same place in the frame before (what moved: 14% of codes, half of them predicted
+    # right, the rest 99%) counted this many times more (DynamicsModel.loss). Off: at 2 the
+    # rollouts kept the agent whole in fewer frames on seeds 0 and 1 (RESULTS.md, "The
+    # dynamics' loss on the codes that changed")
+    change_weight: float = 0.0
 
     def validate(self) -> None:
         for name in ("dim", "heads", "layers", "maskgit_steps"):
@@ -157,6 +163,8 @@ class DynamicsConfig:
         if not 0.0 <= self.context_noise <= 1.0:
             raise ValueError(f"dynamics.context_noise must be in [0, 1], got "
                              f"{self.context_noise}")
+        if not self.change_weight >= 0:
+            raise ValueError(f"dynamics.change_weight must be >= 0, got {self.change_weight}")
         if self.temperature < 0 or self.choice_temperature < 0:
             raise ValueError("dynamics.temperature and choice_temperature must be >= 0, got "
                              f"{self.temperature}, {self.choice_temperature}")

@@ -145,7 +145,9 @@ class DynamicsModel(nn.Module):
         """MaskGIT loss: cross-entropy on the masked tokens of a random U(min, max) mask.
         The model sees the real codes but for its own predictions of whole frames
         (predicted_frames) and the codes context_noise swaps in; whole frames, real
-        (clean_frames) or its own, have no loss. The targets are always the real codes."""
+        (clean_frames) or its own, have no loss. The targets are always the real codes; a
+        target that differs from the code at its place in the frame before counts
+        1 + change_weight times."""
         self._check(tokens, actions)
         mask = random_token_mask(tuple(tokens.shape), self.cfg.mask_min, self.cfg.mask_max,
                                  clean_frames=self.cfg.clean_frames, generator=generator,
@@ -164,7 +166,12 @@ class DynamicsModel(nn.Module):
         # (B, T, S, vocab) logits, indexing them and the index's backward cost ~0.05 s per
         # tiny-config training step on one core
         logits, target = self.head(h[mask]), tokens[mask]
-        loss = F.cross_entropy(logits, target)
+        loss = F.cross_entropy(logits, target, reduction="none")
+        if self.cfg.change_weight > 0:
+            changed = torch.zeros_like(mask)
+            changed[:, 1:] = tokens[:, 1:] != tokens[:, :-1]
+            loss = loss * (1 + self.cfg.change_weight * changed[mask])
+        loss = loss.mean()
         with torch.no_grad():
             acc = (logits.argmax(-1) == target).float().mean()
         return {"loss": loss, "accuracy": acc}

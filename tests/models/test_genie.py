@@ -218,6 +218,35 @@ def test_dynamics_loss_is_cross_entropy_on_the_masked_tokens(cfg, context_noise,
         dyn.loss(tokens, actions[:, 1:])
 
 
+def test_dynamics_change_weight_counts_the_codes_that_changed_more(cfg):
+    """With change_weight w a masked target that differs from the code at its place in the
+    frame before has its cross-entropy counted 1 + w times, the others once (mean over the
+    masked tokens); a code the same as before, or any code of frame 0, is not counted more."""
+    d = cfg.to_dict()
+    d["dynamics"]["change_weight"] = 3.0
+    cfg = GenieConfig.from_dict(d)
+    torch.manual_seed(0)
+    dyn = Genie(cfg).dynamics.double()
+    B, T, S = 3, cfg.frames, cfg.tokens_per_frame
+    tokens = torch.randint(0, cfg.tokenizer.codebook_size, (B, T, S))
+    tokens[:, 2, : S // 2] = tokens[:, 1, : S // 2]         # half of frame 2 did not change
+    actions = torch.randint(0, cfg.lam.num_actions, (B, T - 1))
+    out = dyn.loss(tokens, actions, generator=torch.Generator().manual_seed(5))
+    mask = random_token_mask((B, T, S), dyn.cfg.mask_min, dyn.cfg.mask_max,
+                             generator=torch.Generator().manual_seed(5))
+    changed = torch.zeros_like(mask)
+    changed[:, 1:] = tokens[:, 1:] != tokens[:, :-1]
+    assert not changed[:, 2, : S // 2].any() and changed[:, 2, S // 2:].all()
+    ce = torch.nn.functional.cross_entropy(dyn(tokens, actions, mask)[mask], tokens[mask],
+                                           reduction="none")
+    weight = torch.where(changed[mask], 4.0, 1.0).double()
+    torch.testing.assert_close(out["loss"], (ce * weight).mean())
+    assert not torch.allclose(out["loss"], ce.mean())
+    with pytest.raises(ValueError, match="change_weight"):
+        d["dynamics"]["change_weight"] = -1.0
+        GenieConfig.from_dict(d)
+
+
 def test_predicted_context_puts_the_models_own_frames_in_place_of_real_ones(cfg):
     """Scheduled sampling's context: frame 0 always real, each later frame replaced at the
     rate by the argmax of the model's logits from one pass in which the replaced frames are
