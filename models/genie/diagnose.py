@@ -4,7 +4,8 @@ code stays put), whether each latent action names one movement of the agent (the
 can only place the agent as well as the action says where) and what they call a move
 pressed against a wall, whether a rollout breaks by the errors of each generated frame or
 by feeding them back as the next frame's past, whether the dynamics predicts its training
-clips better than held-out ones, and where the agent is not one blob, whether its stray
+clips better than held-out ones and how well it predicts the codes that change from frame to
+frame against those that do not, and where the agent is not one blob, whether its stray
 pieces are the agent broken or the ball drawn partly in the agent's colour (and the colours
 of the clips where the ball is).
 
@@ -29,6 +30,7 @@ from wmkernels.models.genie.evaluate import (
     held_out_colours,
     reconstruct,
     teacher_forced_accuracy,
+    teacher_forced_logits,
 )
 from wmkernels.models.genie.metrics import agent_mask, agent_metrics, blob_labels, centroid
 from wmkernels.models.genie.model import Genie, load_checkpoint
@@ -60,6 +62,28 @@ def training_gap(model: Genie, clips: int = 256) -> dict:
                 model, ClipPool(model.cfg, clips, seed=seed).all()[0])["token_accuracy"],
             "held_out": teacher_forced_accuracy(
                 model, held_out(model.cfg, clips, seed=seed)[0])["token_accuracy"]}
+
+
+@torch.no_grad()
+def changed_codes(model: Genie, video: torch.Tensor) -> dict:
+    """Teacher-forced next-frame prediction (evaluate.teacher_forced_logits: the real past and
+    the inferred actions, each frame t = 1..T-1 fully masked) split by whether a code differs
+    from the code at its place in the frame before: their share of frames 1..T-1's codes
+    ("changed"), the accuracy of the argmax on those ("changed_accuracy") and on the rest
+    ("unchanged_accuracy"), and the changed codes' share of the summed cross-entropy
+    ("changed_share_of_loss"). Copying the past gets every unchanged code right and every
+    changed one wrong, so the changed ones say whether the dynamics predicts what moves."""
+    tokens = model.tokenizer.encode(video)[1]
+    logits = teacher_forced_logits(model, tokens, model.lam.infer_actions(video)).double()
+    target = tokens[:, 1:]
+    changed = target != tokens[:, :-1]
+    right = logits.argmax(-1) == target
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, -2), target.flatten(),
+                                             reduction="none").view_as(target)
+    return {"changed": _share(changed.flatten()),
+            "changed_accuracy": _share(right[changed]),
+            "unchanged_accuracy": _share(right[~changed]),
+            "changed_share_of_loss": round(float(loss[changed].sum() / loss.sum()), 3)}
 
 
 @torch.no_grad()
@@ -268,6 +292,7 @@ def main(argv=None) -> None:
     kinds = {k: frame_breaks(*args) for k, args in read.items()}
     print(json.dumps({"codes": code_stability(model, video),
                       "teacher_forced_tokens": training_gap(model),
+                      "changed_codes": changed_codes(model, images),
                       "actions": _rounded(action_movements(model, video, colours)),
                       "walls": moves_into_walls(model, video, true_actions, colours),
                       "errors_fed_back": _rounded(fed_back),

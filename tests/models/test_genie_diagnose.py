@@ -1,6 +1,7 @@
 """The rollout diagnostics of models/genie/diagnose.py on inputs with known answers."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from wmkernels.models.genie.diagnose import (
     agent_breaks,
     ball_in_rollouts,
     ball_tint_by_colours,
+    changed_codes,
     code_stability,
     errors_fed_back,
     frame_breaks,
@@ -48,6 +50,42 @@ def test_code_stability_counts_static_patches_and_their_codes(model):
     assert out["static_patches"] == pytest.approx(30 / 32)
     assert out["same_code_if_static"] == pytest.approx(29 / 30)
     assert out["copy_code_accuracy"] == pytest.approx(31 / 32)
+
+
+def test_changed_codes_splits_teacher_forced_accuracy_and_loss_by_what_changed(
+        model, monkeypatch):
+    """Codes of one clip of 3 frames x 4 places: 1 code changes at frame 1, 2 at frame 2
+    (3 of 8). Logits with `a` on one class and 0 on the other 7: the dynamics predicts every
+    unchanged code and one changed code right. A dynamics that copies the past frame gets
+    every unchanged code right and every changed one wrong."""
+    codes = torch.tensor([[[1, 2, 3, 4], [1, 2, 5, 4], [1, 6, 5, 7]]])
+    actions = torch.tensor([[3, 5]])
+    model.tokenizer.encode = lambda v: (None, codes, None)
+    model.lam.infer_actions = lambda v: actions
+
+    def logits_of(predicted, a=2.0):
+        def teacher_forced_logits(m, tokens, acts):
+            assert torch.equal(tokens, codes) and torch.equal(acts, actions)
+            return a * torch.nn.functional.one_hot(predicted, 8).float()
+        return teacher_forced_logits
+
+    predicted = torch.tensor([[[1, 2, 3, 4], [1, 6, 5, 4]]])    # wrong at (1, 2) and (2, 3)
+    monkeypatch.setattr(diagnose, "teacher_forced_logits", logits_of(predicted))
+    out = changed_codes(model, torch.zeros(1, 3, 3, 16, 16))
+    right, wrong = -math.log(math.e ** 2 / (math.e ** 2 + 7)), math.log(math.e ** 2 + 7)
+    assert out == pytest.approx({"changed": 0.375, "changed_accuracy": 0.333,
+                                 "unchanged_accuracy": 1.0,
+                                 "changed_share_of_loss": round(
+                                     (right + 2 * wrong) / (6 * right + 2 * wrong), 3)})
+    monkeypatch.setattr(diagnose, "teacher_forced_logits", logits_of(codes[:, :-1]))
+    out = changed_codes(model, torch.zeros(1, 3, 3, 16, 16))
+    assert (out["changed_accuracy"], out["unchanged_accuracy"]) == (0.0, 1.0)
+    # nothing changes: no changed accuracy to read, and none of the loss
+    codes = codes[:, :1].expand(1, 3, 4)
+    monkeypatch.setattr(diagnose, "teacher_forced_logits", logits_of(codes[:, 1:]))
+    out = changed_codes(model, torch.zeros(1, 3, 3, 16, 16))
+    assert out == {"changed": 0.0, "changed_accuracy": None, "unchanged_accuracy": 1.0,
+                   "changed_share_of_loss": 0.0}
 
 
 def test_action_movements_names_how_far_each_action_moves_the_agent(model):
@@ -217,7 +255,7 @@ def test_main_prints_every_reading(model, tmp_path, capsys):
     save_checkpoint(tmp_path / "genie.safetensors", model)
     diagnose.main([str(tmp_path / "genie.safetensors"), "--clips", "4"])
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"codes", "teacher_forced_tokens", "actions", "walls",
+    assert set(out) == {"codes", "teacher_forced_tokens", "changed_codes", "actions", "walls",
                         "errors_fed_back", "first_ball", "ball_tint", "agent_breaks"}
     for frames in ("recon", "rollouts"):
         kinds = out["agent_breaks"][frames]
