@@ -74,7 +74,7 @@ def changed_codes(model: Genie, video: torch.Tensor) -> dict:
     ("changed_share_of_loss"). Copying the past gets every unchanged code right and every
     changed one wrong, so the changed ones say whether the dynamics predicts what moves."""
     tokens = model.tokenizer.encode(video)[1]
-    logits = teacher_forced_logits(model, tokens, model.lam.infer_actions(video)).double()
+    logits = teacher_forced_logits(model, tokens, model.lam.infer_actions(video))
     target = tokens[:, 1:]
     changed = target != tokens[:, :-1]
     right = logits.argmax(-1) == target
