@@ -116,7 +116,9 @@ class DynamicsConfig:
     layers: int = 3               # paper 48
     mask_min: float = 0.5         # paper 0.5
     mask_max: float = 1.0         # paper 1.0
-    maskgit_steps: int = 8        # paper 25
+    # paper 25. 16 or 25 kept the preset's agent whole no more often than 8, at 2-3x the
+    # passes a frame (RESULTS.md, "The MaskGIT steps on the preset's dynamics")
+    maskgit_steps: int = 8
     # paper 2.0 (random sampling). With argmax tokens the tiny model's rollouts measured a
     # little better than at 0.5, or level, on each of five checkpoints; the choice noise
     # still varies the order tokens are kept in (RESULTS.md, "The preset: 4000 steps,
