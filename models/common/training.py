@@ -327,6 +327,10 @@ class Trainer:
         eval_fn: (unwrapped model, step) -> dict of metrics, run in eval mode without
             gradients every `config.eval_every` steps and after the last one.
         scheduler: LR scheduler stepped after every optimizer step.
+        after_step: called with the new step count after every optimizer step (and the
+            scheduler's), before that step's logging and checkpoint: e.g. to update an
+            average of the weights held inside `model`, so that it is saved and resumed
+            with it.
         configs: extra config dataclasses (e.g. {"model": ModelConfig(...)}) saved beside
             the checkpoint in config.json and inside it.
 
@@ -337,12 +341,14 @@ class Trainer:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                  loss_fn: Callable, batch_fn: Callable[[int], Any], config: TrainConfig, *,
                  eval_fn: Callable | None = None, scheduler=None,
+                 after_step: Callable[[int], None] | None = None,
                  configs: dict[str, Any] | None = None) -> None:
         if not isinstance(config, TrainConfig):
             raise TypeError(f"Trainer: config must be a TrainConfig, got {type(config).__name__}")
         self.model, self.optimizer = model, optimizer
         self.loss_fn, self.batch_fn = loss_fn, batch_fn
         self.config, self.eval_fn, self.scheduler = config, eval_fn, scheduler
+        self.after_step = after_step
         self.configs = {"train": config, **(configs or {})}
         self.step = 0
         self.losses: list[float] = []
@@ -415,6 +421,8 @@ class Trainer:
         while self.step < cfg.steps:
             metrics = self.train_step(self.batch_fn(self.step))
             self.step += 1
+            if self.after_step is not None:
+                self.after_step(self.step)
             self.losses.append(metrics["loss"])
             for k, v in metrics.items():
                 window.setdefault(k, []).append(v)

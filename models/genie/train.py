@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from wmkernels.models.common import TrainConfig, Trainer
 from wmkernels.models.common.distributed import DistInfo, get_rank, wrap_ddp
@@ -58,16 +59,39 @@ class LAMObjective(nn.Module):
                 "action_perplexity": self.lam.vq.perplexity}
 
 
+def _mean_then_ema(decay: float) -> Callable:
+    """AveragedModel's avg_fn: the plain mean of the weights while fewer than 1/(1 - decay)
+    are in it, then an EMA of `decay`, so the first weights averaged weigh no more than any
+    later ones."""
+    def update(average: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        keep = min(decay, float(n) / (float(n) + 1))
+        return average * keep + current * (1 - keep)
+    return update
+
+
 class DynamicsObjective(nn.Module):
     """The dynamics on the frozen tokenizer's codes, conditioned on the frozen LAM's action
     indices. Both frozen models stay out of this module's parameters and state (their own
     phases checkpoint them). The MaskGIT mask of each step is drawn from a generator seeded
-    by (seed, step, rank)."""
+    by (seed, step, rank).
 
-    def __init__(self, model: Genie, seed: int):
+    With dynamics.weight_ema, `average` holds the average of the dynamics' weights after
+    each step from half of `steps` on (after_step); it is part of this module's state, so
+    the phase checkpoint saves and resumes it, and train_dynamics hands it to the model."""
+
+    def __init__(self, model: Genie, seed: int, steps: int):
         super().__init__()
         self.dynamics, self.seed = model.dynamics, seed
         self._frozen = (model.tokenizer, model.lam)   # a tuple: not registered as submodules
+        decay = model.cfg.dynamics.weight_ema
+        self.average = None if not decay else AveragedModel(
+            self.dynamics, avg_fn=_mean_then_ema(decay)).requires_grad_(False)
+        # the first half's weights would linger in a slow average: they start from noise
+        self.average_from = steps // 2
+
+    def after_step(self, step: int) -> None:
+        if self.average is not None and step >= self.average_from:
+            self.average.update_parameters(self.dynamics)
 
     def forward(self, video: torch.Tensor, step: int, tokens: torch.Tensor | None = None,
                 actions: torch.Tensor | None = None) -> dict:
@@ -104,6 +128,7 @@ def _fit(objective: nn.Module, model: Genie, batches: Callable[[int], Batch], st
         return (video, step, *encoded)
 
     trainer = Trainer(wrapped, opt, lambda m, batch: m(*batch), inputs, loop, scheduler=sched,
+                      after_step=getattr(objective, "after_step", None),
                       configs={"genie": model.cfg.to_dict()})
     history = trainer.fit()
     if dist.distributed:
@@ -148,15 +173,20 @@ def train_dynamics(model: Genie, batches: Callable[[int], Batch], steps: int | N
                    progress: bool = False, dist: DistInfo | None = None) -> list[dict]:
     """Phase 2: the dynamics, tokenizer and LAM frozen (see DynamicsObjective); arguments as
     for train_tokenizer. A batch may bring its clips' codes and latent actions as third and
-    fourth elements (ClipPool.encode); otherwise each batch is encoded here."""
+    fourth elements (ClipPool.encode); otherwise each batch is encoded here. With
+    dynamics.weight_ema the model leaves with the averaged weights (DynamicsObjective)."""
     steps = model.cfg.train.dynamics_steps if steps is None else steps
     frozen = [*model.tokenizer.parameters(), *model.lam.parameters()]
     for p in frozen:
         p.requires_grad_(False)
     model.dynamics.train()
+    objective = DynamicsObjective(model, model.cfg.train.seed, steps)
     try:
-        return _fit(DynamicsObjective(model, model.cfg.train.seed), model, batches, steps,
-                    out_dir=out_dir, log_every=log_every, progress=progress, dist=dist)
+        history = _fit(objective, model, batches, steps, out_dir=out_dir, log_every=log_every,
+                       progress=progress, dist=dist)
+        if objective.average is not None:   # generation uses the averaged weights
+            model.dynamics.load_state_dict(objective.average.module.state_dict())
+        return history
     finally:
         for p in frozen:
             p.requires_grad_(True)

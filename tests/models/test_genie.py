@@ -247,6 +247,59 @@ def test_dynamics_change_weight_counts_the_codes_that_changed_more(cfg):
         GenieConfig.from_dict(d)
 
 
+def test_dynamics_weight_ema_averages_the_second_half_and_resumes_exactly(cfg, tmp_path):
+    """With weight_ema d the dynamics leaves train_dynamics with the average of its weights
+    after steps N/2 ... N: their plain mean while fewer than 1/(1 - d) are in it, then an
+    EMA of d. Training itself is unchanged. The average is part of the phase checkpoint:
+    a run stopped mid-phase and started again ends with the uninterrupted run's weights."""
+    d = cfg.to_dict()
+    d["dynamics"]["weight_ema"] = 0.75
+    ema_cfg = GenieConfig.from_dict(d)
+    video = _video(cfg, B=4)
+    N = 8
+
+    def run(config, out=None, stop_at=None):
+        torch.manual_seed(0)
+        model = Genie(config)
+        seen = {}
+
+        def batches(step):   # called with the weights after `step` steps
+            if step == stop_at:
+                raise KeyboardInterrupt
+            seen[step] = [p.detach().clone() for p in model.dynamics.parameters()]
+            return video + 0.01 * step, None
+
+        train_dynamics(model, batches, steps=N, out_dir=out)
+        return model, seen
+
+    plain, seen = run(cfg)
+    averaged, seen_ema = run(ema_cfg)
+    for k in range(N):
+        for a, b in zip(seen[k], seen_ema[k], strict=True):
+            assert torch.equal(a, b)
+    # 1/(1 - 0.75) = 4: the mean of the weights after steps 4 to 7, then one EMA step
+    # with the last weights (after step 8)
+    for i, (last, got) in enumerate(zip(plain.dynamics.parameters(),
+                                        averaged.dynamics.parameters(), strict=True)):
+        mean = sum(seen[k][i] for k in range(N // 2, N)) / (N // 2)
+        torch.testing.assert_close(got, 0.75 * mean + 0.25 * last, rtol=1e-6, atol=1e-7)
+    assert not torch.allclose(next(plain.dynamics.parameters()),
+                              next(averaged.dynamics.parameters()))
+
+    whole, _ = run(ema_cfg, tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        run(ema_cfg, tmp_path / "b", stop_at=7)   # after the step-6 checkpoint
+    resumed, _ = run(ema_cfg, tmp_path / "b")
+    for (k, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items(),
+                              strict=True):
+        assert torch.equal(a, b), k
+    for k, v in averaged.state_dict().items():
+        assert torch.equal(v, whole.state_dict()[k]), k
+    with pytest.raises(ValueError, match="weight_ema"):
+        d["dynamics"]["weight_ema"] = 1.0
+        GenieConfig.from_dict(d)
+
+
 def test_predicted_context_puts_the_models_own_frames_in_place_of_real_ones(cfg):
     """Scheduled sampling's context: frame 0 always real, each later frame replaced at the
     rate by the argmax of the model's logits from one pass in which the replaced frames are
