@@ -150,8 +150,8 @@ class DynamicsConfig:
     # the training steps (train.DynamicsObjective), a plain mean until 1/(1 - weight_ema)
     # steps are in it, then an exponential moving average of this decay; 0: off, the last
     # step's weights. Off: 0.998 / 0.999 kept the agent whole in 0.8 / 0.0 points more of
-    # seed 0's rollouts and 0.4 / 1.5 more of seed 1's, not yet read on seed 2 nor end to
-    # end (RESULTS.md, "Averaged weights for the dynamics")
+    # seed 0's rollouts and 0.4 / 1.5 more of seed 1's, not yet read on seed 2 (RESULTS.md,
+    # "Averaged weights for the dynamics")
     weight_ema: float = 0.0
 
     def validate(self) -> None:
