@@ -60,12 +60,15 @@ class LAMObjective(nn.Module):
 
 
 def _mean_then_ema(decay: float) -> Callable:
-    """AveragedModel's avg_fn: the plain mean of the weights while fewer than 1/(1 - decay)
-    are in it, then an EMA of `decay`, so the first weights averaged weigh no more than any
-    later ones."""
-    def update(average: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """AveragedModel's multi_avg_fn: the plain mean of the weights while fewer than
+    1/(1 - decay) are in it, then an EMA of `decay`, so the first weights averaged weigh no
+    more than any later ones. It takes every weight at once, so the count (a tensor on the
+    weights' device) is read once a step, not once a weight: on a GPU each read waits."""
+    def update(averages: list[torch.Tensor], currents: list[torch.Tensor],
+               n: torch.Tensor) -> None:
         keep = min(decay, float(n) / (float(n) + 1))
-        return average * keep + current * (1 - keep)
+        for average, current in zip(averages, currents, strict=True):
+            average.copy_(average * keep + current * (1 - keep))
     return update
 
 
@@ -85,7 +88,7 @@ class DynamicsObjective(nn.Module):
         self._frozen = (model.tokenizer, model.lam)   # a tuple: not registered as submodules
         decay = model.cfg.dynamics.weight_ema
         self.average = None if not decay else AveragedModel(
-            self.dynamics, avg_fn=_mean_then_ema(decay)).requires_grad_(False)
+            self.dynamics, multi_avg_fn=_mean_then_ema(decay)).requires_grad_(False)
         # the first half's weights would linger in a slow average: they start from noise
         self.average_from = steps // 2
 
