@@ -253,6 +253,8 @@ def test_dynamics_weight_ema_averages_the_second_half_and_resumes_exactly(cfg, t
     EMA of d. Training itself is unchanged. The average is part of the phase checkpoint:
     a run stopped mid-phase and started again ends with the uninterrupted run's weights."""
     d = cfg.to_dict()
+    d["dynamics"]["weight_ema"] = 0.0
+    last_cfg = GenieConfig.from_dict(d)
     d["dynamics"]["weight_ema"] = 0.75
     ema_cfg = GenieConfig.from_dict(d)
     video = _video(cfg, B=4)
@@ -272,7 +274,7 @@ def test_dynamics_weight_ema_averages_the_second_half_and_resumes_exactly(cfg, t
         train_dynamics(model, batches, steps=N, out_dir=out)
         return model, seen
 
-    plain, seen = run(cfg)
+    plain, seen = run(last_cfg)
     averaged, seen_ema = run(ema_cfg)
     for k in range(N):
         for a, b in zip(seen[k], seen_ema[k], strict=True):
