@@ -63,6 +63,9 @@ def _tokenizer_setting(key: str) -> bool:
     return key.startswith(TOKENIZER) or key == TOKENIZER_STEPS
 
 
+_BOOLS = {"true": True, "1": True, "false": False, "0": False}   # bool("false") is True
+
+
 def parse_settings(pairs: list[str]) -> dict:
     """["context_noise=0.2", "tokenizer.stability_weight=1"] -> {"context_noise": 0.2,
     "tokenizer.stability_weight": 1.0}, each value converted to the type of that
@@ -81,8 +84,8 @@ def parse_settings(pairs: list[str]) -> dict:
                              f"got {pair!r}")
         kind = type(defaults[key])
         try:
-            out[key] = kind(value)
-        except ValueError:
+            out[key] = _BOOLS[value.lower()] if kind is bool else kind(value)
+        except (KeyError, ValueError):
             raise ValueError(f"--set {key}: expected a {kind.__name__}, got {value!r}") from None
     return out
 

@@ -64,7 +64,7 @@ class DynamicsModel(nn.Module):
         self.token_embed = nn.Embedding(vocab + 1, cfg.dim)
         self.action_embed = nn.Embedding(num_actions + 1, cfg.dim)
         self.transformer = PositionedSTTransformer(cfg.dim, cfg.heads, cfg.layers, max_frames,
-                                                   spatial)
+                                                   spatial, rope=cfg.rope)
         self.head = nn.Linear(cfg.dim, vocab)
         self.set_sampler()
 

@@ -178,6 +178,30 @@ def test_tokenizer_dead_code_threshold_reaches_its_quantizer(cfg):
     assert GenieConfig.from_dict(d).tokenizer.dead_code_threshold == 1.0
 
 
+def test_dynamics_rope_reaches_every_attention_and_older_configs_read_off(cfg):
+    """dynamics.rope turns on rotary positions in both attentions of every block of the
+    dynamics alone; it adds no weights, so the same weights give other logits with it. A
+    config written before the setting existed trained without it."""
+    torch.manual_seed(0)
+    cfg.dynamics.rope = False
+    plain = Genie(cfg).eval()
+    cfg.dynamics.rope = True
+    rotary = Genie(cfg).eval()
+    rotary.load_state_dict(plain.state_dict())   # strict: the same weights, no more
+    blocks = rotary.dynamics.transformer.st.blocks
+    assert all(b.spatial.rope and b.temporal.rope for b in blocks)
+    assert not any(b.spatial.rope for b in plain.dynamics.transformer.st.blocks)
+    assert not any(getattr(m, "rope", False) for m in rotary.tokenizer.modules())
+    tokens = torch.randint(0, cfg.tokenizer.codebook_size, (2, cfg.frames, cfg.tokens_per_frame))
+    actions = torch.randint(0, 8, (2, cfg.frames - 1))
+    with torch.no_grad():
+        assert not torch.allclose(rotary.dynamics(tokens, actions), plain.dynamics(tokens, actions))
+    d = get_config("tiny").to_dict()
+    assert GenieConfig.from_dict(d).dynamics.rope
+    del d["dynamics"]["rope"]
+    assert not GenieConfig.from_dict(d).dynamics.rope
+
+
 @pytest.mark.parametrize("context_noise, clean_frames, predicted_frames",
                          [(0.0, 0.0, 0.0), (1.0, 0.0, 0.0), (0.0, 0.5, 0.0), (0.0, 0.0, 0.5),
                           (0.5, 0.3, 0.5)])
@@ -420,8 +444,10 @@ def test_ddp_two_gloo_processes_stay_in_sync(tmp_path):
         assert torch.equal(value, ranks[0]["state"][name]), name
 
 
-def test_play_cache_equals_recompute_and_is_deterministic(cfg):
+@pytest.mark.parametrize("rope", [False, True])
+def test_play_cache_equals_recompute_and_is_deterministic(cfg, rope):
     torch.manual_seed(0)
+    cfg.dynamics.rope = rope   # rotary time positions must count from the cache's length
     model = Genie(cfg).double().eval()
     # sampled tokens, so the cache must keep the generator's stream in step with a
     # recompute; with the preset's argmax an untrained model gives every seed the same frames

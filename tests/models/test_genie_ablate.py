@@ -56,11 +56,13 @@ def test_parse_settings():
                            "tokenizer.stability_weight=1", "train.tokenizer_steps=2400"]) == {
         "context_noise": 0.2, "dim": 64, "temperature": 0.0, "tokenizer.stability_weight": 1.0,
         "train.tokenizer_steps": 2400}
+    assert parse_settings(["rope=true"]) == {"rope": True}
+    assert parse_settings(["rope=False"]) == {"rope": False}   # not bool("False")
     for bad, match in (["nonsense=1"], "FIELD=VALUE"), (["dim"], "FIELD=VALUE"), (
             ["dim=wide"], "--set dim: expected a int"), (
             ["tokenizer.nonsense=1"], "FIELD=VALUE"), (
             ["tokenizer.codebook_size=1.5"], "--set tokenizer.codebook_size: expected a int"), (
-            ["train.lr=1"], "FIELD=VALUE"):
+            ["train.lr=1"], "FIELD=VALUE"), (["rope=yes"], "--set rope: expected a bool"):
         with pytest.raises(ValueError, match=match):
             parse_settings(bad)
 
