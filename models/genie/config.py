@@ -220,6 +220,14 @@ class GenieTraining:
         _positive("train.lr", self.lr, float)
 
 
+# Settings added after checkpoints were written with their sub-config: a config without one
+# trained with the value given here (GenieConfig.from_dict), not with today's default.
+_BEFORE_THEY_EXISTED = {
+    "tokenizer": {"stability_weight": 0.0, "dead_code_threshold": 1.0, "motion_weight": 0.0},
+    "dynamics": {"rope": False},
+}
+
+
 @dataclass
 class GenieConfig:
     """Everything a Genie run needs. `image_size` x `image_size` RGB frames, clips of
@@ -282,13 +290,8 @@ class GenieConfig:
             if key not in names:
                 raise ValueError(f"unknown GenieConfig field {key!r}; expected one of "
                                  f"{sorted(names)}")
-            # written before these settings existed: the values it trained with
-            if key == "tokenizer":
-                value = {"stability_weight": 0.0, "dead_code_threshold": 1.0, "motion_weight": 0.0,
-                         **value}
-            if key == "dynamics":
-                value = {"rope": False, **value}
             if key in subs:
+                value = {**_BEFORE_THEY_EXISTED.get(key, {}), **value}
                 sub_names = {f.name for f in dataclasses.fields(subs[key])}
                 bad = set(value) - sub_names
                 if bad:
